@@ -1,0 +1,223 @@
+//! Client ids and the fleet's topic names: building them and parsing them back.
+//!
+//! Pi -> server: `rpi/{id}/heartbeat`, `rpi/{id}/state`, `rpi/{id}/status`, `rpi/{id}/ack`.
+//! Server -> Pi: `server/{id}/segment`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ClientIdError, TopicError};
+use crate::wire::Kind;
+
+/// At most this many bytes in a client id.
+pub const CLIENT_ID_MAX: usize = 64;
+
+/// A validated client id: 1..=64 bytes of `A-Z a-z 0-9 _ - .`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ClientId(String);
+
+impl ClientId {
+    pub fn new(s: &str) -> Result<ClientId, ClientIdError> {
+        validate_client_id(s)?;
+        Ok(ClientId(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The topic of the given kind for this client.
+    pub fn topic(&self, kind: TopicKind) -> String {
+        kind.topic(&self.0)
+    }
+}
+
+/// Checks a client id without allocating.
+pub fn validate_client_id(s: &str) -> Result<(), ClientIdError> {
+    if s.is_empty() {
+        return Err(ClientIdError::Empty);
+    }
+    if s.len() > CLIENT_ID_MAX {
+        return Err(ClientIdError::TooLong {
+            len: s.len(),
+            max: CLIENT_ID_MAX,
+        });
+    }
+    if let Some((position, ch)) = s
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(ClientIdError::InvalidChar { ch, position });
+    }
+    Ok(())
+}
+
+impl FromStr for ClientId {
+    type Err = ClientIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ClientId::new(s)
+    }
+}
+
+impl TryFrom<String> for ClientId {
+    type Error = ClientIdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        validate_client_id(&s)?;
+        Ok(ClientId(s))
+    }
+}
+
+impl From<ClientId> for String {
+    fn from(c: ClientId) -> String {
+        c.0
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for ClientId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The five fleet topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TopicKind {
+    Heartbeat,
+    State,
+    Status,
+    Ack,
+    Segment,
+}
+
+/// Everything the server subscribes to.
+pub const SERVER_SUBSCRIPTION: &str = "rpi/+/+";
+
+impl TopicKind {
+    pub const ALL: [TopicKind; 5] = [
+        TopicKind::Heartbeat,
+        TopicKind::State,
+        TopicKind::Status,
+        TopicKind::Ack,
+        TopicKind::Segment,
+    ];
+
+    fn parts(self) -> (&'static str, &'static str) {
+        match self {
+            TopicKind::Heartbeat => ("rpi", "heartbeat"),
+            TopicKind::State => ("rpi", "state"),
+            TopicKind::Status => ("rpi", "status"),
+            TopicKind::Ack => ("rpi", "ack"),
+            TopicKind::Segment => ("server", "segment"),
+        }
+    }
+
+    /// `prefix/{id}/leaf`; `id` must already be valid (or a wildcard such as `+`).
+    pub fn topic(self, id: &str) -> String {
+        let (prefix, leaf) = self.parts();
+        format!("{prefix}/{id}/{leaf}")
+    }
+
+    /// The payload kind that belongs on this topic.
+    pub fn payload_kind(self) -> Kind {
+        match self {
+            TopicKind::Heartbeat => Kind::Heartbeat,
+            TopicKind::State => Kind::State,
+            TopicKind::Status => Kind::Status,
+            TopicKind::Ack => Kind::Ack,
+            TopicKind::Segment => Kind::Segment,
+        }
+    }
+}
+
+/// Splits a fleet topic into its kind and (validated) client id.
+pub fn parse_topic(topic: &str) -> Result<(TopicKind, &str), TopicError> {
+    let mut it = topic.splitn(3, '/');
+    let (Some(prefix), Some(id), Some(leaf)) = (it.next(), it.next(), it.next()) else {
+        return Err(TopicError::Unknown);
+    };
+    let kind = TopicKind::ALL
+        .into_iter()
+        .find(|k| k.parts() == (prefix, leaf))
+        .ok_or(TopicError::Unknown)?;
+    validate_client_id(id).map_err(TopicError::BadClientId)?;
+    Ok((kind, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_and_parses_every_topic() {
+        let id = ClientId::new("rpi_client_001").unwrap();
+        let expected = [
+            (TopicKind::Heartbeat, "rpi/rpi_client_001/heartbeat"),
+            (TopicKind::State, "rpi/rpi_client_001/state"),
+            (TopicKind::Status, "rpi/rpi_client_001/status"),
+            (TopicKind::Ack, "rpi/rpi_client_001/ack"),
+            (TopicKind::Segment, "server/rpi_client_001/segment"),
+        ];
+        for (kind, topic) in expected {
+            assert_eq!(id.topic(kind), topic);
+            assert_eq!(parse_topic(topic), Ok((kind, "rpi_client_001")));
+        }
+    }
+
+    #[test]
+    fn rejects_foreign_topics() {
+        for t in [
+            "",
+            "rpi",
+            "rpi/a",
+            "rpi/a/unknown",
+            "server/a/heartbeat",
+            "rpi/a/state/extra",
+            "other/a/state",
+        ] {
+            assert_eq!(parse_topic(t), Err(TopicError::Unknown), "{t:?}");
+        }
+        assert!(matches!(
+            parse_topic("rpi/bad id/state"),
+            Err(TopicError::BadClientId(ClientIdError::InvalidChar {
+                ch: ' ',
+                ..
+            }))
+        ));
+        assert!(matches!(
+            parse_topic("rpi//state"),
+            Err(TopicError::BadClientId(ClientIdError::Empty))
+        ));
+    }
+
+    #[test]
+    fn client_id_rules() {
+        assert!(ClientId::new("A-z_0.9").is_ok());
+        assert_eq!(ClientId::new(""), Err(ClientIdError::Empty));
+        assert_eq!(
+            ClientId::new(&"a".repeat(65)),
+            Err(ClientIdError::TooLong { len: 65, max: 64 })
+        );
+        assert!(ClientId::new(&"a".repeat(64)).is_ok());
+        for bad in ["a/b", "a+b", "a#", "é", "a b"] {
+            let e = ClientId::new(bad).unwrap_err();
+            assert!(matches!(e, ClientIdError::InvalidChar { .. }), "{bad}");
+            assert!(e.to_string().contains("only A-Z a-z 0-9 _ - ."));
+        }
+    }
+
+    #[test]
+    fn client_id_serde_validates() {
+        let ok: ClientId = serde_json::from_str("\"pi-1\"").unwrap();
+        assert_eq!(ok.as_str(), "pi-1");
+        assert!(serde_json::from_str::<ClientId>("\"pi/1\"").is_err());
+    }
+}

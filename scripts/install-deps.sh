@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+#! Installs the system packages the project needs (mosquitto, its clients, systemd tools) on Debian/Ubuntu.
+# Idempotent: does nothing when everything is already there. Uses sudo when not root.
+set -euo pipefail
+
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+for extra in "$@"; do
+  dpkg -s "$extra" >/dev/null 2>&1 || need+=("$extra")
+done
+
+[ ${#need[@]} -eq 0 ] && exit 0
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    echo "install-deps: need root or sudo to install: ${need[*]}" >&2; exit 1
+  fi
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-deps: apt-get not found; install these by hand: ${need[*]}" >&2; exit 1
+fi
+echo "install-deps: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >&2 || echo "install-deps: apt-get update had errors, trying the install anyway" >&2
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+# The Debian package starts a system broker on :1883; the project never uses it, but stop it
+# so it does not confuse a developer running `make demo`.
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
