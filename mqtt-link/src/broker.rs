@@ -1,0 +1,291 @@
+//! Broker connection settings (address, TLS files, credentials) and their translation into
+//! rumqttc options, with every file read and checked up front so a bad path stops the start.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+
+/// `host[:port]`; the port defaults to 1883, or 8883 with TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddr {
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl BrokerAddr {
+    /// Parses `host`, `host:port`, `[v6]:port` or `[v6]`.
+    pub fn parse(s: &str) -> Result<BrokerAddr, String> {
+        let s = s.trim();
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (h, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("{s:?}: missing ']' after IPv6 address"))?;
+            match after {
+                "" => (h, None),
+                p => (
+                    h,
+                    Some(
+                        p.strip_prefix(':')
+                            .ok_or_else(|| format!("{s:?}: expected ':port' after ']'"))?,
+                    ),
+                ),
+            }
+        } else {
+            match s.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') => (h, Some(p)),
+                _ => (s, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!(
+                "{s:?}: empty host (write host:port, e.g. localhost:1883)"
+            ));
+        }
+        if host.contains(char::is_whitespace) {
+            return Err(format!("{s:?}: host has white space"));
+        }
+        let port = match port {
+            None => None,
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("{s:?}: port must be 1..65535"))?,
+            ),
+        };
+        Ok(BrokerAddr {
+            host: host.to_owned(),
+            port,
+        })
+    }
+
+    pub fn port_or_default(&self, tls: bool) -> u16 {
+        self.port.unwrap_or(if tls { 8883 } else { 1883 })
+    }
+}
+
+impl fmt::Display for BrokerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host: &str = &self.host;
+        match (host.contains(':'), self.port) {
+            (true, Some(p)) => write!(f, "[{host}]:{p}"),
+            (true, None) => write!(f, "[{host}]"),
+            (false, Some(p)) => write!(f, "{host}:{p}"),
+            (false, None) => write!(f, "{host}"),
+        }
+    }
+}
+
+/// PEM files for TLS. `cert` and `key` together enable client-certificate authentication.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// Everything needed to reach and log in to the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    pub addr: BrokerAddr,
+    pub tls: Option<TlsFiles>,
+    pub username: Option<String>,
+    /// The password lives in a file (mode 0600), never on the command line or in the config.
+    pub password_file: Option<PathBuf>,
+    /// MQTT keep-alive; a dead link is noticed after up to 1.5-2x this.
+    pub keep_alive: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            addr: BrokerAddr {
+                host: "localhost".into(),
+                port: None,
+            },
+            tls: None,
+            username: None,
+            password_file: None,
+            keep_alive: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A problem with the broker settings found before connecting.
+#[derive(Debug)]
+pub enum SetupError {
+    ReadFile {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    NoPem {
+        what: &'static str,
+        path: PathBuf,
+    },
+    CertWithoutKey,
+    PasswordWithoutUser,
+    Tls(rustls::Error),
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::ReadFile { what, path, .. } => {
+                write!(f, "cannot read {what} {}", path.display())
+            }
+            SetupError::NoPem { what, path } => {
+                write!(f, "no PEM {what} found in {}", path.display())
+            }
+            SetupError::CertWithoutKey => {
+                write!(f, "tls_cert and tls_key must be given together")
+            }
+            SetupError::PasswordWithoutUser => write!(f, "password_file needs a username"),
+            SetupError::Tls(_) => write!(f, "bad TLS setup"),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SetupError::ReadFile { source, .. } => Some(source),
+            SetupError::Tls(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, SetupError> {
+    std::fs::read(path).map_err(|source| SetupError::ReadFile {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads a password file: the first line, without its line ending.
+pub fn read_password(path: &Path) -> Result<String, SetupError> {
+    let bytes = read("password file", path)?;
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(text.lines().next().unwrap_or("").to_owned())
+}
+
+fn tls_client_config(files: &TlsFiles) -> Result<rustls::ClientConfig, SetupError> {
+    let ca_pem = read("CA file", &files.ca)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &ca_pem[..]).flatten() {
+        roots.add(cert).map_err(SetupError::Tls)?;
+    }
+    if roots.is_empty() {
+        return Err(SetupError::NoPem {
+            what: "certificate",
+            path: files.ca.clone(),
+        });
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(SetupError::Tls)?
+        .with_root_certificates(roots);
+    match (&files.cert, &files.key) {
+        (None, None) => Ok(builder.with_no_client_auth()),
+        (Some(cert), Some(key)) => {
+            let cert_pem = read("client certificate", cert)?;
+            let chain: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
+                .flatten()
+                .collect();
+            if chain.is_empty() {
+                return Err(SetupError::NoPem {
+                    what: "certificate",
+                    path: cert.clone(),
+                });
+            }
+            let key_pem = read("client key", key)?;
+            let key_der = rustls_pemfile::private_key(&mut &key_pem[..])
+                .ok()
+                .flatten()
+                .ok_or_else(|| SetupError::NoPem {
+                    what: "private key",
+                    path: key.clone(),
+                })?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(SetupError::Tls)
+        }
+        _ => Err(SetupError::CertWithoutKey),
+    }
+}
+
+impl BrokerConfig {
+    /// Checks every file and builds the rumqttc options for `client_id`.
+    pub fn mqtt_options(&self, client_id: &str) -> Result<MqttOptions, SetupError> {
+        let tls = self.tls.is_some();
+        let mut opts = MqttOptions::new(client_id, &self.addr.host, self.addr.port_or_default(tls));
+        opts.set_keep_alive(self.keep_alive.max(Duration::from_secs(1)));
+        if let Some(files) = &self.tls {
+            let cfg = tls_client_config(files)?;
+            opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(cfg))));
+        }
+        match (&self.username, &self.password_file) {
+            (Some(user), Some(pw)) => {
+                opts.set_credentials(user, read_password(pw)?);
+            }
+            (Some(user), None) => {
+                opts.set_credentials(user, "");
+            }
+            (None, Some(_)) => return Err(SetupError::PasswordWithoutUser),
+            (None, None) => {}
+        }
+        Ok(opts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_addresses() {
+        let a = BrokerAddr::parse("localhost:1883").unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("localhost", Some(1883)));
+        let a = BrokerAddr::parse("broker.lan").unwrap();
+        assert_eq!(a.port_or_default(false), 1883);
+        assert_eq!(a.port_or_default(true), 8883);
+        let a = BrokerAddr::parse("[::1]:8883").unwrap();
+        assert_eq!((a.host.as_str(), a.port), ("::1", Some(8883)));
+        assert_eq!(a.to_string(), "[::1]:8883");
+        assert_eq!(BrokerAddr::parse("::1").unwrap().host, "::1");
+        for bad in [":1883", "host:0", "host:99999", "host:x", "[::1", "a b:1"] {
+            assert!(BrokerAddr::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn missing_tls_files_are_reported_up_front() {
+        let cfg = BrokerConfig {
+            tls: Some(TlsFiles {
+                ca: "/nonexistent/ca.pem".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let e = cfg.mqtt_options("pi-1").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("cannot read CA file /nonexistent/ca.pem"),
+            "{e}"
+        );
+        let cfg = BrokerConfig {
+            password_file: Some("/x".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            cfg.mqtt_options("pi-1"),
+            Err(SetupError::PasswordWithoutUser)
+        ));
+    }
+}

@@ -1,0 +1,361 @@
+//! The MQTT event-loop thread: drives rumqttc's blocking `Connection`, reconnects with capped
+//! backoff and jitter, re-subscribes and renews the Last Will on every connect, and turns
+//! what happens into [`LinkEvent`]s on a crossbeam channel.
+//!
+//! What rumqttc 0.25 does not do by itself, and this module does: it never backs off between
+//! reconnect attempts (a refused port spins ~100k attempts/s), it never re-subscribes, it keeps
+//! iterating (and so reconnects) after `disconnect()`, and TCP_NODELAY is off by default.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use common::backoff::{Backoff, fnv1a};
+use common::ratelimit::RateLimiter;
+use crossbeam_channel::{Receiver, Sender, select};
+use log::{debug, error, info, warn};
+use rumqttc::{
+    Client, Connection, ConnectionError, Event, LastWill, NetworkOptions, Outgoing, Packet,
+    Publish, QoS, SubscribeReasonCode,
+};
+
+use crate::broker::{BrokerConfig, SetupError};
+
+/// Builds the Last Will for the connection with the given session number.
+pub type WillFn = Box<dyn Fn(u32) -> LastWill + Send>;
+
+/// How to run a link.
+pub struct LinkConfig {
+    pub client_id: String,
+    pub broker: BrokerConfig,
+    /// Subscribed again after every ConnAck.
+    pub subscriptions: Vec<(String, QoS)>,
+    /// Renewed before every connection attempt with that connection's session number.
+    pub will: Option<WillFn>,
+    /// The session number of the first connection; it grows by one per ConnAck.
+    pub first_session: u32,
+    /// rumqttc's request channel. Small on a Pi: whatever waits in it is sent after a
+    /// reconnect, and stale state reports are worth nothing.
+    pub request_capacity: usize,
+    /// Largest incoming packet accepted; a larger one costs rumqttc the connection, so the
+    /// server sets this far above the 64-byte payloads and counts oversized ones itself.
+    pub max_packet_size: usize,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl LinkConfig {
+    pub fn new(client_id: impl Into<String>, broker: BrokerConfig) -> LinkConfig {
+        LinkConfig {
+            client_id: client_id.into(),
+            broker,
+            subscriptions: Vec::new(),
+            will: None,
+            first_session: 1,
+            request_capacity: 64,
+            max_packet_size: 64 * 1024,
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What the link thread reports.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// A ConnAck arrived; subscriptions were re-issued.
+    Connected { session: u32 },
+    /// An established connection broke (not reported for failed attempts to connect).
+    Disconnected { reason: String },
+    /// An incoming publish (QoS 1 ones are acknowledged by rumqttc).
+    Message(Publish),
+}
+
+/// A running link: the client handle to publish with, and the event-loop thread.
+pub struct Link {
+    client: Client,
+    connected: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    /// Dropped to wake the thread from a backoff sleep or a blocked event send.
+    stop_tx: Option<Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Link {
+    /// Checks the settings (TLS files, password file) and starts the thread `mqtt-link`.
+    pub fn start(cfg: LinkConfig, events: Sender<LinkEvent>) -> Result<Link, SetupError> {
+        let mut opts = cfg.broker.mqtt_options(&cfg.client_id)?;
+        opts.set_max_packet_size(cfg.max_packet_size, cfg.max_packet_size);
+        opts.set_clean_session(true);
+        let (client, mut connection) = Client::new(opts, cfg.request_capacity.max(1));
+        let mut net = NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        net.set_connection_timeout(5);
+        connection.eventloop.set_network_options(net);
+
+        let connected = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let runner = Runner {
+            client: client.clone(),
+            connected: connected.clone(),
+            stop: stop.clone(),
+            stop_rx,
+            events,
+            addr: cfg.broker.addr.to_string(),
+            backoff: Backoff::new(
+                cfg.backoff_min,
+                cfg.backoff_max,
+                fnv1a(cfg.client_id.as_bytes()),
+            ),
+            next_session: cfg.first_session,
+            subscriptions: cfg.subscriptions,
+            will: cfg.will,
+        };
+        let handle = thread::Builder::new()
+            .name("mqtt-link".into())
+            .spawn(move || runner.run(&mut connection))
+            .map_err(|source| SetupError::ReadFile {
+                what: "thread",
+                path: "mqtt-link".into(),
+                source,
+            })?;
+        Ok(Link {
+            client,
+            connected,
+            stop,
+            stop_tx: Some(stop_tx),
+            handle: Some(handle),
+        })
+    }
+
+    /// A handle to publish with; cheap to clone and share with other threads.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// True between a ConnAck and the next connection error.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// The flag behind [`Link::is_connected`], for tickers on other threads: they publish only
+    /// while connected, so nothing stale piles up in rumqttc's queue during an outage.
+    pub fn connected_flag(&self) -> Arc<AtomicBool> {
+        self.connected.clone()
+    }
+
+    /// Publishes `last` (if connected), disconnects cleanly and joins the thread, waiting at
+    /// most `timeout`. Returns false if the thread had to be left behind (stuck in a TCP
+    /// connect to an unreachable host; the process is exiting anyway).
+    pub fn shutdown(mut self, last: Option<(String, Vec<u8>)>, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        self.stop.store(true, Ordering::Release);
+        if self.is_connected() {
+            if let Some((topic, payload)) = last {
+                if let Err(e) = self
+                    .client
+                    .try_publish(topic, QoS::AtLeastOnce, true, payload)
+                {
+                    warn!("could not queue the final status: {e}");
+                }
+            }
+            if let Err(e) = self.client.try_disconnect() {
+                warn!("could not queue the disconnect: {e}");
+            }
+        }
+        drop(self.stop_tx.take());
+        self.join_until(deadline)
+    }
+
+    fn join_until(&mut self, deadline: Instant) -> bool {
+        let Some(handle) = self.handle.take() else {
+            return true;
+        };
+        while !handle.is_finished() {
+            if Instant::now() >= deadline {
+                warn!("mqtt-link thread did not stop in time; leaving it");
+                return false;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        if let Err(panic) = handle.join() {
+            std::panic::resume_unwind(panic);
+        }
+        true
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if self.handle.is_some() {
+            self.stop.store(true, Ordering::Release);
+            let _ = self.client.try_disconnect();
+            drop(self.stop_tx.take());
+            let deadline = Instant::now() + Duration::from_secs(1);
+            if !thread::panicking() {
+                self.join_until(deadline);
+            }
+        }
+    }
+}
+
+struct Runner {
+    client: Client,
+    connected: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    stop_rx: Receiver<()>,
+    events: Sender<LinkEvent>,
+    addr: String,
+    backoff: Backoff,
+    next_session: u32,
+    subscriptions: Vec<(String, QoS)>,
+    will: Option<WillFn>,
+}
+
+impl Runner {
+    fn run(mut self, conn: &mut Connection) {
+        let mut limiter = RateLimiter::new(Duration::from_secs(30));
+        let mut failures: u64 = 0;
+        self.renew_will(conn);
+        loop {
+            if self.stop.load(Ordering::Acquire) && !self.connected.load(Ordering::Acquire) {
+                break;
+            }
+            let event = match conn.recv() {
+                Ok(e) => e,
+                Err(_) => break, // every Client handle is gone
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let session = self.next_session;
+                    self.next_session = self.next_session.wrapping_add(1);
+                    self.connected.store(true, Ordering::Release);
+                    self.backoff.reset();
+                    limiter.reset();
+                    if failures > 0 {
+                        info!(
+                            "connected to {} (session {session}) after {failures} failed attempts",
+                            self.addr
+                        );
+                    } else {
+                        info!("connected to {} (session {session})", self.addr);
+                    }
+                    failures = 0;
+                    if !self.subscriptions.is_empty() {
+                        let subs = self
+                            .subscriptions
+                            .iter()
+                            .map(|(t, q)| rumqttc::SubscribeFilter::new(t.clone(), *q));
+                        if let Err(e) = self.client.try_subscribe_many(subs) {
+                            error!("could not queue the subscription: {e}");
+                        }
+                    }
+                    if !self.emit(LinkEvent::Connected { session }) {
+                        break;
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if !self.emit(LinkEvent::Message(p)) {
+                        break;
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    if ack
+                        .return_codes
+                        .iter()
+                        .any(|c| matches!(c, SubscribeReasonCode::Failure))
+                    {
+                        error!("broker refused a subscription (check the ACL): {ack:?}");
+                    } else {
+                        debug!("subscribed: {ack:?}");
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                    info!("disconnected from {}", self.addr);
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if self.connected.swap(false, Ordering::AcqRel) {
+                        warn!(
+                            "connection to {} lost: {}; reconnecting",
+                            self.addr,
+                            chain(&e)
+                        );
+                        if !self.emit(LinkEvent::Disconnected { reason: chain(&e) }) {
+                            break;
+                        }
+                    } else {
+                        failures += 1;
+                        if let Some(held) = limiter.check(Instant::now()) {
+                            let more = if held > 0 {
+                                format!(" ({held} similar failures not logged)")
+                            } else {
+                                String::new()
+                            };
+                            warn!(
+                                "cannot connect to {}: {}; retrying{more}",
+                                self.addr,
+                                chain(&e)
+                            );
+                        }
+                    }
+                    if self.stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    self.renew_will(conn);
+                    let delay = self.backoff.next_delay();
+                    // Sleep, but wake at once when the link is shut down.
+                    if !matches!(
+                        self.stop_rx.recv_timeout(delay),
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout)
+                    ) {
+                        break;
+                    }
+                }
+            }
+        }
+        self.connected.store(false, Ordering::Release);
+    }
+
+    fn renew_will(&self, conn: &mut Connection) {
+        if let Some(will) = &self.will {
+            conn.eventloop
+                .mqtt_options
+                .set_last_will(will(self.next_session));
+        }
+    }
+
+    /// Hands an event to the daemon, blocking while its channel is full (back-pressure, never
+    /// loss) unless the link is shutting down, when the event is dropped so the clean
+    /// disconnect can go through. False when the daemon's receiver is gone.
+    fn emit(&self, event: LinkEvent) -> bool {
+        if self.stop.load(Ordering::Acquire) {
+            return !matches!(
+                self.events.try_send(event),
+                Err(crossbeam_channel::TrySendError::Disconnected(_))
+            );
+        }
+        select! {
+            send(self.events, event) -> r => r.is_ok(),
+            recv(self.stop_rx) -> _ => true,
+        }
+    }
+}
+
+/// An error with its causes, `a: b: c`.
+fn chain(e: &ConnectionError) -> String {
+    let mut s = e.to_string();
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        let cs = c.to_string();
+        if !s.contains(&cs) {
+            s.push_str(": ");
+            s.push_str(&cs);
+        }
+        cur = c.source();
+    }
+    s
+}
