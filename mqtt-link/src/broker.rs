@@ -87,11 +87,27 @@ pub struct TlsFiles {
     pub key: Option<PathBuf>,
 }
 
+/// The settings keys every daemon shares for its broker connection.
+pub const BROKER_KEYS: &[&str] = &[
+    "broker",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
+    "username",
+    "password_file",
+    "keep_alive",
+];
+
 /// Everything needed to reach and log in to the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerConfig {
     pub addr: BrokerAddr,
-    pub tls: Option<TlsFiles>,
+    /// CA to verify the broker with; setting it turns TLS on. The broker host must then be
+    /// the name in its certificate (e.g. `broker.lan`), not an IP address.
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate and key (PEM), for brokers that require client certificates.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub username: Option<String>,
     /// The password lives in a file (mode 0600), never on the command line or in the config.
     pub password_file: Option<PathBuf>,
@@ -106,11 +122,87 @@ impl Default for BrokerConfig {
                 host: "localhost".into(),
                 port: None,
             },
-            tls: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
             username: None,
             password_file: None,
             keep_alive: Duration::from_secs(5),
         }
+    }
+}
+
+impl BrokerConfig {
+    /// Applies one of [`BROKER_KEYS`]; `None` when `key` is not a broker key.
+    pub fn apply(&mut self, key: &str, value: &str) -> Option<Result<(), String>> {
+        let path = || -> Result<Option<PathBuf>, String> {
+            if value.is_empty() {
+                Ok(None)
+            } else {
+                Ok(Some(PathBuf::from(value)))
+            }
+        };
+        let r = match key {
+            "broker" => BrokerAddr::parse(value).map(|a| self.addr = a),
+            "tls_ca" => path().map(|p| self.tls_ca = p),
+            "tls_cert" => path().map(|p| self.tls_cert = p),
+            "tls_key" => path().map(|p| self.tls_key = p),
+            "username" => {
+                self.username = (!value.is_empty()).then(|| value.to_owned());
+                Ok(())
+            }
+            "password_file" => path().map(|p| self.password_file = p),
+            "keep_alive" => common::duration::parse_duration(value)
+                .map_err(|e| e.to_string())
+                .and_then(|d| {
+                    if d < Duration::from_secs(1) || d > Duration::from_secs(65535) {
+                        Err("must be between 1s and 65535s".to_string())
+                    } else {
+                        self.keep_alive = d;
+                        Ok(())
+                    }
+                }),
+            _ => return None,
+        };
+        Some(r)
+    }
+
+    /// The effective settings as `key = value` lines (the password itself is never shown).
+    pub fn describe(&self) -> String {
+        let p = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        };
+        format!(
+            "broker = {}\ntls_ca = {}\ntls_cert = {}\ntls_key = {}\nusername = {}\npassword_file = {}\nkeep_alive = {}\n",
+            self.addr,
+            p(&self.tls_ca),
+            p(&self.tls_cert),
+            p(&self.tls_key),
+            self.username.as_deref().unwrap_or(""),
+            p(&self.password_file),
+            common::duration::format_duration(self.keep_alive),
+        )
+    }
+
+    /// The TLS files, if TLS is on.
+    pub fn tls_files(&self) -> Result<Option<TlsFiles>, SetupError> {
+        match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (None, None, None) => Ok(None),
+            (None, _, _) => Err(SetupError::CertWithoutCa),
+            (Some(ca), cert, key) => Ok(Some(TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+        }
+    }
+
+    /// Reads and checks every file now, so that a bad path stops the start (exit 2) rather
+    /// than failing every reconnect.
+    pub fn validate(&self) -> Result<(), SetupError> {
+        self.mqtt_options("validate").map(|_| ())
     }
 }
 
@@ -127,6 +219,7 @@ pub enum SetupError {
         path: PathBuf,
     },
     CertWithoutKey,
+    CertWithoutCa,
     PasswordWithoutUser,
     Tls(rustls::Error),
 }
@@ -143,6 +236,7 @@ impl fmt::Display for SetupError {
             SetupError::CertWithoutKey => {
                 write!(f, "tls_cert and tls_key must be given together")
             }
+            SetupError::CertWithoutCa => write!(f, "tls_cert and tls_key need tls_ca"),
             SetupError::PasswordWithoutUser => write!(f, "password_file needs a username"),
             SetupError::Tls(_) => write!(f, "bad TLS setup"),
         }
@@ -223,10 +317,14 @@ fn tls_client_config(files: &TlsFiles) -> Result<rustls::ClientConfig, SetupErro
 impl BrokerConfig {
     /// Checks every file and builds the rumqttc options for `client_id`.
     pub fn mqtt_options(&self, client_id: &str) -> Result<MqttOptions, SetupError> {
-        let tls = self.tls.is_some();
-        let mut opts = MqttOptions::new(client_id, &self.addr.host, self.addr.port_or_default(tls));
+        let tls = self.tls_files()?;
+        let mut opts = MqttOptions::new(
+            client_id,
+            &self.addr.host,
+            self.addr.port_or_default(tls.is_some()),
+        );
         opts.set_keep_alive(self.keep_alive.max(Duration::from_secs(1)));
-        if let Some(files) = &self.tls {
+        if let Some(files) = &tls {
             let cfg = tls_client_config(files)?;
             opts.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(cfg))));
         }
@@ -267,10 +365,7 @@ mod tests {
     #[test]
     fn missing_tls_files_are_reported_up_front() {
         let cfg = BrokerConfig {
-            tls: Some(TlsFiles {
-                ca: "/nonexistent/ca.pem".into(),
-                ..Default::default()
-            }),
+            tls_ca: Some("/nonexistent/ca.pem".into()),
             ..Default::default()
         };
         let e = cfg.mqtt_options("pi-1").unwrap_err();
@@ -287,5 +382,26 @@ mod tests {
             cfg.mqtt_options("pi-1"),
             Err(SetupError::PasswordWithoutUser)
         ));
+        let cfg = BrokerConfig {
+            tls_cert: Some("/x".into()),
+            ..Default::default()
+        };
+        assert!(matches!(cfg.validate(), Err(SetupError::CertWithoutCa)));
+    }
+
+    #[test]
+    fn applies_and_describes_keys() {
+        let mut c = BrokerConfig::default();
+        for k in BROKER_KEYS {
+            assert!(c.apply(k, "").is_some(), "{k}");
+        }
+        assert!(c.apply("client_id", "x").is_none());
+        c.apply("broker", "broker.lan:8883").unwrap().unwrap();
+        c.apply("keep_alive", "10s").unwrap().unwrap();
+        assert!(c.apply("keep_alive", "10ms").unwrap().is_err());
+        assert!(c.apply("broker", "x:0").unwrap().is_err());
+        let d = c.describe();
+        assert!(d.contains("broker = broker.lan:8883\n"), "{d}");
+        assert!(d.contains("keep_alive = 10s\n"), "{d}");
     }
 }

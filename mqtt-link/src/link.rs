@@ -347,15 +347,5 @@ impl Runner {
 
 /// An error with its causes, `a: b: c`.
 fn chain(e: &ConnectionError) -> String {
-    let mut s = e.to_string();
-    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    while let Some(c) = cur {
-        let cs = c.to_string();
-        if !s.contains(&cs) {
-            s.push_str(": ");
-            s.push_str(&cs);
-        }
-        cur = c.source();
-    }
-    s
+    crate::daemon::error_chain(e)
 }
