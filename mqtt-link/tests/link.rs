@@ -1,0 +1,177 @@
+//! The link against a real mosquitto: connect, subscribe, receive, survive a broker restart
+//! (re-subscribe, new session, renewed will), publish a final status and stop cleanly.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use mqtt_link::{BrokerConfig, LastWill, Link, LinkConfig, LinkEvent, QoS};
+use testkit::{Broker, Probe};
+
+fn config(broker: &Broker, id: &str) -> LinkConfig {
+    let mut b = BrokerConfig::default();
+    b.apply("broker", &broker.addr()).unwrap().unwrap();
+    let mut cfg = LinkConfig::new(id, b);
+    cfg.subscriptions = vec![(format!("server/{id}/segment"), QoS::AtLeastOnce)];
+    cfg.first_session = 7;
+    cfg.will = Some(Box::new(move |session| {
+        LastWill::new(
+            "test/will",
+            session.to_le_bytes().to_vec(),
+            QoS::AtLeastOnce,
+            false,
+        )
+    }));
+    cfg
+}
+
+fn next_connected(rx: &Receiver<LinkEvent>, timeout: Duration) -> Option<u32> {
+    let deadline = Instant::now() + timeout;
+    while let Ok(ev) = rx.recv_deadline(deadline) {
+        if let LinkEvent::Connected { session } = ev {
+            return Some(session);
+        }
+    }
+    None
+}
+
+fn next_message(rx: &Receiver<LinkEvent>, timeout: Duration) -> Option<(String, Vec<u8>)> {
+    let deadline = Instant::now() + timeout;
+    while let Ok(ev) = rx.recv_deadline(deadline) {
+        if let LinkEvent::Message(p) = ev {
+            return Some((p.topic, p.payload.to_vec()));
+        }
+    }
+    None
+}
+
+#[test]
+fn receives_resubscribes_after_restart_and_renews_will() {
+    let mut broker = Broker::start();
+    let (tx, rx) = crossbeam_channel::bounded(100);
+    let link = Link::start(config(&broker, "pi-1"), tx).unwrap();
+    assert_eq!(next_connected(&rx, Duration::from_secs(5)), Some(7));
+
+    let probe = Probe::connect(broker.port(), "probe", &[]);
+    // The subscription is sent right after ConnAck; give it a moment, then publish.
+    let got = (0..50).find_map(|_| {
+        probe.publish("server/pi-1/segment", b"one", QoS::AtLeastOnce, false);
+        next_message(&rx, Duration::from_millis(100))
+    });
+    assert_eq!(got, Some(("server/pi-1/segment".into(), b"one".to_vec())));
+    drop(probe);
+
+    broker.kill();
+    let lost_at = Instant::now();
+    let mut saw_disconnect = false;
+    while lost_at.elapsed() < Duration::from_secs(5) {
+        if let Ok(LinkEvent::Disconnected { .. }) = rx.recv_timeout(Duration::from_millis(100)) {
+            saw_disconnect = true;
+            break;
+        }
+    }
+    assert!(
+        saw_disconnect,
+        "no Disconnected event after the broker died"
+    );
+    assert!(!link.is_connected());
+
+    // Down for a second: the link must back off, not spin.
+    std::thread::sleep(Duration::from_secs(1));
+    broker.restart();
+    let back = Instant::now();
+    assert_eq!(next_connected(&rx, Duration::from_secs(5)), Some(8));
+    let reconnect = back.elapsed();
+    assert!(
+        reconnect < Duration::from_secs(3),
+        "reconnect took {reconnect:?}"
+    );
+
+    // Re-subscribed without being asked.
+    let probe = Probe::connect(broker.port(), "probe2", &["test/will"]);
+    let got = (0..50).find_map(|_| {
+        probe.publish("server/pi-1/segment", b"two", QoS::AtLeastOnce, false);
+        next_message(&rx, Duration::from_millis(100))
+    });
+    assert_eq!(got, Some(("server/pi-1/segment".into(), b"two".to_vec())));
+
+    // The will carries the current session. A second client with the same id takes the
+    // session over, and mosquitto publishes the displaced connection's will.
+    let _thief = Probe::connect(broker.port(), "pi-1", &[]);
+    let will = probe
+        .wait_for(Duration::from_secs(5), |s| s.topic == "test/will")
+        .expect("will published on takeover");
+    assert_eq!(u32::from_le_bytes(will.payload[..4].try_into().unwrap()), 8);
+    drop(_thief);
+    drop(link);
+}
+
+#[test]
+fn shutdown_publishes_final_message_and_joins_fast() {
+    let broker = Broker::start();
+    let probe = Probe::connect(broker.port(), "watch", &["rpi/pi-2/status", "test/will"]);
+    let (tx, rx) = crossbeam_channel::bounded(100);
+    let link = Link::start(config(&broker, "pi-2"), tx).unwrap();
+    assert!(next_connected(&rx, Duration::from_secs(5)).is_some());
+    let t = Instant::now();
+    let joined = link.shutdown(
+        Some(("rpi/pi-2/status".into(), b"offline".to_vec())),
+        Duration::from_secs(1),
+    );
+    let took = t.elapsed();
+    assert!(joined, "link thread not joined");
+    assert!(took < Duration::from_secs(1), "shutdown took {took:?}");
+    let seen = probe.collect_for(Duration::from_millis(500));
+    assert!(
+        seen.iter()
+            .any(|s| s.topic == "rpi/pi-2/status" && s.payload == b"offline"),
+        "final message not published: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|s| s.topic == "test/will"),
+        "a clean shutdown must not trigger the will"
+    );
+}
+
+#[test]
+fn shutdown_while_broker_is_down_is_prompt() {
+    let mut broker = Broker::start();
+    let (tx, rx) = crossbeam_channel::bounded(100);
+    let link = Link::start(config(&broker, "pi-3"), tx).unwrap();
+    assert!(next_connected(&rx, Duration::from_secs(5)).is_some());
+    broker.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    assert!(link.shutdown(None, Duration::from_secs(1)));
+    assert!(t.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn refused_port_backs_off_instead_of_spinning() {
+    // Nobody listens on this port. rumqttc alone would retry ~100k times a second; with the
+    // link's backoff the process stays nearly idle while it retries for 1 s.
+    let port = testkit::broker::free_port();
+    let mut b = BrokerConfig::default();
+    b.apply("broker", &format!("127.0.0.1:{port}"))
+        .unwrap()
+        .unwrap();
+    let (tx, _rx) = crossbeam_channel::bounded(10);
+    let cpu_before = process_cpu();
+    let link = Link::start(LinkConfig::new("pi-4", b), tx).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let used = process_cpu() - cpu_before;
+    assert!(link.shutdown(None, Duration::from_secs(1)));
+    // A spinning rumqttc burns a whole core (~1 s here); backing off costs next to nothing.
+    assert!(
+        used < Duration::from_millis(300),
+        "link used {used:?} CPU in 1 s"
+    );
+}
+
+/// User + system CPU time of this process, from /proc/self/stat (clock ticks of 10 ms).
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Runs the whole fleet on this machine: a mosquitto broker on loopback, mqtt-server, and two
+# simulated Pis with three entities each; shows the server's live table. Ctrl-C stops all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PIS=${DEMO_PIS:-2}
+ENTITIES=${DEMO_ENTITIES:-1,2,3}
+DURATION=${DEMO_SECONDS:-0}   # 0 = until Ctrl-C
+RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/fleet-demo.XXXXXX")
+
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+[ -x "$MOSQUITTO" ] || { echo "demo: mosquitto not found; run scripts/install-deps.sh" >&2; exit 1; }
+
+echo "demo: building release binaries..." >&2
+cargo build --release --quiet -p mqtt-server -p rpi-client
+
+# Port 1883 if free, otherwise one the kernel picks.
+PORT=$(python3 - <<'PY' 2>/dev/null || echo 1883
+import socket
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", 1883))
+except OSError:
+    s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()
+PY
+)
+
+cat > "$RUN_DIR/mosquitto.conf" <<CONF
+# Development broker for the demo: anonymous, loopback only, TCP_NODELAY on.
+listener $PORT 127.0.0.1
+allow_anonymous true
+set_tcp_nodelay true
+persistence false
+log_dest stderr
+log_timestamp true
+CONF
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  echo >&2
+  echo "demo: stopping..." >&2
+  # Ctrl-C already reached every process of the terminal's group; give them a moment to
+  # finish cleanly (a second signal would make a daemon exit at once), then TERM the rest,
+  # the daemons before the broker.
+  for _ in $(seq 20); do
+    alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for ((i=${#pids[@]}-1; i>=0; i--)); do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  echo "demo: logs kept in $RUN_DIR" >&2
+}
+trap cleanup INT TERM EXIT
+
+"$MOSQUITTO" -c "$RUN_DIR/mosquitto.conf" 2>"$RUN_DIR/mosquitto.log" &
+pids+=($!)
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+  sleep 0.05
+done
+
+for n in $(seq -f "%03g" 1 "$PIS"); do
+  target/release/rpi-client --config /dev/null --broker "127.0.0.1:$PORT" \
+    --client-id "rpi_client_$n" --entities "$ENTITIES" 2>"$RUN_DIR/rpi_client_$n.log" &
+  pids+=($!)
+done
+
+echo "demo: broker on 127.0.0.1:$PORT, $PIS Pis; logs in $RUN_DIR; Ctrl-C stops everything" >&2
+# The table goes to stdout; on a terminal each new table replaces the last one.
+if [ -t 1 ]; then CLEAR=1; else CLEAR=0; fi
+target/release/mqtt-server --config /dev/null --broker "127.0.0.1:$PORT" 2>"$RUN_DIR/mqtt-server.log" \
+  > >(awk -v clear="$CLEAR" '/^=== Active/ && clear { printf "\033[H\033[2J" } { print; fflush() }') &
+pids+=($!)
+
+if [ "$DURATION" -gt 0 ]; then
+  sleep "$DURATION"
+else
+  wait "${pids[-1]}" || true
+fi
