@@ -1,0 +1,1 @@
+//! The benchmark runner behind `make bench` (binary `fleet-bench`).

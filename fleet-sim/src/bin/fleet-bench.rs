@@ -1,0 +1,2 @@
+//! `fleet-bench`: the benchmark runner behind `make bench`.
+fn main() {}
