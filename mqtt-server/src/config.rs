@@ -1,0 +1,373 @@
+//! The server's settings: schema (keys, switches, env prefix, default path), parsing of each
+//! value with a message naming what is wrong, and the effective config as `key = value` lines.
+
+use std::time::Duration;
+
+use common::ConfigError;
+use common::conf::{Loaded, Schema};
+use common::duration::{format_duration, parse_duration};
+use common::topic::validate_client_id;
+use log::LevelFilter;
+use mqtt_link::{BROKER_KEYS, BrokerConfig};
+
+/// Environment variables `MQTT_SERVER_<KEY>` set any key.
+pub const ENV_PREFIX: &str = "MQTT_SERVER_";
+/// Read when neither `--config` nor `MQTT_SERVER_CONFIG` names a file; may be absent.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/mqtt-server/config.conf";
+/// The server's MQTT user name when a password file is given without one (the ACL's name).
+pub const DEFAULT_USERNAME: &str = "server";
+
+/// The server's own keys; [`schema_keys`] adds the broker keys shared with the client.
+pub const SERVER_KEYS: &[&str] = &[
+    "client_id",
+    "heartbeat_timeout",
+    "segment_interval",
+    "status_interval",
+    "log_level",
+    "max_pis",
+    "evict_after",
+    "segment_retries",
+    "ack_timeout",
+];
+
+/// Switches (flags without a value).
+pub const SWITCHES: &[&str] = &["--check-config", "--help", "-h", "--version", "-V"];
+
+/// Every key the server accepts, server keys first.
+pub fn schema_keys() -> Vec<&'static str> {
+    SERVER_KEYS
+        .iter()
+        .chain(BROKER_KEYS.iter())
+        .copied()
+        .collect()
+}
+
+/// The schema over `keys` (from [`schema_keys`]).
+pub fn schema<'a>(keys: &'a [&'a str]) -> Schema<'a> {
+    Schema {
+        keys,
+        switches: SWITCHES,
+        env_prefix: ENV_PREFIX,
+        default_path: DEFAULT_CONFIG_PATH,
+    }
+}
+
+/// Everything the server needs to run.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The server's own MQTT client id (two servers with one id would kick each other off).
+    pub client_id: String,
+    pub broker: BrokerConfig,
+    /// A Pi with no heartbeat for this long is marked offline.
+    pub heartbeat_timeout: Duration,
+    /// The demo planner's period; zero turns it off.
+    pub segment_interval: Duration,
+    /// The status table's period on stdout; zero turns it off.
+    pub status_interval: Duration,
+    pub log_level: LevelFilter,
+    /// Registry cap: a flood of made-up client ids cannot grow memory past this many Pis.
+    pub max_pis: usize,
+    /// A Pi offline this long is dropped from the registry.
+    pub evict_after: Duration,
+    /// Re-sends of an unacknowledged segment before it is reported failed.
+    pub segment_retries: u32,
+    /// Time to wait for a segment's ack before re-sending it.
+    pub ack_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            client_id: "mqtt-server".into(),
+            broker: BrokerConfig::default(),
+            heartbeat_timeout: Duration::from_millis(1500),
+            segment_interval: Duration::from_secs(3),
+            status_interval: Duration::from_secs(1),
+            log_level: LevelFilter::Info,
+            max_pis: 5000,
+            evict_after: Duration::from_secs(600),
+            segment_retries: 3,
+            ack_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the command line asked for.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Run(ServerConfig),
+    CheckConfig(ServerConfig),
+    Help,
+    Version,
+}
+
+fn duration(value: &str, allow_zero: bool) -> Result<Duration, String> {
+    let d = parse_duration(value).map_err(|e| e.to_string())?;
+    if !allow_zero && d.is_zero() {
+        return Err("must be more than 0s".into());
+    }
+    Ok(d)
+}
+
+fn integer<T: std::str::FromStr>(value: &str, min: u64, max: u64) -> Result<T, String> {
+    let v: u64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not a whole number"))?;
+    if v < min || v > max {
+        return Err(format!("must be between {min} and {max}"));
+    }
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is out of range"))
+}
+
+impl ServerConfig {
+    /// Parses one setting; the message names what is wrong (the caller adds key and origin).
+    pub fn apply(&mut self, key: &str, value: &str) -> Result<(), String> {
+        if let Some(r) = self.broker.apply(key, value) {
+            return r;
+        }
+        match key {
+            "client_id" => {
+                validate_client_id(value).map_err(|e| e.to_string())?;
+                self.client_id = value.to_owned();
+            }
+            "heartbeat_timeout" => self.heartbeat_timeout = duration(value, false)?,
+            "segment_interval" => self.segment_interval = duration(value, true)?,
+            "status_interval" => self.status_interval = duration(value, true)?,
+            "log_level" => self.log_level = mqtt_link::daemon::parse_level(value)?,
+            "max_pis" => self.max_pis = integer(value, 1, 1_000_000)?,
+            "evict_after" => self.evict_after = duration(value, false)?,
+            "segment_retries" => self.segment_retries = integer(value, 0, 100)?,
+            "ack_timeout" => self.ack_timeout = duration(value, false)?,
+            _ => return Err("unknown key".into()),
+        }
+        Ok(())
+    }
+
+    /// Defaults that depend on other settings; call once after every value is applied.
+    pub fn finish(&mut self) {
+        if self.broker.password_file.is_some() && self.broker.username.is_none() {
+            self.broker.username = Some(DEFAULT_USERNAME.into());
+        }
+    }
+
+    /// The effective settings as `key = value` lines: a valid config file.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "client_id = {}\nheartbeat_timeout = {}\nsegment_interval = {}\nstatus_interval = {}\n\
+             log_level = {}\nmax_pis = {}\nevict_after = {}\nsegment_retries = {}\nack_timeout = {}\n",
+            self.client_id,
+            format_duration(self.heartbeat_timeout),
+            format_duration(self.segment_interval),
+            format_duration(self.status_interval),
+            self.log_level.as_str().to_ascii_lowercase(),
+            self.max_pis,
+            format_duration(self.evict_after),
+            self.segment_retries,
+            format_duration(self.ack_timeout),
+        );
+        s.push_str(&self.broker.describe());
+        s
+    }
+
+    /// Reads the TLS and password files now, so a bad path stops the start (exit 2); the
+    /// error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use mqtt_link::SetupError;
+        self.broker.validate().map_err(|e| {
+            let b = &self.broker;
+            let key = match &e {
+                SetupError::ReadFile { path, .. } | SetupError::NoPem { path, .. } => {
+                    let is = |p: &Option<std::path::PathBuf>| p.as_ref() == Some(path);
+                    if is(&b.tls_ca) {
+                        "tls_ca"
+                    } else if is(&b.tls_cert) {
+                        "tls_cert"
+                    } else if is(&b.tls_key) {
+                        "tls_key"
+                    } else if is(&b.password_file) {
+                        "password_file"
+                    } else {
+                        "broker"
+                    }
+                }
+                SetupError::CertWithoutKey => "tls_key",
+                SetupError::CertWithoutCa => "tls_ca",
+                SetupError::PasswordWithoutUser => "username",
+                SetupError::Tls(_) => "tls_ca",
+            };
+            ConfigError::new(key, "", mqtt_link::daemon::error_chain(&e))
+        })
+    }
+
+    /// Loads settings from `args` (after the program name), `env` and the config file.
+    pub fn load(
+        args: &[String],
+        env: &[(String, String)],
+        read_file: impl FnOnce(&str) -> std::io::Result<String>,
+    ) -> Result<Command, ConfigError> {
+        let keys = schema_keys();
+        let mut cfg = ServerConfig::default();
+        let loaded: Loaded =
+            common::conf::load(&schema(&keys), args, env, read_file, |k, v| cfg.apply(k, v))?;
+        cfg.finish();
+        let has = |s: &[&str]| loaded.switches.iter().any(|x| s.contains(&x.as_str()));
+        Ok(if has(&["--help", "-h"]) {
+            Command::Help
+        } else if has(&["--version", "-V"]) {
+            Command::Version
+        } else if has(&["--check-config"]) {
+            Command::CheckConfig(cfg)
+        } else {
+            Command::Run(cfg)
+        })
+    }
+
+    /// [`ServerConfig::load`] with this process's arguments, environment and file system.
+    pub fn from_process() -> Result<Command, ConfigError> {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        ServerConfig::load(&args, &env, |p| std::fs::read_to_string(p))
+    }
+}
+
+/// The `--help` text.
+pub fn usage() -> String {
+    let keys = schema_keys();
+    format!(
+        "mqtt-server {} — fleet monitor and segment dispatcher\n\n\
+         Usage: mqtt-server [--config PATH] [--KEY VALUE]... [--check-config]\n\n\
+         Settings (flag, environment variable, config file key); flags win over the\n\
+         environment, which wins over the file ({DEFAULT_CONFIG_PATH} by default):\n{}\n\
+         Switches:\n  --check-config   validate, print the effective config and exit\n  \
+         --help, -h       this text\n  --version, -V    the version\n\n\
+         Durations are written like 500ms, 1.5s, 2m. The status table goes to stdout, logs to stderr.\n",
+        env!("CARGO_PKG_VERSION"),
+        common::conf::help_lines(&schema(&keys)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(
+        args: &[&str],
+        env: &[(&str, &str)],
+        file: Option<&str>,
+    ) -> Result<Command, ConfigError> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ServerConfig::load(&args, &env, |_| match file {
+            Some(t) => Ok(t.to_string()),
+            None => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "absent")),
+        })
+    }
+
+    fn run_cfg(args: &[&str]) -> ServerConfig {
+        match load(args, &[], None).unwrap() {
+            Command::Run(c) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_issue() {
+        let c = run_cfg(&[]);
+        assert_eq!(c.heartbeat_timeout, Duration::from_millis(1500));
+        assert_eq!(c.segment_interval, Duration::from_secs(3));
+        assert_eq!(c.status_interval, Duration::from_secs(1));
+        assert_eq!(c.client_id, "mqtt-server");
+        assert_eq!(c.max_pis, 5000);
+        assert_eq!(c.evict_after, Duration::from_secs(600));
+        assert_eq!(c.segment_retries, 3);
+        assert_eq!(c.ack_timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn flags_env_and_file() {
+        let c = match load(
+            &["--broker", "h:1884", "--segment-interval", "0s"],
+            &[("MQTT_SERVER_STATUS_INTERVAL", "250ms")],
+            Some("heartbeat_timeout = 2s\nmax_pis = 10\n"),
+        )
+        .unwrap()
+        {
+            Command::Run(c) => c,
+            o => panic!("{o:?}"),
+        };
+        assert_eq!(c.broker.addr.to_string(), "h:1884");
+        assert_eq!(c.segment_interval, Duration::ZERO);
+        assert_eq!(c.status_interval, Duration::from_millis(250));
+        assert_eq!(c.heartbeat_timeout, Duration::from_secs(2));
+        assert_eq!(c.max_pis, 10);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (args, key) in [
+            (&["--heartbeat-timeout", "0s"][..], "heartbeat_timeout"),
+            (&["--heartbeat-timeout", "soon"], "heartbeat_timeout"),
+            (&["--max-pis", "0"], "max_pis"),
+            (&["--max-pis", "-3"], "max_pis"),
+            (&["--segment-retries", "1000"], "segment_retries"),
+            (&["--client-id", "a/b"], "client_id"),
+            (&["--log-level", "loud"], "log_level"),
+            (&["--ack-timeout", "0s"], "ack_timeout"),
+            (&["--broker", "x:0"], "broker"),
+        ] {
+            let e = load(args, &[], None).unwrap_err();
+            assert_eq!(e.key, key, "{args:?}: {e}");
+            assert!(e.to_string().contains(args[0]), "{e}");
+        }
+        let e = load(&["--nope", "1"], &[], None).unwrap_err();
+        assert!(e.to_string().contains("--nope"), "{e}");
+    }
+
+    #[test]
+    fn password_file_implies_server_user() {
+        let c = run_cfg(&["--password-file", "/run/secret"]);
+        assert_eq!(c.broker.username.as_deref(), Some("server"));
+        let c = run_cfg(&["--password-file", "/run/secret", "--username", "ops"]);
+        assert_eq!(c.broker.username.as_deref(), Some("ops"));
+        assert_eq!(run_cfg(&[]).broker.username, None);
+    }
+
+    #[test]
+    fn describe_round_trips_and_covers_every_key() {
+        let c = run_cfg(&["--segment-interval", "0s", "--status-interval", "1.5s"]);
+        let text = c.describe();
+        for key in schema_keys() {
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("{key} = "))),
+                "{key} missing from:\n{text}"
+            );
+        }
+        let again = match load(&[], &[], Some(&text)).unwrap() {
+            Command::Run(c) => c,
+            o => panic!("{o:?}"),
+        };
+        assert_eq!(again.describe(), text);
+    }
+
+    #[test]
+    fn switches() {
+        assert!(matches!(load(&["--help"], &[], None), Ok(Command::Help)));
+        assert!(matches!(
+            load(&["--version"], &[], None),
+            Ok(Command::Version)
+        ));
+        assert!(matches!(
+            load(&["--check-config"], &[], None),
+            Ok(Command::CheckConfig(_))
+        ));
+        assert!(usage().contains("--heartbeat-timeout VALUE"));
+        assert!(usage().contains("MQTT_SERVER_SEGMENT_INTERVAL"));
+    }
+}

@@ -1,0 +1,214 @@
+//! The server's counters: messages per kind, bad input per error kind, registry events,
+//! segment delivery (sent / acked / retried / failed) and round-trip statistics. Kept in the
+//! registry, printed at shutdown, and read by whatever interface comes next (HTTP, metrics).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Round-trip samples kept for percentiles.
+pub const RTT_WINDOW: usize = 1024;
+
+/// Segment round trips (sent -> Accepted): the last one and a bounded window for percentiles.
+#[derive(Debug, Clone, Default)]
+pub struct RttStats {
+    last: Option<Duration>,
+    window: VecDeque<Duration>,
+    count: u64,
+}
+
+/// A summary of [`RttStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct RttSummary {
+    pub count: u64,
+    pub last_us: Option<u64>,
+    pub p50_us: Option<u64>,
+    pub p99_us: Option<u64>,
+}
+
+impl RttStats {
+    pub fn record(&mut self, d: Duration) {
+        self.last = Some(d);
+        self.count += 1;
+        if self.window.len() == RTT_WINDOW {
+            self.window.pop_front();
+        }
+        self.window.push_back(d);
+    }
+
+    pub fn last(&self) -> Option<Duration> {
+        self.last
+    }
+
+    /// The `q` quantile (0.0..=1.0) of the window, nearest rank.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        if self.window.is_empty() {
+            return None;
+        }
+        let mut v: Vec<Duration> = self.window.iter().copied().collect();
+        v.sort_unstable();
+        let rank = (q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize;
+        Some(v[rank.clamp(1, v.len()) - 1])
+    }
+
+    pub fn summary(&self) -> RttSummary {
+        let us = |d: Option<Duration>| d.map(|d| d.as_micros() as u64);
+        RttSummary {
+            count: self.count,
+            last_us: us(self.last),
+            p50_us: us(self.quantile(0.5)),
+            p99_us: us(self.quantile(0.99)),
+        }
+    }
+}
+
+/// Every counter of the server. Error and event names are `&'static str` labels from a fixed
+/// set, so the maps cannot grow with input.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counters {
+    /// Valid messages received, by kind (`heartbeat`, `state`, `status`, `ack`).
+    pub messages: BTreeMap<&'static str, u64>,
+    /// Bad input, by error kind (`bad_topic`, `bad_client_id`, `oversized`, `kind_mismatch`,
+    /// and the decoder's labels: `empty`, `unknown_version`, `unknown_kind`, `wrong_length`,
+    /// `out_of_range`, `unexpected_kind`).
+    pub input_errors: BTreeMap<&'static str, u64>,
+    /// Registry events: `pis_added`, `pis_evicted`, `registry_full`, `entities_full`,
+    /// `stale_status`, `state_from_unknown_pi`, `went_online`, `went_offline`,
+    /// `heartbeats_lost`, `seq_resets`.
+    pub registry: BTreeMap<&'static str, u64>,
+    /// Distinct segments published (first attempts).
+    pub segments_sent: u64,
+    /// Segments answered `Accepted` (the first such ack per segment).
+    pub segments_acked: u64,
+    /// Re-publications of a segment that had no ack in time.
+    pub segments_retried: u64,
+    pub segments_completed: u64,
+    pub segments_rejected: u64,
+    /// Segments that could not be delivered: retries spent, Pi went offline, server stopping.
+    pub segments_failed: u64,
+    /// Dispatch requests refused at once (Pi offline or unknown, entity unknown, ...).
+    pub dispatch_refused: u64,
+    /// Acks for segments this server is not tracking (unknown, expired, or another Pi's).
+    pub acks_unknown: u64,
+    /// Acks repeating what the server already knew (QoS 1 duplicates, re-sent Accepted).
+    pub acks_duplicate: u64,
+    /// Publishes the MQTT client could not queue (request queue full or not connected).
+    pub publish_failures: u64,
+    #[serde(skip)]
+    pub rtt: RttStats,
+}
+
+fn bump(map: &mut BTreeMap<&'static str, u64>, key: &'static str, by: u64) {
+    *map.entry(key).or_insert(0) += by;
+}
+
+fn get(map: &BTreeMap<&'static str, u64>, key: &str) -> u64 {
+    map.get(key).copied().unwrap_or(0)
+}
+
+impl Counters {
+    pub fn message(&mut self, kind: &'static str) {
+        bump(&mut self.messages, kind, 1);
+    }
+    pub fn input_error(&mut self, label: &'static str) {
+        bump(&mut self.input_errors, label, 1);
+    }
+    pub fn registry_event(&mut self, label: &'static str, by: u64) {
+        bump(&mut self.registry, label, by);
+    }
+
+    pub fn messages_of(&self, kind: &str) -> u64 {
+        get(&self.messages, kind)
+    }
+    pub fn input_errors_of(&self, label: &str) -> u64 {
+        get(&self.input_errors, label)
+    }
+    pub fn registry_of(&self, label: &str) -> u64 {
+        get(&self.registry, label)
+    }
+    pub fn input_errors_total(&self) -> u64 {
+        self.input_errors.values().sum()
+    }
+
+    /// Human-readable summary lines, printed at shutdown.
+    pub fn summary_lines(&self) -> Vec<String> {
+        let map = |m: &BTreeMap<&'static str, u64>| {
+            if m.is_empty() {
+                "none".to_string()
+            } else {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }
+        };
+        let ms = |d: Option<Duration>| match d {
+            Some(d) => format!("{:.1}ms", d.as_secs_f64() * 1000.0),
+            None => "-".into(),
+        };
+        vec![
+            format!("messages: {}", map(&self.messages)),
+            format!("input errors: {}", map(&self.input_errors)),
+            format!("registry: {}", map(&self.registry)),
+            format!(
+                "segments: sent={} acked={} retried={} completed={} rejected={} failed={} \
+                 refused={} acks_unknown={} acks_duplicate={} publish_failures={}",
+                self.segments_sent,
+                self.segments_acked,
+                self.segments_retried,
+                self.segments_completed,
+                self.segments_rejected,
+                self.segments_failed,
+                self.dispatch_refused,
+                self.acks_unknown,
+                self.acks_duplicate,
+                self.publish_failures,
+            ),
+            format!(
+                "segment round trip: n={} last={} p50={} p99={}",
+                self.rtt.count,
+                ms(self.rtt.last()),
+                ms(self.rtt.quantile(0.5)),
+                ms(self.rtt.quantile(0.99)),
+            ),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtt_quantiles_over_a_bounded_window() {
+        let mut r = RttStats::default();
+        assert_eq!(r.quantile(0.5), None);
+        for ms in 1..=100u64 {
+            r.record(Duration::from_millis(ms));
+        }
+        assert_eq!(r.last(), Some(Duration::from_millis(100)));
+        assert_eq!(r.quantile(0.5), Some(Duration::from_millis(50)));
+        assert_eq!(r.quantile(0.99), Some(Duration::from_millis(99)));
+        for _ in 0..RTT_WINDOW {
+            r.record(Duration::from_millis(7));
+        }
+        assert_eq!(r.window.len(), RTT_WINDOW);
+        assert_eq!(r.quantile(0.99), Some(Duration::from_millis(7)));
+        assert_eq!(r.summary().count, 100 + RTT_WINDOW as u64);
+    }
+
+    #[test]
+    fn summary_names_everything() {
+        let mut c = Counters::default();
+        c.message("heartbeat");
+        c.input_error("oversized");
+        c.input_error("oversized");
+        c.registry_event("registry_full", 3);
+        let s = c.summary_lines().join("\n");
+        assert!(s.contains("heartbeat=1"), "{s}");
+        assert!(s.contains("oversized=2"), "{s}");
+        assert!(s.contains("registry_full=3"), "{s}");
+        assert_eq!(c.input_errors_total(), 2);
+    }
+}

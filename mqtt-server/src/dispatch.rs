@@ -1,0 +1,847 @@
+//! Segment dispatch: assigns segment ids, publishes segments at QoS 1 to
+//! `server/{client_id}/segment`, tracks their acks, re-sends an unacknowledged segment up to
+//! `segment_retries` times (one `ack_timeout` apart) and reports what became of each segment.
+//! A plain struct whose methods take `now` and a [`Publisher`], unit-tested without a broker.
+//!
+//! Rules:
+//! - A segment is only sent to a Pi that is online and to an entity that Pi has reported in a
+//!   state report; otherwise dispatch fails at once ([`DispatchError`]). The server must know
+//!   an entity before ordering it around (the Pi would answer `Rejected(UnknownEntity)`
+//!   anyway, and a planner needs the entity's pose).
+//! - Ids are a u32 counter seeded from the server's clock, never 0, so a restarted server
+//!   does not reuse recent ids (a Pi executes a given id at most once per entity).
+//! - The round trip is first publication -> `Accepted`; it is logged at debug and kept in the
+//!   counters (last, p50, p99 over a window).
+//! - When a Pi goes offline, its segments that are not finished fail (`PiOffline`): a Pi that
+//!   comes back has lost its queue or will answer for them on its own.
+//! - At most `max_in_flight` segments are tracked; finished ones are kept for `grace` to
+//!   recognise duplicate acks, then forgotten.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::ratelimit::RateLimiter;
+use common::{AckOutcome, ClientId, Point, RejectReason, Segment, SegmentAck, TopicKind};
+use crossbeam_channel::{Receiver, Sender};
+use log::{debug, info, warn};
+
+use crate::counters::Counters;
+use crate::fleet::Fleet;
+
+/// What to drive: a segment without its id (the dispatcher assigns it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SegmentSpec {
+    pub entity_id: u32,
+    pub start: Point,
+    pub end: Point,
+    pub velocity_start: i32,
+    pub velocity_end: i32,
+    pub segment_type: u8,
+}
+
+impl SegmentSpec {
+    /// A straight line (`segment_type` 0).
+    pub fn line(entity_id: u32, start: Point, end: Point, v_start: i32, v_end: i32) -> Self {
+        SegmentSpec {
+            entity_id,
+            start,
+            end,
+            velocity_start: v_start,
+            velocity_end: v_end,
+            segment_type: 0,
+        }
+    }
+}
+
+/// Why a segment was not sent at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DispatchError {
+    /// The server has never heard of this Pi (or forgot it).
+    UnknownPi,
+    /// The Pi is known but offline.
+    PiOffline,
+    /// The Pi is online but has not reported this entity.
+    UnknownEntity,
+    /// The server is not connected to the broker.
+    NotConnected,
+    /// Too many segments are being tracked already.
+    TooManyInFlight,
+    /// The server is stopping.
+    ShuttingDown,
+}
+
+impl std::fmt::Display for DispatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DispatchError::UnknownPi => "unknown Pi",
+            DispatchError::PiOffline => "Pi is offline",
+            DispatchError::UnknownEntity => "the Pi has not reported this entity",
+            DispatchError::NotConnected => "server not connected to the broker",
+            DispatchError::TooManyInFlight => "too many segments in flight",
+            DispatchError::ShuttingDown => "server shutting down",
+        })
+    }
+}
+
+impl std::error::Error for DispatchError {}
+
+/// Why a sent segment could not be delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    /// No ack after this many publications.
+    NoAck { attempts: u32 },
+    /// The Pi went offline before the segment finished.
+    PiOffline,
+    /// The server stopped before the segment finished.
+    ShuttingDown,
+}
+
+/// What became of a segment, as it happens: `Accepted` first (unless the Pi refused it),
+/// then exactly one final outcome (`Completed`, `Rejected` or `Failed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentOutcome {
+    /// The Pi queued it. `round_trip` is first publication -> this ack.
+    Accepted {
+        round_trip: Duration,
+        attempts: u32,
+    },
+    /// The entity reached the end; `after` is measured from the first publication.
+    Completed {
+        after: Duration,
+    },
+    Rejected(RejectReason),
+    Failed(FailReason),
+}
+
+impl SegmentOutcome {
+    pub fn is_final(&self) -> bool {
+        !matches!(self, SegmentOutcome::Accepted { .. })
+    }
+}
+
+/// A dispatched segment's id and where its outcomes arrive.
+#[derive(Debug)]
+pub struct SegmentTicket {
+    pub id: u32,
+    pub outcomes: Receiver<SegmentOutcome>,
+}
+
+impl SegmentTicket {
+    /// Waits for the final outcome (Completed, Rejected or Failed), skipping `Accepted`.
+    pub fn wait_final(&self, timeout: Duration) -> Option<SegmentOutcome> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.outcomes.recv_timeout(left) {
+                Ok(o) if o.is_final() => return Some(o),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// Where segments go: the MQTT client in the server, a recorder in tests.
+pub trait Publisher {
+    /// False while the server has no broker connection.
+    fn connected(&self) -> bool;
+    /// Queues a QoS 1, non-retained publish without blocking.
+    fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<(), String>;
+}
+
+/// The dispatcher's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct DispatchConfig {
+    pub ack_timeout: Duration,
+    pub retries: u32,
+    /// Finished segments are remembered this long, to recognise duplicate acks.
+    pub grace: Duration,
+    pub max_in_flight: usize,
+}
+
+impl DispatchConfig {
+    pub fn new(ack_timeout: Duration, retries: u32) -> Self {
+        DispatchConfig {
+            ack_timeout,
+            retries,
+            grace: Duration::from_secs(10),
+            max_in_flight: 65_536,
+        }
+    }
+}
+
+struct Tracked {
+    client: ClientId,
+    segment: Segment,
+    notify: Option<Sender<SegmentOutcome>>,
+    first_sent: Instant,
+    last_sent: Instant,
+    attempts: u32,
+    accepted_at: Option<Instant>,
+    done: bool,
+}
+
+impl Tracked {
+    fn tell(&self, outcome: SegmentOutcome) {
+        if let Some(tx) = &self.notify {
+            // Never block the registry on a slow or gone listener.
+            let _ = tx.try_send(outcome);
+        }
+    }
+}
+
+/// The first segment id: the server's clock in ms (mod 2^32), odd, so never 0.
+pub fn seed_segment_id() -> u32 {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1);
+    (ms as u32) | 1
+}
+
+pub struct Dispatcher {
+    cfg: DispatchConfig,
+    next_id: u32,
+    tracked: HashMap<u32, Tracked>,
+    /// Unfinished segments per Pi, to fail them when it goes offline.
+    by_client: HashMap<String, BTreeSet<u32>>,
+    /// Ack deadlines (lazy: stale entries are skipped when popped).
+    deadlines: BinaryHeap<Reverse<(Instant, u32)>>,
+    /// Finished segments in the order they finished, forgotten after `grace`.
+    finished: VecDeque<(Instant, u32)>,
+    publish_limit: RateLimiter,
+    ack_limit: RateLimiter,
+    reject_limit: RateLimiter,
+}
+
+impl Dispatcher {
+    pub fn new(cfg: DispatchConfig, first_id: u32) -> Dispatcher {
+        Dispatcher {
+            cfg,
+            next_id: first_id.max(1),
+            tracked: HashMap::new(),
+            by_client: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            finished: VecDeque::new(),
+            publish_limit: RateLimiter::new(Duration::from_secs(10)),
+            ack_limit: RateLimiter::new(Duration::from_secs(10)),
+            reject_limit: RateLimiter::new(Duration::from_secs(10)),
+        }
+    }
+
+    /// Segments tracked (unfinished, and finished within the grace period).
+    pub fn tracked(&self) -> usize {
+        self.tracked.len()
+    }
+
+    /// Segments sent and not finished.
+    pub fn in_flight(&self) -> usize {
+        self.by_client.values().map(BTreeSet::len).sum()
+    }
+
+    fn allocate_id(&mut self) -> u32 {
+        loop {
+            let id = self.next_id;
+            self.next_id = self.next_id.wrapping_add(1).max(1);
+            if !self.tracked.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Checks the target, assigns an id and publishes. `notify` hears the outcomes.
+    pub fn dispatch(
+        &mut self,
+        now: Instant,
+        fleet: &mut Fleet,
+        client: &str,
+        spec: SegmentSpec,
+        notify: Option<Sender<SegmentOutcome>>,
+        out: &mut dyn Publisher,
+    ) -> Result<u32, DispatchError> {
+        let checked = self.check(fleet, client, spec.entity_id, out);
+        let counters = fleet.counters_mut();
+        let client = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                counters.dispatch_refused += 1;
+                return Err(e);
+            }
+        };
+        let id = self.allocate_id();
+        let segment = Segment {
+            entity_id: spec.entity_id,
+            segment_id: id,
+            start: spec.start,
+            end: spec.end,
+            velocity_start: spec.velocity_start,
+            velocity_end: spec.velocity_end,
+            segment_type: spec.segment_type,
+        };
+        self.send(now, &client, &segment, counters, out);
+        counters.segments_sent += 1;
+        debug!(
+            "segment {id} -> {client}/{}: ({}, {}) -> ({}, {})",
+            spec.entity_id, spec.start.x, spec.start.y, spec.end.x, spec.end.y
+        );
+        self.by_client
+            .entry(client.as_str().to_owned())
+            .or_default()
+            .insert(id);
+        self.deadlines
+            .push(Reverse((now + self.cfg.ack_timeout, id)));
+        self.tracked.insert(
+            id,
+            Tracked {
+                client,
+                segment,
+                notify,
+                first_sent: now,
+                last_sent: now,
+                attempts: 1,
+                accepted_at: None,
+                done: false,
+            },
+        );
+        Ok(id)
+    }
+
+    fn check(
+        &self,
+        fleet: &Fleet,
+        client: &str,
+        entity_id: u32,
+        out: &dyn Publisher,
+    ) -> Result<ClientId, DispatchError> {
+        if !out.connected() {
+            return Err(DispatchError::NotConnected);
+        }
+        let pi = fleet.pi(client).ok_or(DispatchError::UnknownPi)?;
+        if !pi.is_online() {
+            return Err(DispatchError::PiOffline);
+        }
+        if !pi.entities.contains_key(&entity_id) {
+            return Err(DispatchError::UnknownEntity);
+        }
+        if self.tracked.len() >= self.cfg.max_in_flight {
+            return Err(DispatchError::TooManyInFlight);
+        }
+        Ok(pi.id.clone())
+    }
+
+    fn send(
+        &mut self,
+        now: Instant,
+        client: &ClientId,
+        segment: &Segment,
+        counters: &mut Counters,
+        out: &mut dyn Publisher,
+    ) {
+        let topic = client.topic(TopicKind::Segment);
+        if let Err(e) = out.publish(&topic, segment.encode().as_slice()) {
+            counters.publish_failures += 1;
+            if let Some(held) = self.publish_limit.check(now) {
+                warn!(
+                    "could not queue segment {} for {client}: {e}; will retry ({held} similar not logged)",
+                    segment.segment_id
+                );
+            }
+        }
+    }
+
+    /// An ack from `client`.
+    pub fn on_ack(&mut self, now: Instant, client: &str, ack: SegmentAck, counters: &mut Counters) {
+        let Some(t) = self.tracked.get_mut(&ack.segment_id) else {
+            counters.acks_unknown += 1;
+            if self.ack_limit.check(now).is_some() {
+                debug!(
+                    "{client}: ack for segment {} that is not tracked (expired or not ours)",
+                    ack.segment_id
+                );
+            }
+            return;
+        };
+        if t.client.as_str() != client || t.segment.entity_id != ack.entity_id {
+            counters.acks_unknown += 1;
+            if let Some(held) = self.ack_limit.check(now) {
+                warn!(
+                    "{client}: ack for segment {} of entity {}, which was sent to {}/{} ({held} similar not logged)",
+                    ack.segment_id, ack.entity_id, t.client, t.segment.entity_id
+                );
+            }
+            return;
+        }
+        if t.done {
+            counters.acks_duplicate += 1;
+            return;
+        }
+        let id = ack.segment_id;
+        let accept = |t: &mut Tracked, counters: &mut Counters, with_rtt: bool| {
+            t.accepted_at = Some(now);
+            counters.segments_acked += 1;
+            let round_trip = now.saturating_duration_since(t.first_sent);
+            if with_rtt {
+                counters.rtt.record(round_trip);
+            }
+            debug!(
+                "segment {id} accepted by {}/{}: round trip {:.1}ms ({} attempt(s))",
+                t.client,
+                t.segment.entity_id,
+                round_trip.as_secs_f64() * 1000.0,
+                t.attempts
+            );
+            t.tell(SegmentOutcome::Accepted {
+                round_trip,
+                attempts: t.attempts,
+            });
+        };
+        match ack.outcome {
+            AckOutcome::Accepted => {
+                if t.accepted_at.is_some() {
+                    counters.acks_duplicate += 1;
+                } else {
+                    accept(t, counters, true);
+                }
+            }
+            AckOutcome::Completed => {
+                if t.accepted_at.is_none() {
+                    // The Accepted was lost or overtaken; the round trip is unknown.
+                    accept(t, counters, false);
+                }
+                counters.segments_completed += 1;
+                let after = now.saturating_duration_since(t.first_sent);
+                t.tell(SegmentOutcome::Completed { after });
+                debug!("segment {id} completed after {after:?}");
+                self.finish(now, id);
+            }
+            AckOutcome::Rejected(reason) => {
+                counters.segments_rejected += 1;
+                t.tell(SegmentOutcome::Rejected(reason));
+                if let Some(held) = self.reject_limit.check(now) {
+                    info!(
+                        "segment {id} rejected by {}/{}: {reason:?} ({held} similar not logged)",
+                        t.client, t.segment.entity_id
+                    );
+                }
+                self.finish(now, id);
+            }
+        }
+    }
+
+    /// Marks `id` finished: no more retries or outcomes, kept for `grace`.
+    fn finish(&mut self, now: Instant, id: u32) {
+        let Some(t) = self.tracked.get_mut(&id) else {
+            return;
+        };
+        t.done = true;
+        t.notify = None;
+        if let Some(set) = self.by_client.get_mut(t.client.as_str()) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.by_client.remove(t.client.as_str());
+            }
+        }
+        self.finished.push_back((now, id));
+    }
+
+    fn fail(&mut self, now: Instant, id: u32, why: FailReason, counters: &mut Counters) {
+        if let Some(t) = self.tracked.get(&id) {
+            if t.done {
+                return;
+            }
+            counters.segments_failed += 1;
+            t.tell(SegmentOutcome::Failed(why));
+            debug!(
+                "segment {id} to {}/{} failed: {why:?}",
+                t.client, t.segment.entity_id
+            );
+        }
+        self.finish(now, id);
+    }
+
+    /// Fails every unfinished segment of a Pi that went offline.
+    pub fn on_pi_offline(&mut self, now: Instant, client: &str, counters: &mut Counters) {
+        if let Some(ids) = self.by_client.remove(client) {
+            for id in ids {
+                self.fail(now, id, FailReason::PiOffline, counters);
+            }
+        }
+    }
+
+    /// Re-sends what is unacknowledged past its deadline, fails what has no retries left,
+    /// and forgets finished segments after the grace period. Call every ~50 ms.
+    pub fn tick(&mut self, now: Instant, counters: &mut Counters, out: &mut dyn Publisher) {
+        while let Some(&Reverse((deadline, id))) = self.deadlines.peek() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(t) = self.tracked.get(&id) else {
+                continue;
+            };
+            if t.done || t.accepted_at.is_some() || t.last_sent + self.cfg.ack_timeout != deadline {
+                continue;
+            }
+            if t.attempts > self.cfg.retries {
+                let attempts = t.attempts;
+                if let Some(held) = self.publish_limit.check(now) {
+                    warn!(
+                        "segment {id} to {}/{}: no ack after {attempts} attempt(s); giving up ({held} similar not logged)",
+                        t.client, t.segment.entity_id
+                    );
+                }
+                self.fail(now, id, FailReason::NoAck { attempts }, counters);
+                continue;
+            }
+            let (client, segment) = (t.client.clone(), t.segment);
+            self.send(now, &client, &segment, counters, out);
+            counters.segments_retried += 1;
+            if let Some(t) = self.tracked.get_mut(&id) {
+                t.attempts += 1;
+                t.last_sent = now;
+                debug!("segment {id} re-sent to {client} (attempt {})", t.attempts);
+            }
+            self.deadlines
+                .push(Reverse((now + self.cfg.ack_timeout, id)));
+        }
+        while let Some(&(at, id)) = self.finished.front() {
+            if now.saturating_duration_since(at) < self.cfg.grace {
+                break;
+            }
+            self.finished.pop_front();
+            self.tracked.remove(&id);
+        }
+    }
+
+    /// Fails everything unfinished (the server is stopping).
+    pub fn shutdown(&mut self, now: Instant, counters: &mut Counters) {
+        let ids: Vec<u32> = self.by_client.values().flatten().copied().collect();
+        for id in ids {
+            self.fail(now, id, FailReason::ShuttingDown, counters);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::FleetConfig;
+    use common::{Heartbeat, Message, StateReport};
+
+    #[derive(Default)]
+    struct Recorder {
+        down: bool,
+        full: bool,
+        sent: Vec<(String, Segment)>,
+    }
+
+    impl Publisher for Recorder {
+        fn connected(&self) -> bool {
+            !self.down
+        }
+        fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<(), String> {
+            if self.full {
+                return Err("queue full".into());
+            }
+            let Ok(Message::Segment(s)) = Message::decode(payload) else {
+                panic!("not a segment: {payload:?}");
+            };
+            self.sent.push((topic.to_owned(), s));
+            Ok(())
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn fleet_with(t0: Instant, pis: &[(&str, &[u32])]) -> Fleet {
+        let mut f = Fleet::new(FleetConfig::new(ms(1500), 100, Duration::from_secs(600)));
+        for (id, entities) in pis {
+            f.on_heartbeat(
+                t0,
+                0,
+                id,
+                Heartbeat {
+                    seq: 1,
+                    timestamp_ms: 0,
+                },
+            );
+            for e in *entities {
+                f.on_state(
+                    t0,
+                    id,
+                    StateReport {
+                        entity_id: *e,
+                        timestamp_ms: 0,
+                        x: 0,
+                        y: 0,
+                        angle: 0,
+                        vx: 0,
+                        vy: 0,
+                        segment_id: 0,
+                        progress: 0,
+                    },
+                );
+            }
+        }
+        f
+    }
+
+    fn spec(entity: u32) -> SegmentSpec {
+        SegmentSpec::line(entity, Point::new(0, 0), Point::new(1000, 0), 300, 500)
+    }
+
+    fn ack(entity_id: u32, segment_id: u32, outcome: AckOutcome) -> SegmentAck {
+        SegmentAck {
+            entity_id,
+            segment_id,
+            outcome,
+        }
+    }
+
+    fn dispatcher() -> Dispatcher {
+        Dispatcher::new(DispatchConfig::new(ms(1000), 2), 41)
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_delivered() {
+        let t0 = Instant::now();
+        let mut f = fleet_with(t0, &[("a", &[1])]);
+        let mut d = dispatcher();
+        let mut out = Recorder::default();
+        let go = |f: &mut Fleet, d: &mut Dispatcher, out: &mut Recorder, pi: &str, e: u32| {
+            d.dispatch(t0, f, pi, spec(e), None, out)
+        };
+        assert_eq!(
+            go(&mut f, &mut d, &mut out, "nope", 1),
+            Err(DispatchError::UnknownPi)
+        );
+        assert_eq!(
+            go(&mut f, &mut d, &mut out, "a", 2),
+            Err(DispatchError::UnknownEntity)
+        );
+        out.down = true;
+        assert_eq!(
+            go(&mut f, &mut d, &mut out, "a", 1),
+            Err(DispatchError::NotConnected)
+        );
+        out.down = false;
+        f.tick(t0 + ms(2000));
+        assert_eq!(
+            go(&mut f, &mut d, &mut out, "a", 1),
+            Err(DispatchError::PiOffline)
+        );
+        assert!(out.sent.is_empty());
+        assert_eq!(f.counters().dispatch_refused, 4);
+        assert_eq!(d.tracked(), 0);
+    }
+
+    #[test]
+    fn accepted_then_completed_with_round_trip() {
+        let t0 = Instant::now();
+        let mut f = fleet_with(t0, &[("a", &[1, 2])]);
+        let mut d = dispatcher();
+        let mut out = Recorder::default();
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let id = d
+            .dispatch(t0, &mut f, "a", spec(2), Some(tx), &mut out)
+            .unwrap();
+        assert_eq!(id, 41);
+        assert_eq!(out.sent.len(), 1);
+        assert_eq!(out.sent[0].0, "server/a/segment");
+        assert_eq!(out.sent[0].1.segment_id, 41);
+        assert_eq!(out.sent[0].1.entity_id, 2);
+        let c = f.counters_mut();
+        d.on_ack(t0 + ms(7), "a", ack(2, id, AckOutcome::Accepted), c);
+        d.on_ack(t0 + ms(9), "a", ack(2, id, AckOutcome::Accepted), c); // duplicate
+        assert_eq!(
+            rx.try_recv(),
+            Ok(SegmentOutcome::Accepted {
+                round_trip: ms(7),
+                attempts: 1
+            })
+        );
+        assert!(rx.try_recv().is_err());
+        d.on_ack(t0 + ms(3000), "a", ack(2, id, AckOutcome::Completed), c);
+        assert_eq!(
+            rx.try_recv(),
+            Ok(SegmentOutcome::Completed { after: ms(3000) })
+        );
+        d.on_ack(t0 + ms(3001), "a", ack(2, id, AckOutcome::Completed), c);
+        assert_eq!(c.segments_acked, 1);
+        assert_eq!(c.segments_completed, 1);
+        assert_eq!(c.acks_duplicate, 2);
+        assert_eq!(c.rtt.last(), Some(ms(7)));
+        // No retries after the ack, even long after.
+        d.tick(t0 + ms(5000), c, &mut out);
+        assert_eq!(out.sent.len(), 1);
+        assert_eq!(d.in_flight(), 0);
+        // Forgotten after the grace period; a late ack is then unknown.
+        d.tick(t0 + ms(3000) + Duration::from_secs(10), c, &mut out);
+        assert_eq!(d.tracked(), 0);
+        d.on_ack(t0 + ms(20_000), "a", ack(2, id, AckOutcome::Completed), c);
+        assert_eq!(c.acks_unknown, 1);
+    }
+
+    #[test]
+    fn retries_then_fails_without_ack() {
+        let t0 = Instant::now();
+        let mut f = fleet_with(t0, &[("a", &[1])]);
+        let mut d = dispatcher(); // 2 retries, 1 s apart
+        let mut out = Recorder::default();
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let id = d
+            .dispatch(t0, &mut f, "a", spec(1), Some(tx), &mut out)
+            .unwrap();
+        let c = f.counters_mut();
+        d.tick(t0 + ms(999), c, &mut out);
+        assert_eq!(out.sent.len(), 1);
+        d.tick(t0 + ms(1000), c, &mut out);
+        d.tick(t0 + ms(2000), c, &mut out);
+        assert_eq!(out.sent.len(), 3);
+        assert!(
+            out.sent.iter().all(|(_, s)| s.segment_id == id),
+            "same id re-sent"
+        );
+        assert!(rx.try_recv().is_err());
+        d.tick(t0 + ms(3000), c, &mut out);
+        assert_eq!(out.sent.len(), 3);
+        assert_eq!(
+            rx.try_recv(),
+            Ok(SegmentOutcome::Failed(FailReason::NoAck { attempts: 3 }))
+        );
+        assert_eq!(
+            (c.segments_sent, c.segments_retried, c.segments_failed),
+            (1, 2, 1)
+        );
+        // A late Accepted after failure is a duplicate, not a new outcome.
+        d.on_ack(t0 + ms(3100), "a", ack(1, id, AckOutcome::Accepted), c);
+        assert_eq!(c.acks_duplicate, 1);
+        assert_eq!(c.segments_acked, 0);
+    }
+
+    #[test]
+    fn ack_on_a_retry_reports_attempts_and_publish_failures_are_retried() {
+        let t0 = Instant::now();
+        let mut f = fleet_with(t0, &[("a", &[1])]);
+        let mut d = dispatcher();
+        let mut out = Recorder {
+            full: true,
+            ..Default::default()
+        };
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let id = d
+            .dispatch(t0, &mut f, "a", spec(1), Some(tx), &mut out)
+            .unwrap();
+        assert_eq!(f.counters().publish_failures, 1);
+        out.full = false;
+        let c = f.counters_mut();
+        d.tick(t0 + ms(1000), c, &mut out);
+        assert_eq!(out.sent.len(), 1);
+        d.on_ack(t0 + ms(1010), "a", ack(1, id, AckOutcome::Accepted), c);
+        assert_eq!(
+            rx.try_recv(),
+            Ok(SegmentOutcome::Accepted {
+                round_trip: ms(1010),
+                attempts: 2
+            })
+        );
+    }
+
+    #[test]
+    fn rejection_and_acks_from_the_wrong_pi() {
+        let t0 = Instant::now();
+        let mut f = fleet_with(t0, &[("a", &[1]), ("b", &[1])]);
+        let mut d = dispatcher();
+        let mut out = Recorder::default();
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let id = d
+            .dispatch(t0, &mut f, "a", spec(1), Some(tx), &mut out)
+            .unwrap();
+        let c = f.counters_mut();
+        d.on_ack(t0, "b", ack(1, id, AckOutcome::Accepted), c);
+        d.on_ack(t0, "a", ack(9, id, AckOutcome::Accepted), c);
+        assert_eq!(c.acks_unknown, 2);
+        assert!(rx.try_recv().is_err());
+        d.on_ack(
+            t0,
+            "a",
+            ack(1, id, AckOutcome::Rejected(RejectReason::QueueFull)),
+            c,
+        );
+        assert_eq!(
+            rx.try_recv(),
+            Ok(SegmentOutcome::Rejected(RejectReason::QueueFull))
+        );
+        assert_eq!(c.segments_rejected, 1);
+        assert_eq!(d.in_flight(), 0);
+    }
+
+    #[test]
+    fn pi_going_offline_fails_its_segments_only() {
+        let t0 = Instant::now();
+        let mut f = fleet_with(t0, &[("a", &[1, 2]), ("b", &[1])]);
+        let mut d = dispatcher();
+        let mut out = Recorder::default();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let a1 = d
+            .dispatch(t0, &mut f, "a", spec(1), Some(tx.clone()), &mut out)
+            .unwrap();
+        let a2 = d
+            .dispatch(t0, &mut f, "a", spec(2), Some(tx.clone()), &mut out)
+            .unwrap();
+        let b1 = d
+            .dispatch(t0, &mut f, "b", spec(1), Some(tx), &mut out)
+            .unwrap();
+        assert!(a1 != a2 && a2 != b1);
+        let c = f.counters_mut();
+        d.on_ack(t0, "a", ack(2, a2, AckOutcome::Accepted), c);
+        let _ = rx.try_recv();
+        d.on_pi_offline(t0 + ms(5), "a", c);
+        let got: Vec<_> = rx.try_iter().collect();
+        assert_eq!(
+            got,
+            vec![SegmentOutcome::Failed(FailReason::PiOffline); 2],
+            "accepted-but-unfinished segments fail too"
+        );
+        assert_eq!(d.in_flight(), 1);
+        d.shutdown(t0 + ms(6), c);
+        assert_eq!(d.in_flight(), 0);
+        assert_eq!(c.segments_failed, 3);
+    }
+
+    #[test]
+    fn ids_never_zero_and_in_flight_is_bounded() {
+        let t0 = Instant::now();
+        let mut f = fleet_with(t0, &[("a", &[1])]);
+        let mut d = Dispatcher::new(
+            DispatchConfig {
+                max_in_flight: 3,
+                ..DispatchConfig::new(ms(1000), 0)
+            },
+            u32::MAX,
+        );
+        let mut out = Recorder::default();
+        let ids: Vec<u32> = (0..3)
+            .map(|_| {
+                d.dispatch(t0, &mut f, "a", spec(1), None, &mut out)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(ids, vec![u32::MAX, 1, 2]);
+        assert_eq!(
+            d.dispatch(t0, &mut f, "a", spec(1), None, &mut out),
+            Err(DispatchError::TooManyInFlight)
+        );
+        // With no retries, they fail after one timeout and are forgotten after the grace.
+        let c = f.counters_mut();
+        d.tick(t0 + ms(1000), c, &mut out);
+        assert_eq!(c.segments_failed, 3);
+        d.tick(t0 + ms(1000) + Duration::from_secs(10), c, &mut out);
+        assert_eq!(d.tracked(), 0);
+        assert!(d.dispatch(t0, &mut f, "a", spec(1), None, &mut out).is_ok());
+        assert!(seed_segment_id() % 2 == 1);
+    }
+}

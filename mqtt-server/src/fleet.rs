@@ -1,0 +1,884 @@
+//! The fleet registry: every Pi's presence (online, or offline and why), heartbeat age, lost
+//! heartbeats, clock offset and session, and every entity's last state. A plain struct whose
+//! methods take `now`, so every rule is unit-tested without threads or a broker.
+//!
+//! Presence rules:
+//! - A heartbeat from an unknown or offline Pi brings it online; so does a live (not
+//!   retained) `Online` status, which is sent right after the Pi connected.
+//! - A retained `Online` (what the broker hands a server that (re)subscribes) is not proof of
+//!   life: the Pi is recorded as offline "awaiting heartbeat" and comes online with its first
+//!   heartbeat, at most one heartbeat interval (500 ms) later.
+//! - `Offline` -> offline (clean shutdown), `ConnectionLost` -> offline (will), at once. Such a
+//!   status with a session lower than the newest seen for that Pi is stale (a late will of an
+//!   older connection) and ignored; an `Online` status always wins and sets the session.
+//! - No heartbeat for `heartbeat_timeout` (measured from the last heartbeat or live Online) ->
+//!   offline (heartbeat timeout), checked by [`Fleet::tick`].
+//!
+//! Memory is bounded: at most `max_pis` Pis (a newcomer evicts the Pi offline longest, or is
+//! refused when every Pi is online), Pis offline for `evict_after` are dropped, and at most
+//! `max_entities` entities per Pi are tracked. State reports of unknown Pis are not stored.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::ratelimit::RateLimiter;
+use common::{ClientId, Heartbeat, Message, Presence, SegmentAck, StateReport, Status};
+use log::{debug, info, warn};
+
+use crate::budget::LineBudget;
+use crate::counters::Counters;
+use crate::ingest::{InputError, classify, printable_topic};
+
+/// The Pi's own limit of entities; the server tracks no more per Pi.
+pub const MAX_ENTITIES_PER_PI: usize = 64;
+/// A forward jump in heartbeat `seq` larger than this is a reset (Pi restart), not loss:
+/// at 500 ms per heartbeat it would be 80+ minutes of heartbeats lost.
+pub const MAX_PLAUSIBLE_GAP: u32 = 10_000;
+/// A clock offset sample this far from the smoothed value replaces it (the Pi's clock
+/// stepped, e.g. NTP synced after boot) instead of being averaged in.
+pub const OFFSET_STEP_MS: u64 = 1000;
+
+/// Why a Pi is offline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfflineReason {
+    /// The broker published the Pi's Last Will (`ConnectionLost`): the connection died.
+    Will,
+    /// No heartbeat for the heartbeat timeout.
+    HeartbeatTimeout,
+    /// The Pi said `Offline` before disconnecting.
+    CleanShutdown,
+    /// Only a retained `Online` is known (e.g. after a server restart); waiting for a heartbeat.
+    AwaitingHeartbeat,
+}
+
+impl OfflineReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OfflineReason::Will => "will",
+            OfflineReason::HeartbeatTimeout => "heartbeat timeout",
+            OfflineReason::CleanShutdown => "clean shutdown",
+            OfflineReason::AwaitingHeartbeat => "retained online, awaiting heartbeat",
+        }
+    }
+}
+
+impl std::fmt::Display for OfflineReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A Pi's presence, with the server-clock time it began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PiState {
+    Online {
+        since: Instant,
+    },
+    Offline {
+        since: Instant,
+        reason: OfflineReason,
+    },
+}
+
+/// One entity as last reported.
+#[derive(Debug, Clone)]
+pub struct Entity {
+    pub report: StateReport,
+    /// When the server received the report (its own clock; the Pi's may drift).
+    pub updated: Instant,
+}
+
+/// One Pi.
+#[derive(Debug, Clone)]
+pub struct Pi {
+    pub id: ClientId,
+    pub state: PiState,
+    /// The last heartbeat, or live `Online` status, on the server's clock.
+    pub last_alive: Option<Instant>,
+    pub last_seq: Option<u32>,
+    pub heartbeats: u64,
+    /// Heartbeats missing from the sequence (gaps), since the server first saw the Pi.
+    pub heartbeats_lost: u64,
+    /// Smoothed `server_now_ms - pi_timestamp_ms` over heartbeats (includes the one-way delay,
+    /// a few ms on a LAN); positive when the Pi's clock is behind.
+    pub clock_offset_ms: Option<i64>,
+    /// The newest session seen in a status.
+    pub session: Option<u32>,
+    pub entities: BTreeMap<u32, Entity>,
+}
+
+impl Pi {
+    fn new(id: ClientId, now: Instant) -> Pi {
+        Pi {
+            id,
+            state: PiState::Offline {
+                since: now,
+                reason: OfflineReason::AwaitingHeartbeat,
+            },
+            last_alive: None,
+            last_seq: None,
+            heartbeats: 0,
+            heartbeats_lost: 0,
+            clock_offset_ms: None,
+            session: None,
+            entities: BTreeMap::new(),
+        }
+    }
+
+    pub fn is_online(&self) -> bool {
+        matches!(self.state, PiState::Online { .. })
+    }
+
+    pub fn offline_reason(&self) -> Option<OfflineReason> {
+        match self.state {
+            PiState::Offline { reason, .. } => Some(reason),
+            PiState::Online { .. } => None,
+        }
+    }
+
+    /// Time since the last heartbeat (or live Online), on the server's clock.
+    pub fn last_alive_age(&self, now: Instant) -> Option<Duration> {
+        self.last_alive.map(|t| now.saturating_duration_since(t))
+    }
+}
+
+/// The registry's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct FleetConfig {
+    pub heartbeat_timeout: Duration,
+    pub max_pis: usize,
+    pub max_entities: usize,
+    pub evict_after: Duration,
+}
+
+impl FleetConfig {
+    pub fn new(heartbeat_timeout: Duration, max_pis: usize, evict_after: Duration) -> Self {
+        FleetConfig {
+            heartbeat_timeout,
+            max_pis: max_pis.max(1),
+            max_entities: MAX_ENTITIES_PER_PI,
+            evict_after,
+        }
+    }
+}
+
+/// Counters, presence bookkeeping and log limits, apart from the map so that a `&mut Pi` and
+/// this can be borrowed together.
+struct Book {
+    online: usize,
+    counters: Counters,
+    went_offline: Vec<String>,
+    /// Presence changes: each one logged, up to a budget per second.
+    transitions: LineBudget,
+    /// Bad input: one line per error kind per 10 s.
+    input_limits: BTreeMap<&'static str, RateLimiter>,
+    /// Registry problems (full, too many entities): one line per kind per 10 s.
+    registry_limits: BTreeMap<&'static str, RateLimiter>,
+}
+
+impl Book {
+    fn set_online(&mut self, pi: &mut Pi, now: Instant, why: &str) {
+        if pi.is_online() {
+            return;
+        }
+        pi.state = PiState::Online { since: now };
+        self.online += 1;
+        self.counters.registry_event("went_online", 1);
+        if self.transitions.allow(now) {
+            match pi.session {
+                Some(s) => info!("{}: online ({why}, session {s})", pi.id),
+                None => info!("{}: online ({why})", pi.id),
+            }
+        }
+    }
+
+    fn set_offline(&mut self, pi: &mut Pi, now: Instant, reason: OfflineReason) {
+        match pi.state {
+            PiState::Online { .. } => {
+                pi.state = PiState::Offline { since: now, reason };
+                self.online -= 1;
+                self.counters.registry_event("went_offline", 1);
+                self.went_offline.push(pi.id.as_str().to_owned());
+                if self.transitions.allow(now) {
+                    let age = pi
+                        .last_alive_age(now)
+                        .map(|d| format!(", last heartbeat {} ago", crate::table::human(d)))
+                        .unwrap_or_default();
+                    info!("{}: offline ({reason}{age})", pi.id);
+                }
+            }
+            PiState::Offline { since, reason: old } if old != reason => {
+                // Already gone: keep when, refine why (e.g. the will after a timeout).
+                pi.state = PiState::Offline { since, reason };
+                debug!("{}: still offline, now known why: {reason}", pi.id);
+            }
+            PiState::Offline { .. } => {}
+        }
+    }
+
+    fn registry_warn(&mut self, now: Instant, label: &'static str, line: impl FnOnce() -> String) {
+        self.counters.registry_event(label, 1);
+        let lim = self
+            .registry_limits
+            .entry(label)
+            .or_insert_with(|| RateLimiter::new(Duration::from_secs(10)));
+        if let Some(held) = lim.check(now) {
+            let more = if held > 0 {
+                format!(" ({held} more like this not logged)")
+            } else {
+                String::new()
+            };
+            warn!("{}{more}", line());
+        }
+    }
+}
+
+/// The registry.
+pub struct Fleet {
+    cfg: FleetConfig,
+    pis: BTreeMap<String, Pi>,
+    book: Book,
+}
+
+impl Fleet {
+    pub fn new(cfg: FleetConfig) -> Fleet {
+        Fleet {
+            cfg,
+            pis: BTreeMap::new(),
+            book: Book {
+                online: 0,
+                counters: Counters::default(),
+                went_offline: Vec::new(),
+                transitions: LineBudget::new(50, Duration::from_secs(1)),
+                input_limits: BTreeMap::new(),
+                registry_limits: BTreeMap::new(),
+            },
+        }
+    }
+
+    pub fn config(&self) -> &FleetConfig {
+        &self.cfg
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.book.counters
+    }
+
+    pub fn counters_mut(&mut self) -> &mut Counters {
+        &mut self.book.counters
+    }
+
+    /// Pis tracked (online and offline).
+    pub fn len(&self) -> usize {
+        self.pis.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pis.is_empty()
+    }
+
+    pub fn online_count(&self) -> usize {
+        self.book.online
+    }
+
+    pub fn pi(&self, id: &str) -> Option<&Pi> {
+        self.pis.get(id)
+    }
+
+    /// Every Pi, sorted by id.
+    pub fn pis(&self) -> impl Iterator<Item = &Pi> {
+        self.pis.values()
+    }
+
+    /// Pis that went offline since the last call (the dispatcher fails their segments).
+    pub fn take_went_offline(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.book.went_offline)
+    }
+
+    /// Handles one publish received on `rpi/+/+`; returns a segment ack for the dispatcher.
+    /// Bad input is counted and logged (rate-limited), never fatal.
+    pub fn on_publish(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        topic: &str,
+        payload: &[u8],
+        retained: bool,
+    ) -> Option<(String, SegmentAck)> {
+        let incoming = match classify(topic, payload) {
+            Ok(i) => i,
+            Err(e) => {
+                self.bad_input(now, topic, &e);
+                return None;
+            }
+        };
+        let id = incoming.client_id;
+        match incoming.message {
+            Message::Heartbeat(hb) => {
+                self.book.counters.message("heartbeat");
+                self.on_heartbeat(now, wall_ms, id, hb);
+            }
+            Message::State(s) => {
+                self.book.counters.message("state");
+                self.on_state(now, id, s);
+            }
+            Message::Status(s) => {
+                self.book.counters.message("status");
+                self.on_status(now, id, s, retained);
+            }
+            Message::Ack(a) => {
+                self.book.counters.message("ack");
+                return Some((id.to_owned(), a));
+            }
+            // `classify` only lets through the kind that belongs on the topic.
+            Message::Segment(_) => self.bad_input(now, topic, &InputError::BadTopic),
+        }
+        None
+    }
+
+    fn bad_input(&mut self, now: Instant, topic: &str, e: &InputError) {
+        let label = e.label();
+        self.book.counters.input_error(label);
+        let lim = self
+            .book
+            .input_limits
+            .entry(label)
+            .or_insert_with(|| RateLimiter::new(Duration::from_secs(10)));
+        if let Some(held) = lim.check(now) {
+            let more = if held > 0 {
+                format!(" ({held} more {label} not logged)")
+            } else {
+                String::new()
+            };
+            warn!(
+                "dropped a message on {:?}: {e}{more}",
+                printable_topic(topic)
+            );
+        }
+    }
+
+    /// The Pi with this id, added if new and there is room (evicting the Pi offline longest
+    /// when full). None when full of online Pis: the newcomer is refused.
+    fn entry(&mut self, now: Instant, id: &str) -> Option<&mut Pi> {
+        if !self.pis.contains_key(id) {
+            let client = ClientId::new(id).ok()?; // ids come from `parse_topic`: always valid
+            if self.pis.len() >= self.cfg.max_pis && !self.evict_one_for(now, id) {
+                return None;
+            }
+            self.pis.insert(id.to_owned(), Pi::new(client, now));
+            self.book.counters.registry_event("pis_added", 1);
+        }
+        self.pis.get_mut(id)
+    }
+
+    /// Makes room for `newcomer` by evicting the Pi offline longest; false if none is offline.
+    fn evict_one_for(&mut self, now: Instant, newcomer: &str) -> bool {
+        let max = self.cfg.max_pis;
+        if self.pis.len() == self.book.online {
+            self.book.registry_warn(now, "registry_full", || {
+                format!(
+                    "registry full ({max} Pis, all online): not tracking {newcomer} \
+                     (raise max_pis if the fleet is really this big)"
+                )
+            });
+            return false;
+        }
+        let oldest = self
+            .pis
+            .values()
+            .filter_map(|p| match p.state {
+                PiState::Offline { since, .. } => Some((since, p.id.as_str())),
+                PiState::Online { .. } => None,
+            })
+            .min()
+            .map(|(_, id)| id.to_owned());
+        let Some(victim) = oldest else {
+            return false;
+        };
+        self.pis.remove(&victim);
+        self.book.counters.registry_event("pis_evicted", 1);
+        if self.book.transitions.allow(now) {
+            info!("{victim}: forgotten (registry full, offline longest) to track {newcomer}");
+        }
+        true
+    }
+
+    pub fn on_heartbeat(&mut self, now: Instant, wall_ms: u64, id: &str, hb: Heartbeat) {
+        if self.entry(now, id).is_none() {
+            return;
+        }
+        let Fleet { pis, book, .. } = self;
+        let Some(pi) = pis.get_mut(id) else {
+            return;
+        };
+        if let Some(last) = pi.last_seq {
+            let gap = hb.seq.wrapping_sub(last);
+            if gap == 0 {
+                // A repeat of the last one; nothing new about the sequence.
+            } else if gap <= MAX_PLAUSIBLE_GAP {
+                let lost = u64::from(gap - 1);
+                pi.heartbeats_lost += lost;
+                if lost > 0 {
+                    book.counters.registry_event("heartbeats_lost", lost);
+                }
+            } else {
+                // Backwards or an absurd jump: the Pi restarted its counter.
+                book.counters.registry_event("seq_resets", 1);
+            }
+        }
+        pi.last_seq = Some(hb.seq);
+        pi.heartbeats += 1;
+        let sample = (i128::from(wall_ms) - i128::from(hb.timestamp_ms))
+            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        pi.clock_offset_ms = Some(match pi.clock_offset_ms {
+            Some(prev) if sample.abs_diff(prev) < OFFSET_STEP_MS => {
+                // Exponential average, weight 1/4 for the new sample.
+                prev + (sample - prev) / 4
+            }
+            _ => sample,
+        });
+        pi.last_alive = Some(now);
+        book.set_online(pi, now, "heartbeat");
+    }
+
+    pub fn on_state(&mut self, now: Instant, id: &str, s: StateReport) {
+        let max_entities = self.cfg.max_entities;
+        let Fleet { pis, book, .. } = self;
+        let Some(pi) = pis.get_mut(id) else {
+            // Heartbeats announce Pis; a state report alone does not grow the registry.
+            book.counters.registry_event("state_from_unknown_pi", 1);
+            return;
+        };
+        if let Some(e) = pi.entities.get_mut(&s.entity_id) {
+            e.report = s;
+            e.updated = now;
+        } else if pi.entities.len() >= max_entities {
+            let pid = pi.id.clone();
+            book.registry_warn(now, "entities_full", || {
+                format!(
+                    "{pid}: more than {max_entities} entities; not tracking entity {}",
+                    s.entity_id
+                )
+            });
+        } else {
+            pi.entities.insert(
+                s.entity_id,
+                Entity {
+                    report: s,
+                    updated: now,
+                },
+            );
+        }
+    }
+
+    pub fn on_status(&mut self, now: Instant, id: &str, st: Status, retained: bool) {
+        let is_new = !self.pis.contains_key(id);
+        if self.entry(now, id).is_none() {
+            return;
+        }
+        let Fleet { pis, book, .. } = self;
+        let Some(pi) = pis.get_mut(id) else {
+            return;
+        };
+        match st.presence {
+            Presence::Online => {
+                pi.session = Some(st.session);
+                if retained {
+                    // Not proof of life: wait for a heartbeat (see the module comment).
+                    if !pi.is_online() {
+                        book.set_offline(pi, now, OfflineReason::AwaitingHeartbeat);
+                        if is_new {
+                            debug!(
+                                "{id}: retained online (session {}); awaiting heartbeat",
+                                st.session
+                            );
+                        }
+                    }
+                } else {
+                    pi.last_alive = Some(now);
+                    book.set_online(pi, now, "online status");
+                }
+            }
+            Presence::Offline | Presence::ConnectionLost => {
+                if pi.session.is_some_and(|newest| st.session < newest) {
+                    book.counters.registry_event("stale_status", 1);
+                    debug!(
+                        "{id}: ignored a stale {:?} of session {} (newest is {:?})",
+                        st.presence, st.session, pi.session
+                    );
+                    return;
+                }
+                pi.session = Some(st.session);
+                let reason = if st.presence == Presence::Offline {
+                    OfflineReason::CleanShutdown
+                } else {
+                    OfflineReason::Will
+                };
+                if is_new {
+                    pi.state = PiState::Offline { since: now, reason };
+                    debug!("{id}: known offline ({reason}) from a retained status");
+                } else {
+                    book.set_offline(pi, now, reason);
+                }
+            }
+        }
+    }
+
+    /// Heartbeat timeouts and eviction of Pis offline for `evict_after`; call every ~50 ms.
+    pub fn tick(&mut self, now: Instant) {
+        let timeout = self.cfg.heartbeat_timeout;
+        let evict_after = self.cfg.evict_after;
+        let Fleet { pis, book, .. } = self;
+        let mut evict = Vec::new();
+        for pi in pis.values_mut() {
+            match pi.state {
+                PiState::Online { since } => {
+                    let alive = pi.last_alive.unwrap_or(since);
+                    if now.saturating_duration_since(alive) > timeout {
+                        book.set_offline(pi, now, OfflineReason::HeartbeatTimeout);
+                    }
+                }
+                PiState::Offline { since, .. } => {
+                    if now.saturating_duration_since(since) >= evict_after {
+                        evict.push(pi.id.as_str().to_owned());
+                    }
+                }
+            }
+        }
+        if !evict.is_empty() {
+            for id in &evict {
+                pis.remove(id);
+            }
+            book.counters
+                .registry_event("pis_evicted", evict.len() as u64);
+            info!(
+                "forgot {} Pi(s) offline for more than {}: {}{}",
+                evict.len(),
+                crate::table::human(evict_after),
+                evict
+                    .iter()
+                    .take(10)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if evict.len() > 10 { ", ..." } else { "" }
+            );
+        }
+        if let Some(n) = book.transitions.flush(now) {
+            info!("{n} presence changes not logged (too many at once)");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HB_TIMEOUT: Duration = Duration::from_millis(1500);
+
+    fn fleet(max_pis: usize) -> Fleet {
+        Fleet::new(FleetConfig::new(
+            HB_TIMEOUT,
+            max_pis,
+            Duration::from_secs(600),
+        ))
+    }
+
+    fn hb(seq: u32, ts: u64) -> Heartbeat {
+        Heartbeat {
+            seq,
+            timestamp_ms: ts,
+        }
+    }
+
+    fn status(p: Presence, session: u32) -> Status {
+        Status {
+            presence: p,
+            session,
+            timestamp_ms: 0,
+        }
+    }
+
+    fn state(entity_id: u32, x: i32) -> StateReport {
+        StateReport {
+            entity_id,
+            timestamp_ms: 0,
+            x,
+            y: 0,
+            angle: 0,
+            vx: 0,
+            vy: 0,
+            segment_id: 0,
+            progress: 0,
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn heartbeat_brings_online_and_timeout_takes_offline() {
+        let t0 = Instant::now();
+        let mut f = fleet(10);
+        f.on_heartbeat(t0, 1000, "pi-1", hb(1, 1000));
+        assert!(f.pi("pi-1").unwrap().is_online());
+        assert_eq!(f.online_count(), 1);
+        f.tick(t0 + ms(1500));
+        assert!(
+            f.pi("pi-1").unwrap().is_online(),
+            "exactly the timeout is still online"
+        );
+        f.tick(t0 + ms(1501));
+        let pi = f.pi("pi-1").unwrap();
+        assert_eq!(pi.offline_reason(), Some(OfflineReason::HeartbeatTimeout));
+        assert_eq!(f.online_count(), 0);
+        assert_eq!(f.take_went_offline(), vec!["pi-1".to_string()]);
+        // Further ticks do not repeat the transition.
+        f.tick(t0 + ms(3000));
+        assert!(f.take_went_offline().is_empty());
+        assert_eq!(f.counters().registry_of("went_offline"), 1);
+        // Back with the next heartbeat.
+        f.on_heartbeat(t0 + ms(4000), 5000, "pi-1", hb(2, 5000));
+        assert!(f.pi("pi-1").unwrap().is_online());
+        assert_eq!(f.counters().registry_of("went_online"), 2);
+    }
+
+    #[test]
+    fn will_and_clean_shutdown_take_offline_at_once() {
+        let t0 = Instant::now();
+        let mut f = fleet(10);
+        f.on_status(t0, "a", status(Presence::Online, 5), false);
+        f.on_status(t0, "b", status(Presence::Online, 7), false);
+        assert_eq!(f.online_count(), 2);
+        f.on_status(t0 + ms(10), "a", status(Presence::ConnectionLost, 5), false);
+        f.on_status(t0 + ms(10), "b", status(Presence::Offline, 7), false);
+        assert_eq!(
+            f.pi("a").unwrap().offline_reason(),
+            Some(OfflineReason::Will)
+        );
+        assert_eq!(
+            f.pi("b").unwrap().offline_reason(),
+            Some(OfflineReason::CleanShutdown)
+        );
+        assert_eq!(f.online_count(), 0);
+        let mut gone = f.take_went_offline();
+        gone.sort();
+        assert_eq!(gone, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn late_will_of_an_older_session_is_ignored_but_online_always_wins() {
+        let t0 = Instant::now();
+        let mut f = fleet(10);
+        f.on_status(t0, "a", status(Presence::Online, 100), false);
+        f.on_status(t0, "a", status(Presence::Online, 101), false);
+        f.on_status(t0, "a", status(Presence::ConnectionLost, 100), false);
+        assert!(f.pi("a").unwrap().is_online());
+        assert_eq!(f.counters().registry_of("stale_status"), 1);
+        // Same session applies.
+        f.on_status(t0, "a", status(Presence::ConnectionLost, 101), false);
+        assert!(!f.pi("a").unwrap().is_online());
+        // A Pi whose clock went backwards (no RTC) comes back with a lower session: Online wins.
+        f.on_status(t0, "a", status(Presence::Online, 3), false);
+        assert!(f.pi("a").unwrap().is_online());
+        assert_eq!(f.pi("a").unwrap().session, Some(3));
+        f.on_status(t0, "a", status(Presence::Offline, 3), false);
+        assert_eq!(
+            f.pi("a").unwrap().offline_reason(),
+            Some(OfflineReason::CleanShutdown)
+        );
+    }
+
+    #[test]
+    fn retained_online_waits_for_a_heartbeat() {
+        let t0 = Instant::now();
+        let mut f = fleet(10);
+        f.on_status(t0, "a", status(Presence::Online, 9), true);
+        let pi = f.pi("a").unwrap();
+        assert_eq!(pi.offline_reason(), Some(OfflineReason::AwaitingHeartbeat));
+        assert_eq!(pi.session, Some(9));
+        f.on_heartbeat(t0 + ms(300), 0, "a", hb(1, 0));
+        assert!(f.pi("a").unwrap().is_online());
+        // A retained offline status rebuilds the offline view.
+        f.on_status(t0, "b", status(Presence::ConnectionLost, 4), true);
+        assert_eq!(
+            f.pi("b").unwrap().offline_reason(),
+            Some(OfflineReason::Will)
+        );
+        assert!(f.take_went_offline().is_empty(), "b was never online here");
+    }
+
+    #[test]
+    fn will_after_timeout_refines_the_reason_without_a_new_transition() {
+        let t0 = Instant::now();
+        let mut f = fleet(10);
+        f.on_heartbeat(t0, 0, "a", hb(1, 0));
+        f.tick(t0 + ms(2000));
+        assert_eq!(f.take_went_offline().len(), 1);
+        f.on_status(
+            t0 + ms(2100),
+            "a",
+            status(Presence::ConnectionLost, 1),
+            false,
+        );
+        assert_eq!(
+            f.pi("a").unwrap().offline_reason(),
+            Some(OfflineReason::Will)
+        );
+        assert!(f.take_went_offline().is_empty());
+        assert_eq!(f.counters().registry_of("went_offline"), 1);
+    }
+
+    #[test]
+    fn lost_heartbeats_count_gaps_and_survive_restarts() {
+        let t0 = Instant::now();
+        let mut f = fleet(10);
+        for seq in [1, 2, 3, 6, 7, 10] {
+            f.on_heartbeat(t0, 0, "a", hb(seq, 0));
+        }
+        assert_eq!(f.pi("a").unwrap().heartbeats_lost, 2 + 2);
+        // The Pi restarts: its counter begins again. Not four billion lost.
+        f.on_heartbeat(t0, 0, "a", hb(0, 0));
+        f.on_heartbeat(t0, 0, "a", hb(1, 0));
+        assert_eq!(f.pi("a").unwrap().heartbeats_lost, 4);
+        assert_eq!(f.counters().registry_of("seq_resets"), 1);
+        // Wrapping past u32::MAX is a gap of one.
+        f.on_heartbeat(t0, 0, "b", hb(u32::MAX - 1, 0));
+        f.on_heartbeat(t0, 0, "b", hb(u32::MAX, 0));
+        f.on_heartbeat(t0, 0, "b", hb(0, 0));
+        assert_eq!(f.pi("b").unwrap().heartbeats_lost, 0);
+        // An absurd jump forward is a reset too.
+        f.on_heartbeat(t0, 0, "b", hb(3_000_000, 0));
+        assert_eq!(f.pi("b").unwrap().heartbeats_lost, 0);
+        assert_eq!(f.counters().registry_of("heartbeats_lost"), 4);
+    }
+
+    #[test]
+    fn clock_offset_is_smoothed_and_follows_steps() {
+        let t0 = Instant::now();
+        let mut f = fleet(10);
+        let server = 1_764_000_000_000u64;
+        f.on_heartbeat(t0, server, "a", hb(1, server - 40));
+        assert_eq!(f.pi("a").unwrap().clock_offset_ms, Some(40));
+        f.on_heartbeat(t0, server + 500, "a", hb(2, server + 500 - 48));
+        assert_eq!(f.pi("a").unwrap().clock_offset_ms, Some(42));
+        // The Pi's clock is ahead by an hour after NTP: the estimate jumps, not crawls.
+        f.on_heartbeat(t0, server + 1000, "a", hb(3, server + 1000 + 3_600_000));
+        assert_eq!(f.pi("a").unwrap().clock_offset_ms, Some(-3_600_000));
+        // Nonsense timestamps do not overflow.
+        f.on_heartbeat(t0, server, "a", hb(4, u64::MAX));
+        assert!(f.pi("a").unwrap().clock_offset_ms.unwrap() < 0);
+    }
+
+    #[test]
+    fn entities_are_tracked_per_pi_and_capped() {
+        let t0 = Instant::now();
+        let mut f = fleet(10);
+        f.on_state(t0, "ghost", state(1, 5));
+        assert!(f.pi("ghost").is_none());
+        assert_eq!(f.counters().registry_of("state_from_unknown_pi"), 1);
+        f.on_heartbeat(t0, 0, "a", hb(1, 0));
+        f.on_state(t0, "a", state(1, 5));
+        f.on_state(t0 + ms(100), "a", state(1, 7));
+        let e = &f.pi("a").unwrap().entities[&1];
+        assert_eq!(e.report.x, 7);
+        assert_eq!(e.updated, t0 + ms(100));
+        for id in 2..=(MAX_ENTITIES_PER_PI as u32 + 10) {
+            f.on_state(t0, "a", state(id, 0));
+        }
+        assert_eq!(f.pi("a").unwrap().entities.len(), MAX_ENTITIES_PER_PI);
+        assert_eq!(f.counters().registry_of("entities_full"), 10);
+    }
+
+    #[test]
+    fn full_registry_evicts_the_pi_offline_longest_or_refuses() {
+        let t0 = Instant::now();
+        let mut f = fleet(3);
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            f.on_heartbeat(t0 + ms(i as u64), 0, id, hb(1, 0));
+        }
+        // All online: a newcomer is refused.
+        f.on_heartbeat(t0 + ms(10), 0, "d", hb(1, 0));
+        assert!(f.pi("d").is_none());
+        assert_eq!(f.len(), 3);
+        assert_eq!(f.counters().registry_of("registry_full"), 1);
+        // b then a go offline; the newcomer replaces b, the one offline longest.
+        f.on_status(t0 + ms(20), "b", status(Presence::Offline, 1), false);
+        f.on_status(t0 + ms(30), "a", status(Presence::Offline, 1), false);
+        f.on_heartbeat(t0 + ms(40), 0, "d", hb(1, 0));
+        assert!(f.pi("d").is_some() && f.pi("b").is_none() && f.pi("a").is_some());
+        assert_eq!(f.len(), 3);
+        assert_eq!(f.counters().registry_of("pis_evicted"), 1);
+    }
+
+    #[test]
+    fn flood_of_made_up_ids_stays_within_the_cap() {
+        let t0 = Instant::now();
+        let mut f = fleet(100);
+        for i in 0..10_000u64 {
+            let now = t0 + ms(i / 5); // 5000 per second for two seconds
+            f.on_heartbeat(now, 0, &format!("fake-{i}"), hb(1, 0));
+            if i % 50 == 0 {
+                f.tick(now);
+            }
+            assert!(f.len() <= 100);
+        }
+        let c = f.counters();
+        assert_eq!(
+            c.registry_of("pis_added"),
+            100 + c.registry_of("pis_evicted")
+        );
+        assert_eq!(
+            c.registry_of("pis_added") + c.registry_of("registry_full"),
+            10_000
+        );
+    }
+
+    #[test]
+    fn long_offline_pis_are_forgotten() {
+        let t0 = Instant::now();
+        let mut f = Fleet::new(FleetConfig::new(HB_TIMEOUT, 10, Duration::from_secs(60)));
+        f.on_heartbeat(t0, 0, "a", hb(1, 0));
+        f.on_heartbeat(t0 + ms(59_000), 0, "b", hb(1, 0));
+        f.tick(t0 + ms(2000)); // a times out at ~1.5 s
+        f.tick(t0 + ms(61_999));
+        assert!(f.pi("a").is_some());
+        f.tick(t0 + ms(62_000));
+        assert!(f.pi("a").is_none());
+        assert!(f.pi("b").is_some());
+        assert_eq!(f.counters().registry_of("pis_evicted"), 1);
+        assert_eq!(f.online_count(), 0);
+    }
+
+    #[test]
+    fn garbage_is_counted_by_kind_and_acks_are_passed_on() {
+        let t0 = Instant::now();
+        let mut f = fleet(10);
+        assert!(
+            f.on_publish(t0, 0, "rpi/a/heartbeat", b"text", false)
+                .is_none()
+        );
+        assert!(
+            f.on_publish(t0, 0, "rpi/a/state", &[0u8; 10_000], false)
+                .is_none()
+        );
+        assert!(f.on_publish(t0, 0, "rpi/bad id/ack", &[], false).is_none());
+        assert!(f.on_publish(t0, 0, "rpi/a/state", &[], false).is_none());
+        let c = f.counters();
+        assert_eq!(c.input_errors_of("unknown_version"), 1);
+        assert_eq!(c.input_errors_of("oversized"), 1);
+        assert_eq!(c.input_errors_of("bad_client_id"), 1);
+        assert_eq!(c.input_errors_of("empty"), 1);
+        assert!(f.is_empty());
+        let ack = SegmentAck {
+            entity_id: 1,
+            segment_id: 9,
+            outcome: common::AckOutcome::Accepted,
+        };
+        let got = f.on_publish(t0, 0, "rpi/a/ack", ack.encode().as_slice(), false);
+        assert_eq!(got, Some(("a".to_string(), ack)));
+        assert_eq!(f.counters().messages_of("ack"), 1);
+    }
+}

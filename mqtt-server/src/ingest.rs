@@ -1,0 +1,154 @@
+//! Turns an incoming publish (topic + payload) into a fleet message or a labelled input error:
+//! topic, then size, then kind against the topic, then the full decode. Pure and total.
+
+use common::topic::{TopicKind, parse_topic};
+use common::wire::{MAX_PAYLOAD, peek_kind};
+use common::{DecodeError, Message, TopicError};
+
+/// Why an incoming publish was dropped. Each has a stable label used as a counter name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputError {
+    /// Not `rpi/{id}/{heartbeat|state|status|ack}`.
+    BadTopic,
+    /// The id level of the topic is not a valid client id.
+    BadClientId,
+    /// Longer than any fleet payload; not decoded.
+    Oversized(usize),
+    /// A well-formed header of another kind than the topic carries.
+    KindMismatch {
+        topic: &'static str,
+        payload: &'static str,
+    },
+    /// The decoder refused the payload.
+    Decode(DecodeError),
+}
+
+impl InputError {
+    pub fn label(&self) -> &'static str {
+        match self {
+            InputError::BadTopic => "bad_topic",
+            InputError::BadClientId => "bad_client_id",
+            InputError::Oversized(_) => "oversized",
+            InputError::KindMismatch { .. } => "kind_mismatch",
+            InputError::Decode(e) => e.label(),
+        }
+    }
+}
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InputError::BadTopic => write!(f, "not a fleet topic"),
+            InputError::BadClientId => write!(f, "bad client id in topic"),
+            InputError::Oversized(n) => {
+                write!(f, "payload of {n} bytes (at most {MAX_PAYLOAD} expected)")
+            }
+            InputError::KindMismatch { topic, payload } => {
+                write!(f, "{payload} payload on a {topic} topic")
+            }
+            InputError::Decode(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A decoded fleet message and the client id from its topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming<'a> {
+    pub client_id: &'a str,
+    pub message: Message,
+}
+
+/// Classifies one publish received on `rpi/+/+`.
+pub fn classify<'a>(topic: &'a str, payload: &[u8]) -> Result<Incoming<'a>, InputError> {
+    let (kind, client_id) = parse_topic(topic).map_err(|e| match e {
+        TopicError::Unknown => InputError::BadTopic,
+        TopicError::BadClientId(_) => InputError::BadClientId,
+    })?;
+    if kind == TopicKind::Segment {
+        // The server's own topic family; never subscribed, never valid input.
+        return Err(InputError::BadTopic);
+    }
+    if payload.len() > MAX_PAYLOAD {
+        return Err(InputError::Oversized(payload.len()));
+    }
+    let want = kind.payload_kind();
+    let got = peek_kind(payload).map_err(InputError::Decode)?;
+    if got != want {
+        return Err(InputError::KindMismatch {
+            topic: want.name(),
+            payload: got.name(),
+        });
+    }
+    let message = Message::decode(payload).map_err(InputError::Decode)?;
+    Ok(Incoming { client_id, message })
+}
+
+/// A topic fit for a log line: at most 80 characters, control characters escaped.
+pub fn printable_topic(topic: &str) -> String {
+    let mut s: String = topic
+        .chars()
+        .take(80)
+        .flat_map(char::escape_default)
+        .collect();
+    if topic.chars().count() > 80 {
+        s.push_str("...");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::{Heartbeat, Presence, Status};
+
+    fn hb() -> Vec<u8> {
+        Heartbeat {
+            seq: 1,
+            timestamp_ms: 5,
+        }
+        .encode()
+        .to_vec()
+    }
+
+    #[test]
+    fn good_messages_pass() {
+        let got = classify("rpi/pi-1/heartbeat", &hb()).unwrap();
+        assert_eq!(got.client_id, "pi-1");
+        assert!(matches!(got.message, Message::Heartbeat(_)));
+        let st = Status {
+            presence: Presence::Online,
+            session: 3,
+            timestamp_ms: 9,
+        }
+        .encode();
+        assert!(classify("rpi/pi-1/status", st.as_slice()).is_ok());
+    }
+
+    #[test]
+    fn every_kind_of_garbage_has_its_label() {
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("rpi/pi-1/unknown", hb(), "bad_topic"),
+            ("server/pi-1/segment", hb(), "bad_topic"),
+            ("rpi/bad id/heartbeat", hb(), "bad_client_id"),
+            ("rpi/pi-1/heartbeat", vec![0x11; 65], "oversized"),
+            ("rpi/pi-1/heartbeat", vec![0; 10_000], "oversized"),
+            ("rpi/pi-1/state", hb(), "kind_mismatch"),
+            ("rpi/pi-1/heartbeat", vec![], "empty"),
+            ("rpi/pi-1/heartbeat", b"hello".to_vec(), "unknown_version"),
+            ("rpi/pi-1/heartbeat", vec![0x1f, 0, 0], "unknown_kind"),
+            ("rpi/pi-1/heartbeat", vec![0x11, 0, 0], "wrong_length"),
+        ];
+        for (topic, payload, label) in cases {
+            let e = classify(topic, &payload).unwrap_err();
+            assert_eq!(e.label(), label, "{topic} {payload:?}: {e}");
+            assert!(!e.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn printable_topic_is_short_and_escaped() {
+        assert_eq!(printable_topic("rpi/a\nb/x"), "rpi/a\\nb/x");
+        let long = "x".repeat(500);
+        assert_eq!(printable_topic(&long).len(), 83);
+    }
+}

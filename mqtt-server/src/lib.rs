@@ -1,0 +1,46 @@
+//! mqtt-server: the fleet monitor and segment dispatcher.
+//!
+//! It subscribes to `rpi/+/+`, keeps a registry of every Pi (presence, heartbeat age, lost
+//! heartbeats, clock offset) and entity (pose, velocity, segment progress) ([`fleet`]), prints
+//! it as a table on stdout ([`table`]), sends segments and tracks their acks ([`dispatch`]),
+//! and drives every online entity around a square in demo mode ([`planner`]). Bad input is
+//! counted per kind and never fatal ([`ingest`], [`counters`]). The threads are wired in
+//! [`server`]; [`run`] is what `main` calls, [`Server`] what tests and other code embed.
+
+pub mod budget;
+pub mod config;
+pub mod counters;
+pub mod dispatch;
+pub mod fleet;
+pub mod ingest;
+pub mod planner;
+pub mod server;
+pub mod snapshot;
+pub mod table;
+
+pub use config::{Command, ServerConfig};
+pub use counters::{Counters, RttSummary};
+pub use dispatch::{DispatchError, FailReason, SegmentOutcome, SegmentSpec, SegmentTicket};
+pub use fleet::OfflineReason;
+pub use server::{FleetHandle, Server, StartError};
+pub use snapshot::{EntityView, PiView, Snapshot};
+
+use crossbeam_channel::Receiver;
+use log::info;
+
+/// Runs the server until `shutdown` receives (or its senders are gone), then stops cleanly,
+/// logs the counters and returns the final registry state.
+pub fn run(config: ServerConfig, shutdown: Receiver<()>) -> Result<Snapshot, StartError> {
+    let server = Server::start(&config)?;
+    let _ = shutdown.recv();
+    info!("shutting down");
+    let last = server.shutdown();
+    info!(
+        "final fleet: {} Pi(s) tracked, {} online",
+        last.registry_len, last.online
+    );
+    for line in last.counters.summary_lines() {
+        info!("{line}");
+    }
+    Ok(last)
+}

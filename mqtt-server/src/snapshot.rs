@@ -1,0 +1,149 @@
+//! Owned, serialisable copies of the registry's state for readers on other threads: tests,
+//! the demo planner, and the interfaces to come (HTTP API, metrics).
+
+use std::time::Instant;
+
+use common::Point;
+use serde::Serialize;
+
+use crate::counters::{Counters, RttSummary};
+use crate::dispatch::Dispatcher;
+use crate::fleet::{Fleet, OfflineReason, PiState};
+
+/// One entity as last reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EntityView {
+    pub id: u32,
+    pub x: i32,
+    pub y: i32,
+    pub angle: i32,
+    pub vx: i32,
+    pub vy: i32,
+    pub segment_id: u32,
+    /// 1/10000 of the segment.
+    pub progress: u16,
+    /// Since the server received the report.
+    pub age_ms: u64,
+}
+
+/// One Pi.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PiView {
+    pub id: String,
+    pub online: bool,
+    pub offline_reason: Option<OfflineReason>,
+    /// Since the Pi came online or went offline.
+    pub state_age_ms: u64,
+    /// Since the last heartbeat (or live Online status), server clock.
+    pub last_heartbeat_age_ms: Option<u64>,
+    pub heartbeats: u64,
+    pub heartbeats_lost: u64,
+    pub clock_offset_ms: Option<i64>,
+    pub session: Option<u32>,
+    pub entities: Vec<EntityView>,
+}
+
+/// The whole registry at one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// Sorted by id.
+    pub pis: Vec<PiView>,
+    pub online: usize,
+    /// Pis tracked, online and offline; never more than `max_pis`.
+    pub registry_len: usize,
+    pub max_pis: usize,
+    /// Segments sent and not finished.
+    pub segments_in_flight: usize,
+    /// Segments remembered (in flight, plus finished ones within the grace period).
+    pub segments_tracked: usize,
+    pub broker_connected: bool,
+    pub counters: Counters,
+    pub rtt: RttSummary,
+}
+
+impl Snapshot {
+    pub fn of(fleet: &Fleet, dispatcher: &Dispatcher, connected: bool, now: Instant) -> Self {
+        let ms = |d: std::time::Duration| d.as_millis() as u64;
+        let pis = fleet
+            .pis()
+            .map(|p| {
+                let since = match p.state {
+                    PiState::Online { since } | PiState::Offline { since, .. } => since,
+                };
+                PiView {
+                    id: p.id.to_string(),
+                    online: p.is_online(),
+                    offline_reason: p.offline_reason(),
+                    state_age_ms: ms(now.saturating_duration_since(since)),
+                    last_heartbeat_age_ms: p.last_alive_age(now).map(ms),
+                    heartbeats: p.heartbeats,
+                    heartbeats_lost: p.heartbeats_lost,
+                    clock_offset_ms: p.clock_offset_ms,
+                    session: p.session,
+                    entities: p
+                        .entities
+                        .iter()
+                        .map(|(id, e)| EntityView {
+                            id: *id,
+                            x: e.report.x,
+                            y: e.report.y,
+                            angle: e.report.angle,
+                            vx: e.report.vx,
+                            vy: e.report.vy,
+                            segment_id: e.report.segment_id,
+                            progress: e.report.progress,
+                            age_ms: ms(now.saturating_duration_since(e.updated)),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Snapshot {
+            pis,
+            online: fleet.online_count(),
+            registry_len: fleet.len(),
+            max_pis: fleet.config().max_pis,
+            segments_in_flight: dispatcher.in_flight(),
+            segments_tracked: dispatcher.tracked(),
+            broker_connected: connected,
+            counters: fleet.counters().clone(),
+            rtt: fleet.counters().rtt.summary(),
+        }
+    }
+
+    pub fn pi(&self, id: &str) -> Option<&PiView> {
+        self.pis.iter().find(|p| p.id == id)
+    }
+
+    /// Ids of the Pis online, sorted.
+    pub fn online_ids(&self) -> Vec<&str> {
+        self.pis
+            .iter()
+            .filter(|p| p.online)
+            .map(|p| p.id.as_str())
+            .collect()
+    }
+}
+
+/// An online entity's position, for planners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityPose {
+    pub client_id: String,
+    pub entity_id: u32,
+    pub pos: Point,
+}
+
+/// Every entity of every online Pi.
+pub fn online_poses(fleet: &Fleet) -> Vec<EntityPose> {
+    fleet
+        .pis()
+        .filter(|p| p.is_online())
+        .flat_map(|p| {
+            p.entities.iter().map(move |(id, e)| EntityPose {
+                client_id: p.id.to_string(),
+                entity_id: *id,
+                pos: Point::new(e.report.x, e.report.y),
+            })
+        })
+        .collect()
+}

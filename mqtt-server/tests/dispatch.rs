@@ -1,0 +1,217 @@
+//! Segment dispatch through the library API, in-process, against a real mosquitto: a segment
+//! reaches its entity, is acked (round trip reported) and completed; an unacknowledged one is
+//! re-sent with the same id and then fails; undeliverable ones are refused at once.
+
+mod support;
+
+use std::time::Duration;
+
+use common::{Heartbeat, Message, Point, StateReport, TopicKind};
+use mqtt_server::{DispatchError, FailReason, SegmentOutcome, SegmentSpec};
+use rumqttc::QoS;
+use support::*;
+use testkit::{Broker, Probe, wait_for};
+
+fn online_with_entities(h: &mqtt_server::FleetHandle, id: &str, n: usize) {
+    wait_for(Duration::from_secs(5), || {
+        h.snapshot()?
+            .pi(id)
+            .filter(|p| p.online && p.entities.len() == n)
+            .map(|_| ())
+    })
+    .unwrap_or_else(|| panic!("{id} not online with {n} entities: {:#?}", h.snapshot()));
+}
+
+#[test]
+fn segment_reaches_its_entity_is_acked_and_completed() {
+    let broker = Broker::start();
+    let server = start_server(&config(&broker));
+    let h = server.handle();
+    let watch = Probe::connect(broker.port(), "watch", &["server/pi-1/segment"]);
+    let _pi = SimPi::start(broker.port(), "pi-1", &[1, 2, 3]);
+    online_with_entities(&h, "pi-1", 3);
+
+    // Entity 2 starts at (1000, 0).
+    let spec = SegmentSpec::line(2, Point::new(1000, 0), Point::new(1000, 400), 300, 500);
+    let ticket = h.dispatch("pi-1", spec).expect("dispatched");
+    assert_ne!(ticket.id, 0);
+
+    let seen = watch
+        .wait_for(Duration::from_secs(2), |s| s.topic == "server/pi-1/segment")
+        .expect("segment published");
+    let Ok(Message::Segment(seg)) = Message::decode(&seen.payload) else {
+        panic!("not a segment: {:?}", seen.payload);
+    };
+    assert_eq!((seg.segment_id, seg.entity_id), (ticket.id, 2));
+    assert_eq!((seg.start, seg.end), (spec.start, spec.end));
+
+    let first = ticket
+        .outcomes
+        .recv_timeout(Duration::from_secs(2))
+        .expect("an outcome within 2 s");
+    let SegmentOutcome::Accepted {
+        round_trip,
+        attempts,
+    } = first
+    else {
+        panic!("expected Accepted, got {first:?}");
+    };
+    assert_eq!(attempts, 1);
+    assert!(round_trip < Duration::from_secs(1), "{round_trip:?}");
+    eprintln!("segment round trip (sent -> Accepted): {round_trip:?}");
+
+    // The entity drives it: its state reports name the segment.
+    wait_for(Duration::from_secs(2), || {
+        let s = h.snapshot()?;
+        let e = s.pi("pi-1")?.entities.iter().find(|e| e.id == 2)?.clone();
+        (e.segment_id == ticket.id && e.progress > 0).then_some(())
+    })
+    .expect("entity 2 reports the segment in progress");
+
+    let done = ticket
+        .wait_final(Duration::from_secs(5))
+        .expect("final outcome");
+    assert!(matches!(done, SegmentOutcome::Completed { .. }), "{done:?}");
+    let s = wait_for(Duration::from_secs(1), || {
+        let s = h.snapshot()?;
+        let e = s.pi("pi-1")?.entities.iter().find(|e| e.id == 2)?.clone();
+        (e.segment_id == 0).then_some(s)
+    })
+    .expect("entity idle after the segment");
+    let e = s
+        .pi("pi-1")
+        .unwrap()
+        .entities
+        .iter()
+        .find(|e| e.id == 2)
+        .unwrap();
+    assert!((e.x - 1000).abs() <= 2 && (e.y - 400).abs() <= 2, "{e:?}");
+    let c = &s.counters;
+    assert_eq!(
+        (c.segments_sent, c.segments_acked, c.segments_completed),
+        (1, 1, 1)
+    );
+    assert_eq!((c.segments_retried, c.segments_failed), (0, 0));
+    assert_eq!(s.rtt.count, 1);
+    assert_eq!(s.rtt.last_us, Some(round_trip.as_micros() as u64));
+    assert!(s.rtt.p50_us.is_some() && s.rtt.p99_us.is_some());
+    let last = server.shutdown();
+    assert_eq!(last.counters.segments_completed, 1);
+}
+
+/// A "Pi" made of a probe: it heartbeats and reports one entity but never acks.
+fn mute_pi(broker: &Broker, id: &str) -> Probe {
+    let seg_topic = format!("server/{id}/segment");
+    let p = Probe::connect(broker.port(), id, &[seg_topic.as_str()]);
+    let hb = Heartbeat {
+        seq: 1,
+        timestamp_ms: now_ms(),
+    };
+    let state = StateReport {
+        entity_id: 1,
+        timestamp_ms: now_ms(),
+        x: 0,
+        y: 0,
+        angle: 0,
+        vx: 0,
+        vy: 0,
+        segment_id: 0,
+        progress: 0,
+    };
+    let cid = common::ClientId::new(id).unwrap();
+    p.publish(
+        &cid.topic(TopicKind::Heartbeat),
+        hb.encode().as_slice(),
+        QoS::AtMostOnce,
+        false,
+    );
+    p.publish(
+        &cid.topic(TopicKind::State),
+        state.encode().as_slice(),
+        QoS::AtMostOnce,
+        false,
+    );
+    p
+}
+
+#[test]
+fn unacknowledged_segment_is_resent_then_fails() {
+    let broker = Broker::start();
+    let mut cfg = config(&broker);
+    cfg.heartbeat_timeout = Duration::from_secs(30);
+    cfg.ack_timeout = Duration::from_millis(200);
+    cfg.segment_retries = 2;
+    let server = start_server(&cfg);
+    let h = server.handle();
+    let pi = mute_pi(&broker, "mute");
+    online_with_entities(&h, "mute", 1);
+
+    let ticket = h
+        .dispatch(
+            "mute",
+            SegmentSpec::line(1, Point::new(0, 0), Point::new(10, 0), 100, 100),
+        )
+        .unwrap();
+    let fin = ticket
+        .wait_final(Duration::from_secs(3))
+        .expect("fails within 3 s");
+    assert_eq!(
+        fin,
+        SegmentOutcome::Failed(FailReason::NoAck { attempts: 3 })
+    );
+    let copies: Vec<u32> = pi
+        .collect_for(Duration::from_millis(300))
+        .iter()
+        .filter_map(|s| match Message::decode(&s.payload) {
+            Ok(Message::Segment(seg)) => Some(seg.segment_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        copies,
+        vec![ticket.id; 3],
+        "one send and two re-sends, same id"
+    );
+    let c = h.snapshot().unwrap().counters;
+    assert_eq!(
+        (c.segments_sent, c.segments_retried, c.segments_failed),
+        (1, 2, 1)
+    );
+}
+
+#[test]
+fn undeliverable_segments_are_refused_at_once() {
+    let broker = Broker::start();
+    let server = start_server(&config(&broker));
+    let h = server.handle();
+    let spec = |e| SegmentSpec::line(e, Point::new(0, 0), Point::new(100, 0), 300, 500);
+    assert_eq!(
+        h.dispatch("nobody", spec(1)).unwrap_err(),
+        DispatchError::UnknownPi
+    );
+    let pi = SimPi::start(broker.port(), "pi-2", &[1, 2]);
+    online_with_entities(&h, "pi-2", 2);
+    assert_eq!(
+        h.dispatch("pi-2", spec(9)).unwrap_err(),
+        DispatchError::UnknownEntity
+    );
+    // A long segment in progress fails when its Pi dies.
+    let long = SegmentSpec::line(1, Point::new(0, 0), Point::new(0, 50_000), 300, 300);
+    let ticket = h.dispatch("pi-2", long).unwrap();
+    assert!(matches!(
+        ticket.outcomes.recv_timeout(Duration::from_secs(2)),
+        Ok(SegmentOutcome::Accepted { .. })
+    ));
+    pi.kill();
+    assert_eq!(
+        ticket.wait_final(Duration::from_secs(3)),
+        Some(SegmentOutcome::Failed(FailReason::PiOffline))
+    );
+    assert_eq!(
+        h.dispatch("pi-2", spec(1)).unwrap_err(),
+        DispatchError::PiOffline
+    );
+    let c = server.shutdown().counters;
+    assert_eq!(c.dispatch_refused, 3);
+    assert_eq!(c.segments_failed, 1);
+}
