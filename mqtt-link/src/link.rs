@@ -273,6 +273,7 @@ impl Runner {
                     }
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                    drain_until_closed(conn);
                     info!("disconnected from {}", self.addr);
                     break;
                 }
@@ -344,6 +345,28 @@ impl Runner {
         }
     }
 }
+
+/// After our DISCONNECT, waits (briefly) for the broker to close the connection, reading
+/// whatever still arrives. Closing a socket with unread data in it (e.g. the PUBACK of a final
+/// QoS 1 publish) makes the kernel send a TCP RST, and a broker hit by an RST loses what it had
+/// not read yet: the final status and the DISCONNECT itself, so it would publish the will.
+fn drain_until_closed(conn: &mut Connection) {
+    let deadline = Instant::now() + DRAIN_AFTER_DISCONNECT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        match conn.recv_timeout(left) {
+            Ok(Ok(_)) => {}
+            // Closed by the broker (the normal end), timed out, or every client handle gone.
+            _ => return,
+        }
+    }
+}
+
+/// How long [`drain_until_closed`] waits for the broker to close the connection.
+const DRAIN_AFTER_DISCONNECT: Duration = Duration::from_millis(500);
 
 /// An error with its causes, `a: b: c`.
 fn chain(e: &ConnectionError) -> String {
