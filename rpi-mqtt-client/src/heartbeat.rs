@@ -1,0 +1,74 @@
+//! The heartbeat ticker thread: publishes `rpi/{id}/heartbeat` every interval while the link
+//! is connected, and one at once after every (re)connect, so heartbeats resume as soon as the
+//! broker is back. `seq` grows by one per heartbeat handed to the client; ticks skipped while
+//! disconnected are not counted (the server reads gaps in `seq` as lost heartbeats).
+
+use std::time::{Duration, Instant};
+
+use common::Heartbeat;
+use common::ratelimit::RateLimiter;
+use crossbeam_channel::{Receiver, select, tick};
+use log::{debug, warn};
+use mqtt_link::QoS;
+
+use crate::clock;
+use crate::link_change::LinkChange;
+use crate::publisher::{NotSent, Publisher};
+
+enum Event {
+    Tick,
+    Link(LinkChange),
+    Stop,
+}
+
+pub struct HeartbeatTicker {
+    pub interval: Duration,
+    pub publisher: Publisher,
+    pub topic: String,
+}
+
+impl HeartbeatTicker {
+    /// Runs until `stop` disconnects.
+    pub fn run(self, stop: Receiver<()>, link: Receiver<LinkChange>) {
+        let mut seq: u32 = 0;
+        let mut full = RateLimiter::new(Duration::from_secs(30));
+        let mut ticker = tick(self.interval);
+        loop {
+            let event = select! {
+                recv(stop) -> _ => Event::Stop,
+                recv(link) -> c => c.map(Event::Link).unwrap_or(Event::Stop),
+                recv(ticker) -> _ => Event::Tick,
+            };
+            match event {
+                Event::Stop => break,
+                Event::Link(LinkChange::Down) => {}
+                Event::Link(LinkChange::Up) => {
+                    self.send(&mut seq, &mut full);
+                    // Restart the schedule from this heartbeat.
+                    ticker = tick(self.interval);
+                }
+                Event::Tick => self.send(&mut seq, &mut full),
+            }
+        }
+        debug!("heartbeat stopped after {seq} heartbeats");
+    }
+
+    fn send(&self, seq: &mut u32, full: &mut RateLimiter) {
+        let hb = Heartbeat {
+            seq: *seq,
+            timestamp_ms: clock::now_ms(),
+        };
+        match self
+            .publisher
+            .try_send(&self.topic, QoS::AtMostOnce, false, hb.encode().as_slice())
+        {
+            Ok(()) => *seq = seq.wrapping_add(1),
+            Err(NotSent::Disconnected) => {}
+            Err(NotSent::QueueFull) => {
+                if let Some(held) = full.check(Instant::now()) {
+                    warn!("heartbeat skipped: MQTT request queue full ({held} more not logged)");
+                }
+            }
+        }
+    }
+}

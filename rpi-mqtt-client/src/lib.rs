@@ -1,0 +1,225 @@
+//! rpi-client, the daemon on every Raspberry Pi of the fleet: heartbeats, entity states and
+//! presence to the server, segments from it to the entities this Pi drives.
+//!
+//! Threads (all named, all joined on shutdown):
+//! `mqtt-link` (rumqttc event loop, see mqtt-link) -> the caller of [`run`] (main loop,
+//! [`router`]: Online status, segment routing, waits for shutdown) -> `vehicles` (entity
+//! handlers, acks, state snapshot); `heartbeat` and `state` publish on their own ticks.
+//! Workers publish with `try_publish`, only while connected, so none blocks on a dead broker.
+
+pub mod clock;
+pub mod config;
+pub mod entities;
+pub mod heartbeat;
+pub mod link_change;
+pub mod outbox;
+pub mod presence;
+pub mod publisher;
+pub mod router;
+pub mod seen;
+pub mod simulator;
+pub mod state;
+pub mod vehicle;
+pub mod vehicles;
+pub mod worker;
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::Presence;
+use crossbeam_channel::Receiver;
+use log::{info, warn};
+use mqtt_link::{Link, LinkConfig, QoS, SetupError};
+
+pub use config::Config;
+pub use vehicle::{Vehicle, VehicleState};
+
+use crate::entities::Entities;
+use crate::heartbeat::HeartbeatTicker;
+use crate::publisher::{Publisher, Topics};
+use crate::router::{Exit, Router};
+use crate::state::StatePublisher;
+use crate::vehicles::VehiclesLoop;
+use crate::worker::Worker;
+
+/// The link's final publish and disconnect must fit in the 1 s a shutdown may take.
+pub const LINK_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(800);
+/// Reconnect delays: capped so heartbeats resume within 1 s of the broker's return.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
+pub const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// Why the daemon stopped other than by a shutdown signal.
+#[derive(Debug)]
+pub enum RunError {
+    Link(SetupError),
+    Spawn(&'static str, std::io::Error),
+    LinkStopped,
+    WorkerStopped(&'static str),
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Link(_) => write!(f, "cannot start the MQTT link"),
+            RunError::Spawn(name, _) => write!(f, "cannot start thread {name}"),
+            RunError::LinkStopped => write!(f, "the mqtt-link thread stopped unexpectedly"),
+            RunError::WorkerStopped(name) => write!(f, "thread {name} stopped unexpectedly"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RunError::Link(e) => Some(e),
+            RunError::Spawn(_, e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Runs the daemon with simulated entities until `shutdown` receives (or disconnects).
+pub fn run(config: Config, shutdown: Receiver<()>) -> Result<(), RunError> {
+    let vehicles = simulator::fleet(&config.entities, config.queue_depth);
+    run_with(config, shutdown, vehicles)
+}
+
+/// Runs the daemon with the given entity handlers (`config.entities` is then only
+/// informational). Returns after a clean shutdown: workers stopped and joined, unfinished
+/// segments acked `Rejected(ShuttingDown)`, `Offline` published, MQTT disconnected.
+pub fn run_with(
+    config: Config,
+    shutdown: Receiver<()>,
+    vehicles: Vec<(u32, Box<dyn Vehicle>)>,
+) -> Result<(), RunError> {
+    let topics = Topics::new(&config.client_id);
+    let first_session = presence::first_session();
+    let entities = Entities::new(vehicles, config.queue_depth);
+    let ids = entities.ids();
+    info!(
+        "rpi-client {} starting as {}: entities {:?}, broker {}, heartbeat every {}, state every {}",
+        env!("CARGO_PKG_VERSION"),
+        config.client_id,
+        ids,
+        config.broker.addr,
+        common::duration::format_duration(config.heartbeat_interval),
+        common::duration::format_duration(config.state_interval),
+    );
+
+    let mut link_cfg = LinkConfig::new(config.client_id.as_str(), config.broker.clone());
+    link_cfg.subscriptions = vec![(topics.segment.clone(), QoS::AtLeastOnce)];
+    link_cfg.will = Some(presence::will(topics.status.clone()));
+    link_cfg.first_session = first_session;
+    link_cfg.request_capacity = 16 + 4 * ids.len();
+    link_cfg.backoff_min = BACKOFF_MIN;
+    link_cfg.backoff_max = BACKOFF_MAX;
+    let (event_tx, event_rx) = crossbeam_channel::bounded(64);
+    let link = Link::start(link_cfg, event_tx).map_err(RunError::Link)?;
+    let publisher = Publisher::new(link.client(), link.connected_flag());
+
+    let mut initial = Vec::new();
+    entities.reports(clock::now_ms(), &mut initial);
+    let snapshot: state::Snapshot = Arc::new(Mutex::new(initial));
+    let (exit_tx, exit_rx) = crossbeam_channel::bounded(8);
+    let (segment_tx, segment_rx) = crossbeam_channel::bounded(64);
+    let mut workers: Vec<Worker> = Vec::new();
+    let mut watchers = Vec::new();
+
+    let spawned = (|| -> Result<(), RunError> {
+        let (tx, link_rx) = link_change::channel();
+        watchers.push(tx);
+        let hb = HeartbeatTicker {
+            interval: config.heartbeat_interval,
+            publisher: publisher.clone(),
+            topic: topics.heartbeat.clone(),
+        };
+        workers.push(
+            Worker::spawn("heartbeat", &exit_tx, move |stop| hb.run(stop, link_rx))
+                .map_err(|e| RunError::Spawn("heartbeat", e))?,
+        );
+
+        let (tx, link_rx) = link_change::channel();
+        watchers.push(tx);
+        let sp = StatePublisher {
+            interval: config.state_interval,
+            publisher: publisher.clone(),
+            topic: topics.state.clone(),
+            snapshot: snapshot.clone(),
+        };
+        workers.push(
+            Worker::spawn("state", &exit_tx, move |stop| sp.run(stop, link_rx))
+                .map_err(|e| RunError::Spawn("state", e))?,
+        );
+
+        let (tx, link_rx) = link_change::channel();
+        watchers.push(tx);
+        let vl = VehiclesLoop {
+            entities,
+            publisher: publisher.clone(),
+            ack_topic: topics.ack.clone(),
+            snapshot: snapshot.clone(),
+            step: vehicles::STEP.min(config.state_interval),
+            resend_window: config.broker.keep_alive * 2 + Duration::from_secs(1),
+        };
+        workers.push(
+            Worker::spawn("vehicles", &exit_tx, move |stop| {
+                vl.run(stop, segment_rx, link_rx)
+            })
+            .map_err(|e| RunError::Spawn("vehicles", e))?,
+        );
+        Ok(())
+    })();
+
+    let mut router = Router::new(
+        publisher,
+        topics.clone(),
+        segment_tx,
+        watchers,
+        first_session,
+    );
+    let exit = match spawned {
+        Ok(()) => router.run(&event_rx, &shutdown, &exit_rx),
+        Err(e) => {
+            stop(workers, link, &topics, router.session);
+            return Err(e);
+        }
+    };
+    let session = router.session;
+    drop(router);
+    info!("stopping");
+    stop(workers, link, &topics, session);
+    match exit {
+        Exit::Shutdown => {
+            info!("stopped");
+            Ok(())
+        }
+        Exit::LinkStopped => Err(RunError::LinkStopped),
+        Exit::WorkerStopped(name) => Err(RunError::WorkerStopped(name)),
+    }
+}
+
+/// Stops and joins the workers (the `vehicles` thread queues its last acks), then publishes
+/// `Offline`, disconnects and joins the link. Re-raises the first panic of a thread.
+fn stop(workers: Vec<Worker>, link: Link, topics: &Topics, session: u32) {
+    let mut workers = workers;
+    for w in &mut workers {
+        w.stop();
+    }
+    let mut panic = None;
+    for w in workers {
+        let name = w.name();
+        if let Err(p) = w.join() {
+            warn!("thread {name} panicked");
+            panic.get_or_insert(p);
+        }
+    }
+    let offline = presence::status(Presence::Offline, session);
+    link.shutdown(
+        Some((topics.status.clone(), offline)),
+        LINK_SHUTDOWN_TIMEOUT,
+    );
+    if let Some(p) = panic {
+        std::panic::resume_unwind(p);
+    }
+}

@@ -1,0 +1,37 @@
+//! Presence on `rpi/{id}/status`: the session counter's seed and the Status payloads (the
+//! Last Will meaning "connection lost", `Online` after each ConnAck, `Offline` on a clean
+//! shutdown). All retained, QoS 1 (see docs/protocol.md, "Status and sessions").
+
+use common::{Presence, Status};
+use mqtt_link::{LastWill, QoS, WillFn};
+
+use crate::clock;
+
+/// The first connection's session: the Pi's clock in seconds at start; the link adds one
+/// per connect, so sessions only grow, across restarts too.
+pub fn first_session() -> u32 {
+    clock::now_secs_u32()
+}
+
+/// A Status payload stamped now.
+pub fn status(presence: Presence, session: u32) -> Vec<u8> {
+    Status {
+        presence,
+        session,
+        timestamp_ms: clock::now_ms(),
+    }
+    .encode()
+    .to_vec()
+}
+
+/// The Last Will of each connection: `ConnectionLost` with that connection's session.
+pub fn will(status_topic: String) -> WillFn {
+    Box::new(move |session| {
+        LastWill::new(
+            status_topic.clone(),
+            status(Presence::ConnectionLost, session),
+            QoS::AtLeastOnce,
+            true,
+        )
+    })
+}

@@ -1,0 +1,171 @@
+//! The main loop: turns link events into work. After every ConnAck it publishes the retained
+//! `Online` status and tells the workers; segments are decoded and routed to the `vehicles`
+//! thread; bad input gets a counted, rate-limited log line. It ends on a shutdown signal, or
+//! when the link or a worker thread stops unexpectedly.
+
+use std::time::{Duration, Instant};
+
+use common::ratelimit::RateLimiter;
+use common::{Presence, Segment};
+use crossbeam_channel::{Receiver, Sender, at, never, select};
+use log::{debug, error, warn};
+use mqtt_link::{LinkEvent, QoS};
+
+use crate::link_change::LinkChange;
+use crate::presence;
+use crate::publisher::{Publisher, Topics};
+
+/// How soon a failed `Online` publish is tried again.
+const ONLINE_RETRY: Duration = Duration::from_millis(50);
+
+enum Event {
+    Link(LinkEvent),
+    LinkGone,
+    Shutdown,
+    WorkerExit(&'static str),
+    RetryOnline,
+}
+
+/// Why the main loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Shutdown,
+    LinkStopped,
+    WorkerStopped(&'static str),
+}
+
+pub struct Router {
+    pub publisher: Publisher,
+    pub topics: Topics,
+    pub segments: Sender<Segment>,
+    pub watchers: Vec<Sender<LinkChange>>,
+    /// The session of the current (or last) connection.
+    pub session: u32,
+    /// Bad payloads on the segment topic since start.
+    pub malformed: u64,
+    online_due: Option<Instant>,
+    bad_input: RateLimiter,
+}
+
+impl Router {
+    pub fn new(
+        publisher: Publisher,
+        topics: Topics,
+        segments: Sender<Segment>,
+        watchers: Vec<Sender<LinkChange>>,
+        first_session: u32,
+    ) -> Router {
+        Router {
+            publisher,
+            topics,
+            segments,
+            watchers,
+            session: first_session,
+            malformed: 0,
+            online_due: None,
+            bad_input: RateLimiter::new(Duration::from_secs(10)),
+        }
+    }
+
+    pub fn run(
+        &mut self,
+        events: &Receiver<LinkEvent>,
+        shutdown: &Receiver<()>,
+        exits: &Receiver<&'static str>,
+    ) -> Exit {
+        loop {
+            let retry = match self.online_due {
+                Some(t) => at(t),
+                None => never(),
+            };
+            let event = select! {
+                recv(shutdown) -> _ => Event::Shutdown,
+                recv(events) -> e => e.map(Event::Link).unwrap_or(Event::LinkGone),
+                recv(exits) -> n => n.map(Event::WorkerExit).unwrap_or(Event::WorkerExit("?")),
+                recv(retry) -> _ => Event::RetryOnline,
+            };
+            match event {
+                Event::Shutdown => return Exit::Shutdown,
+                Event::LinkGone => {
+                    error!("the mqtt-link thread stopped");
+                    return Exit::LinkStopped;
+                }
+                Event::WorkerExit(name) => {
+                    error!("thread {name} stopped unexpectedly");
+                    return Exit::WorkerStopped(name);
+                }
+                Event::RetryOnline => self.publish_online(),
+                Event::Link(LinkEvent::Connected { session }) => {
+                    self.session = session;
+                    self.publish_online();
+                    self.tell(LinkChange::Up);
+                }
+                Event::Link(LinkEvent::Disconnected { reason }) => {
+                    // The link logged it already (one line per state change).
+                    debug!("link down: {reason}");
+                    self.online_due = None;
+                    self.tell(LinkChange::Down);
+                }
+                Event::Link(LinkEvent::Message(p)) => {
+                    if p.topic != self.topics.segment {
+                        self.bad(format_args!(
+                            "message on unexpected topic {:?} ignored",
+                            p.topic
+                        ));
+                        continue;
+                    }
+                    match Segment::decode(&p.payload) {
+                        Ok(seg) => {
+                            if self.segments.send(seg).is_err() {
+                                return Exit::WorkerStopped("vehicles");
+                            }
+                        }
+                        Err(e) => {
+                            self.malformed += 1;
+                            let total = self.malformed;
+                            self.bad(format_args!(
+                                "malformed segment on {} ({} bytes) ignored: {e} \
+                                 ({total} malformed since start)",
+                                p.topic,
+                                p.payload.len()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish_online(&mut self) {
+        self.online_due = None;
+        let payload = presence::status(Presence::Online, self.session);
+        if self
+            .publisher
+            .try_send(&self.topics.status, QoS::AtLeastOnce, true, &payload)
+            .is_err()
+        {
+            if self.publisher.is_connected() {
+                self.online_due = Some(Instant::now() + ONLINE_RETRY);
+            }
+        } else {
+            debug!("online, session {}", self.session);
+        }
+    }
+
+    fn tell(&self, change: LinkChange) {
+        for w in &self.watchers {
+            let _ = w.try_send(change);
+        }
+    }
+
+    /// One warning per 10 s for bad input, with the count of the ones held back.
+    fn bad(&mut self, what: std::fmt::Arguments<'_>) {
+        if let Some(held) = self.bad_input.check(Instant::now()) {
+            if held > 0 {
+                warn!("{what} ({held} similar lines not logged)");
+            } else {
+                warn!("{what}");
+            }
+        }
+    }
+}

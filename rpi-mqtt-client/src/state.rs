@@ -1,0 +1,90 @@
+//! The state publisher thread: every state interval, while connected, one StateReport per
+//! entity on `rpi/{id}/state` (QoS 0), taken from the latest snapshot of the `vehicles`
+//! thread. Reports that cannot be sent are dropped, never queued: after an outage the server
+//! gets the current state, not a backlog. After every reconnect the state is sent at once.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::StateReport;
+use common::ratelimit::RateLimiter;
+use crossbeam_channel::{Receiver, select, tick};
+use log::warn;
+use mqtt_link::QoS;
+
+use crate::link_change::LinkChange;
+use crate::publisher::{NotSent, Publisher};
+
+/// The latest state of every entity, written by the `vehicles` thread at each simulation step
+/// and read by the state publisher; each report carries the time it was sampled.
+pub type Snapshot = Arc<Mutex<Vec<StateReport>>>;
+
+enum Event {
+    Tick,
+    Link(LinkChange),
+    Stop,
+}
+
+pub struct StatePublisher {
+    pub interval: Duration,
+    pub publisher: Publisher,
+    pub topic: String,
+    pub snapshot: Snapshot,
+}
+
+impl StatePublisher {
+    /// Runs until `stop` disconnects.
+    pub fn run(self, stop: Receiver<()>, link: Receiver<LinkChange>) {
+        let mut buf: Vec<StateReport> = Vec::new();
+        let mut dropped = RateLimiter::new(Duration::from_secs(30));
+        let mut ticker = tick(self.interval);
+        loop {
+            let event = select! {
+                recv(stop) -> _ => Event::Stop,
+                recv(link) -> c => c.map(Event::Link).unwrap_or(Event::Stop),
+                recv(ticker) -> _ => Event::Tick,
+            };
+            match event {
+                Event::Stop => break,
+                Event::Link(LinkChange::Down) => {}
+                Event::Link(LinkChange::Up) => {
+                    self.publish(&mut buf, &mut dropped);
+                    ticker = tick(self.interval);
+                }
+                Event::Tick => self.publish(&mut buf, &mut dropped),
+            }
+        }
+    }
+
+    fn publish(&self, buf: &mut Vec<StateReport>, dropped: &mut RateLimiter) {
+        if !self.publisher.is_connected() {
+            return;
+        }
+        {
+            let snap = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+            buf.clear();
+            buf.extend_from_slice(&snap);
+        }
+        for (i, report) in buf.iter().enumerate() {
+            match self.publisher.try_send(
+                &self.topic,
+                QoS::AtMostOnce,
+                false,
+                report.encode().as_slice(),
+            ) {
+                Ok(()) => {}
+                Err(NotSent::Disconnected) => return,
+                Err(NotSent::QueueFull) => {
+                    if let Some(held) = dropped.check(Instant::now()) {
+                        warn!(
+                            "state reports dropped: MQTT request queue full \
+                             ({} now, {held} earlier drops not logged)",
+                            buf.len() - i
+                        );
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}

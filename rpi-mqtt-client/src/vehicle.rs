@@ -1,0 +1,42 @@
+//! The entity handler interface: what the daemon needs from a vehicle, simulated or real.
+//! It knows nothing of MQTT; the daemon routes segments to it and reports its state.
+
+use std::time::Duration;
+
+use common::{RejectReason, Segment};
+
+/// An entity's state in wire units, sampled by [`Vehicle::state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VehicleState {
+    /// Position, mm.
+    pub x: i32,
+    pub y: i32,
+    /// Heading, millidegrees in `[0, 360000)`, counter-clockwise from +x.
+    pub angle: i32,
+    /// Velocity, mm/s.
+    pub vx: i32,
+    pub vy: i32,
+    /// The segment being executed, 0 when idle.
+    pub segment_id: u32,
+    /// Progress along it in 1/10000 (0 when idle).
+    pub progress: u16,
+}
+
+/// One entity's handler. Called from the single `vehicles` thread, so no locking is needed
+/// inside; `Send` because it is moved there.
+///
+/// Contract: every segment `accept`ed is eventually returned exactly once, either by `step`
+/// (completed) or by `abandon` (dropped unfinished). Duplicates never reach a handler: the
+/// daemon answers them from its memory of segment ids.
+pub trait Vehicle: Send {
+    /// Queues a segment (first in, first out), or says why it cannot be taken.
+    fn accept(&mut self, seg: &Segment) -> Result<(), RejectReason>;
+    /// Advances the vehicle by `dt` of wall time; returns the id of a segment that was
+    /// completed during this step.
+    fn step(&mut self, dt: Duration) -> Option<u32>;
+    /// The current pose, velocity and segment progress.
+    fn state(&self) -> VehicleState;
+    /// Drops every queued and running segment (on shutdown) and stops; returns their ids,
+    /// the running one first.
+    fn abandon(&mut self) -> Vec<u32>;
+}

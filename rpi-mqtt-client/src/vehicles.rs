@@ -1,0 +1,194 @@
+//! The `vehicles` thread: owns the entity handlers. It takes the segments the main loop
+//! routes to it, steps the simulation on a fixed tick, publishes the acks (QoS 1, through a
+//! bounded outbox that survives a full queue and outages) and keeps the state snapshot that
+//! the state publisher reads. On stop, unfinished segments are acked `Rejected(ShuttingDown)`.
+
+use std::time::{Duration, Instant};
+
+use common::ratelimit::RateLimiter;
+use common::{AckOutcome, RejectReason, Segment, SegmentAck};
+use crossbeam_channel::{Receiver, select, tick};
+use log::{debug, info, warn};
+use mqtt_link::QoS;
+
+use crate::clock;
+use crate::entities::Entities;
+use crate::link_change::LinkChange;
+use crate::outbox::AckOutbox;
+use crate::publisher::Publisher;
+use crate::state::Snapshot;
+
+/// The simulation step; the state snapshot is at most this old when published.
+pub const STEP: Duration = Duration::from_millis(20);
+/// A longer pause (machine suspended, process stopped) is not simulated as driving.
+const MAX_DT: Duration = Duration::from_secs(1);
+/// Acks waiting to be published.
+pub const OUTBOX_CAPACITY: usize = 256;
+/// Acks remembered after publishing, to resend after a disconnect.
+pub const RECENT_ACKS: usize = 64;
+
+enum Event {
+    Segment(Segment),
+    Link(LinkChange),
+    Step,
+    Stop,
+}
+
+pub struct VehiclesLoop {
+    pub entities: Entities,
+    pub publisher: Publisher,
+    pub ack_topic: String,
+    pub snapshot: Snapshot,
+    /// Simulation step (at most [`STEP`]; shorter with a very short state interval).
+    pub step: Duration,
+    /// How far back acks are resent after a disconnect: about how long a dead connection
+    /// can go unnoticed (1.5-2x the MQTT keep-alive).
+    pub resend_window: Duration,
+}
+
+/// Rate-limited logging of rejected segments, one limiter per reason.
+struct RejectLog {
+    limiters: Vec<(RejectReason, RateLimiter)>,
+}
+
+impl RejectLog {
+    fn new() -> RejectLog {
+        RejectLog {
+            limiters: RejectReason::ALL
+                .iter()
+                .map(|r| (*r, RateLimiter::new(Duration::from_secs(10))))
+                .collect(),
+        }
+    }
+
+    fn log(&mut self, ack: &SegmentAck, reason: RejectReason) {
+        let Some((_, limiter)) = self.limiters.iter_mut().find(|(r, _)| *r == reason) else {
+            return;
+        };
+        if let Some(held) = limiter.check(Instant::now()) {
+            let more = if held > 0 {
+                format!(" ({held} more {reason:?} rejections not logged)")
+            } else {
+                String::new()
+            };
+            warn!(
+                "segment {} for entity {} rejected: {reason:?}{more}",
+                ack.segment_id, ack.entity_id
+            );
+        }
+    }
+}
+
+impl VehiclesLoop {
+    /// Runs until `stop` disconnects (or the segment channel closes).
+    pub fn run(
+        mut self,
+        stop: Receiver<()>,
+        segments: Receiver<Segment>,
+        link: Receiver<LinkChange>,
+    ) {
+        let mut outbox = AckOutbox::new(OUTBOX_CAPACITY, RECENT_ACKS, self.resend_window);
+        let mut rejects = RejectLog::new();
+        let mut overflow = RateLimiter::new(Duration::from_secs(30));
+        let mut acks: Vec<SegmentAck> = Vec::new();
+        let mut reports = Vec::new();
+        let ticker = tick(self.step);
+        let mut last = Instant::now();
+        loop {
+            let event = select! {
+                recv(stop) -> _ => Event::Stop,
+                recv(segments) -> s => s.map(Event::Segment).unwrap_or(Event::Stop),
+                recv(link) -> c => c.map(Event::Link).unwrap_or(Event::Stop),
+                recv(ticker) -> _ => Event::Step,
+            };
+            match event {
+                Event::Stop => break,
+                Event::Segment(seg) => {
+                    let routed = self.entities.on_segment(&seg);
+                    let ack = routed.ack;
+                    match ack.outcome {
+                        _ if routed.duplicate => debug!(
+                            "segment {} for entity {} delivered again: answered {:?}, not executed",
+                            ack.segment_id, ack.entity_id, ack.outcome
+                        ),
+                        AckOutcome::Rejected(reason) => rejects.log(&ack, reason),
+                        outcome => debug!(
+                            "segment {} for entity {}: {outcome:?}",
+                            ack.segment_id, ack.entity_id
+                        ),
+                    }
+                    self.queue(&mut outbox, ack, &mut overflow);
+                    self.flush(&mut outbox);
+                }
+                Event::Link(LinkChange::Up) => {
+                    self.flush(&mut outbox);
+                }
+                Event::Link(LinkChange::Down) => {
+                    let n = outbox.on_disconnect(Instant::now());
+                    if n > 0 {
+                        debug!("{n} recent acks queued again after the disconnect");
+                    }
+                }
+                Event::Step => {
+                    let now = Instant::now();
+                    let dt = now.saturating_duration_since(last).min(MAX_DT);
+                    last = now;
+                    self.entities.step(dt, &mut acks);
+                    for ack in acks.drain(..) {
+                        debug!(
+                            "entity {} completed segment {}",
+                            ack.entity_id, ack.segment_id
+                        );
+                        self.queue(&mut outbox, ack, &mut overflow);
+                    }
+                    self.flush(&mut outbox);
+                    self.entities.reports(clock::now_ms(), &mut reports);
+                    let mut snap = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+                    snap.clone_from(&reports);
+                }
+            }
+        }
+        self.entities.abandon(&mut acks);
+        if !acks.is_empty() {
+            info!("shutting down: {} unfinished segments dropped", acks.len());
+        }
+        for ack in acks.drain(..) {
+            self.queue(&mut outbox, ack, &mut overflow);
+        }
+        self.flush(&mut outbox);
+        if !outbox.is_empty() {
+            warn!(
+                "{} acks could not be published before shutdown",
+                outbox.len()
+            );
+        }
+    }
+
+    fn queue(&self, outbox: &mut AckOutbox, ack: SegmentAck, overflow: &mut RateLimiter) {
+        if let Some(lost) = outbox.push(ack) {
+            if let Some(held) = overflow.check(Instant::now()) {
+                warn!(
+                    "ack outbox full ({OUTBOX_CAPACITY}): dropped the ack of segment {} \
+                     for entity {} ({} dropped in all, {held} not logged)",
+                    lost.segment_id, lost.entity_id, outbox.dropped
+                );
+            }
+        }
+    }
+
+    fn flush(&self, outbox: &mut AckOutbox) {
+        if outbox.is_empty() || !self.publisher.is_connected() {
+            return;
+        }
+        outbox.flush(Instant::now(), |ack| {
+            self.publisher
+                .try_send(
+                    &self.ack_topic,
+                    QoS::AtLeastOnce,
+                    false,
+                    ack.encode().as_slice(),
+                )
+                .is_ok()
+        });
+    }
+}

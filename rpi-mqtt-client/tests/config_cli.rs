@@ -1,0 +1,248 @@
+//! The command line of the real binary: bad configurations stop the start with exit 2 and a
+//! message naming the problem; `--check-config` prints a config that parses again; the
+//! example config parses and documents every key.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use testkit::TempDir;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(support::bin());
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RPI_CLIENT_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run rpi-client")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Exit 2 and every `needles` in stderr.
+fn assert_config_error(out: &Output, needles: &[&str]) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
+    }
+    assert!(out.stdout.is_empty(), "stdout: {}", text(&out.stdout));
+}
+
+fn write(dir: &TempDir, name: &str, body: &str) -> String {
+    let p = dir.path().join(name);
+    std::fs::write(&p, body).unwrap();
+    p.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let dir = TempDir::new("rpi-cfg");
+    let path = write(
+        &dir,
+        "c.conf",
+        "client_id = pi-1\nheartbeat_intervall = 1s\n",
+    );
+    let out = run(&["--config", &path], &[]);
+    assert_config_error(
+        &out,
+        &["heartbeat_intervall", "unknown key", &format!("{path}:2")],
+    );
+    let out = run(
+        &["--config", "/dev/null", "--client-id", "x", "--bogus", "1"],
+        &[],
+    );
+    assert_config_error(&out, &["--bogus", "unknown option"]);
+    let out = run(
+        &["--config", "/dev/null", "--client-id", "x"],
+        &[("RPI_CLIENT_BROKR", "a:1")],
+    );
+    assert_config_error(&out, &["RPI_CLIENT_BROKR", "unknown variable"]);
+}
+
+#[test]
+fn bad_duration_is_named() {
+    let out = run(
+        &[
+            "--config",
+            "/dev/null",
+            "--client-id",
+            "x",
+            "--heartbeat-interval",
+            "500",
+        ],
+        &[],
+    );
+    assert_config_error(
+        &out,
+        &["heartbeat_interval", "bad duration \"500\"", "missing unit"],
+    );
+    let out = run(
+        &["--config", "/dev/null", "--client-id", "x"],
+        &[("RPI_CLIENT_STATE_INTERVAL", "1ms")],
+    );
+    assert_config_error(
+        &out,
+        &["RPI_CLIENT_STATE_INTERVAL", "state_interval", "too short"],
+    );
+}
+
+#[test]
+fn bad_client_id_is_named() {
+    let out = run(&["--config", "/dev/null", "--client-id", "pi/7"], &[]);
+    assert_config_error(&out, &["client_id", "'/'", "A-Z a-z 0-9 _ - ."]);
+    let long = "p".repeat(65);
+    let out = run(&["--config", "/dev/null", "--client-id", &long], &[]);
+    assert_config_error(&out, &["client_id", "65 bytes"]);
+}
+
+#[test]
+fn missing_config_file_is_named() {
+    let out = run(&["--config", "/nonexistent/rpi-client.conf"], &[]);
+    assert_config_error(
+        &out,
+        &["cannot read /nonexistent/rpi-client.conf", "--config"],
+    );
+    let out = run(&[], &[("RPI_CLIENT_CONFIG", "/nonexistent/env.conf")]);
+    assert_config_error(&out, &["RPI_CLIENT_CONFIG", "/nonexistent/env.conf"]);
+    let out = run(
+        &[
+            "--config",
+            "/dev/null",
+            "--client-id",
+            "x",
+            "--tls-ca",
+            "/nonexistent/ca.pem",
+        ],
+        &[],
+    );
+    assert_config_error(&out, &["tls_ca", "/nonexistent/ca.pem"]);
+}
+
+#[test]
+fn other_bad_values_exit_2() {
+    for (flag, value, needle) in [
+        ("--entities", "1,2,2", "listed twice"),
+        ("--queue-depth", "0", "queue_depth"),
+        ("--broker", "host:99999", "broker"),
+        ("--log-level", "chatty", "log_level"),
+        ("--keep-alive", "100ms", "keep_alive"),
+    ] {
+        let out = run(
+            &["--config", "/dev/null", "--client-id", "x", flag, value],
+            &[],
+        );
+        assert_config_error(&out, &[needle]);
+    }
+}
+
+/// The effective config without the leading comment line.
+fn settings(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn check_config_output_parses_again() {
+    let dir = TempDir::new("rpi-cfg");
+    let pw = write(&dir, "password", "s3cret\n");
+    let file = write(
+        &dir,
+        "c.conf",
+        "entities = 4, 5,6\nstate_interval = 1.5s\nkeep_alive = 10s\n",
+    );
+    let out = run(
+        &[
+            "--config",
+            &file,
+            "--check-config",
+            "--client-id",
+            "pi-42",
+            "--broker",
+            "broker.lan:1884",
+            "--password-file",
+            &pw,
+        ],
+        &[("RPI_CLIENT_HEARTBEAT_INTERVAL", "250ms")],
+    );
+    let first = settings(&out);
+    for line in [
+        "client_id = pi-42",
+        "entities = 4,5,6",
+        "heartbeat_interval = 250ms",
+        "state_interval = 1500ms",
+        "queue_depth = 8",
+        "log_level = info",
+        "broker = broker.lan:1884",
+        "keep_alive = 10s",
+        // Pi accounts are named after the Pi.
+        "username = pi-42",
+    ] {
+        assert!(
+            first.lines().any(|l| l == line),
+            "{line:?} missing in:\n{first}"
+        );
+    }
+    assert!(
+        !first.contains("s3cret"),
+        "the password must never be printed"
+    );
+    let again_path = write(&dir, "effective.conf", &text(&out.stdout));
+    let again = settings(&run(&["--config", &again_path, "--check-config"], &[]));
+    assert_eq!(again, first);
+}
+
+#[test]
+fn example_config_parses_and_documents_every_key() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.conf");
+    let example = example.to_str().unwrap();
+    let out = run(
+        &[
+            "--config",
+            example,
+            "--check-config",
+            "--client-id",
+            "example-pi",
+        ],
+        &[],
+    );
+    let s = settings(&out);
+    assert!(s.contains("entities = 1,2,3\n"), "{s}");
+    let body = std::fs::read_to_string(example).unwrap();
+    for key in rpi_client::config::keys() {
+        let documented = body.lines().any(|l| {
+            let l = l.trim_start_matches('#').trim_start();
+            l.starts_with(key) && l[key.len()..].trim_start().starts_with('=')
+        });
+        assert!(documented, "config.example.conf does not show key {key}");
+    }
+}
+
+#[test]
+fn help_and_version() {
+    let out = run(&["--help"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = text(&out.stdout);
+    for key in rpi_client::config::keys() {
+        assert!(
+            help.contains(&format!("--{} VALUE", key.replace('_', "-"))),
+            "{key}"
+        );
+    }
+    assert!(help.contains("--check-config"));
+    let out = run(&["--version"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).starts_with("rpi-client "));
+}

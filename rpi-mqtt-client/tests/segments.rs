@@ -1,0 +1,217 @@
+//! Segments through a real mosquitto to the real binary: acked, driven to the end by the
+//! simulator, executed once when delivered twice; unknown entities and full queues rejected;
+//! garbage on the segment topic logged (rate-limited) without harm.
+
+mod support;
+
+use std::time::Duration;
+
+use common::{AckOutcome, Presence, RejectReason};
+use mqtt_link::QoS;
+use support::*;
+use testkit::Broker;
+
+const ACCEPTED: AckOutcome = AckOutcome::Accepted;
+const COMPLETED: AckOutcome = AckOutcome::Completed;
+
+#[test]
+fn segment_is_acked_driven_to_its_end_and_executed_once() {
+    let broker = Broker::start();
+    let probe = watch(&broker, "probe-seg", "seg-pi");
+    let mut pi = spawn(&broker, "seg-pi", &[]);
+    wait_status(&probe, Duration::from_secs(5), Presence::Online);
+
+    // Entity 2 stands at (1000, 0); drive it 600 mm along +y, speeding up.
+    let seg = segment(2, 77, (1000, 0), (1000, 600), 400, 1200);
+    send_segment(&probe, "seg-pi", &seg);
+    send_segment(&probe, "seg-pi", &seg); // a duplicate delivery
+    let mut acks = Vec::new();
+    let mut states = Vec::new();
+    let mut completed = false;
+    for s in probe.collect_for(Duration::from_secs(4)) {
+        if let Some(a) = as_ack(&s) {
+            if a.outcome == COMPLETED {
+                completed = true;
+            }
+            acks.push(a.outcome);
+        }
+        if let Some(r) = as_state(&s) {
+            if r.entity_id == 2 {
+                states.push((r, completed));
+            }
+        }
+    }
+    // Accepted for each delivery, Completed once.
+    assert_eq!(acks, vec![ACCEPTED, ACCEPTED, COMPLETED], "acks: {acks:?}");
+    let driving: Vec<_> = states.iter().filter(|(r, _)| r.segment_id == 77).collect();
+    assert!(
+        driving.len() >= 3,
+        "state reports while driving: {driving:?}"
+    );
+    for w in driving.windows(2) {
+        assert!(
+            w[1].0.progress >= w[0].0.progress,
+            "progress went back: restarted?"
+        );
+        assert!(w[1].0.y >= w[0].0.y);
+    }
+    for (r, _) in &driving {
+        assert_eq!((r.x, r.angle, r.vx), (1000, 90_000, 0));
+        assert!((400..=1200).contains(&r.vy), "speed {r:?}");
+    }
+    let (last, after_completion) = states.last().copied().expect("state reports");
+    assert!(after_completion);
+    assert_eq!((last.x, last.y, last.vx, last.vy), (1000, 600, 0, 0));
+    assert_eq!((last.segment_id, last.progress, last.angle), (0, 0, 90_000));
+
+    // Delivered again after it completed: answered Completed, not driven again.
+    let back = segment(2, 78, (1000, 600), (1000, 500), 500, 500);
+    send_segment(&probe, "seg-pi", &back);
+    wait_ack(&probe, Duration::from_secs(3), 2, 78, COMPLETED);
+    send_segment(&probe, "seg-pi", &seg);
+    wait_ack(&probe, Duration::from_secs(3), 2, 77, COMPLETED);
+    let later = probe.collect_for(Duration::from_millis(800));
+    let mut seen_state = false;
+    for s in &later {
+        if let Some(r) = as_state(s).filter(|r| r.entity_id == 2) {
+            seen_state = true;
+            assert_eq!(
+                (r.segment_id, r.x, r.y),
+                (0, 1000, 500),
+                "segment 77 ran again"
+            );
+        }
+        if let Some(a) = as_ack(s) {
+            panic!("unexpected ack {a:?}");
+        }
+    }
+    assert!(seen_state);
+    assert!(pi.wait_exit(Duration::ZERO).is_none(), "still running");
+}
+
+#[test]
+fn unknown_entity_is_rejected_and_logged() {
+    let broker = Broker::start();
+    let probe = watch(&broker, "probe-unknown", "unk-pi");
+    let pi = spawn(&broker, "unk-pi", &["--entities", "1,2"]);
+    wait_status(&probe, Duration::from_secs(5), Presence::Online);
+    send_segment(&probe, "unk-pi", &segment(3, 9, (0, 0), (10, 0), 100, 100));
+    wait_ack(
+        &probe,
+        Duration::from_secs(3),
+        3,
+        9,
+        AckOutcome::Rejected(RejectReason::UnknownEntity),
+    );
+    // Other reasons for good measure: unsupported type, invalid speeds.
+    let mut odd = segment(1, 10, (0, 0), (10, 0), 100, 100);
+    odd.segment_type = 4;
+    send_segment(&probe, "unk-pi", &odd);
+    wait_ack(
+        &probe,
+        Duration::from_secs(3),
+        1,
+        10,
+        AckOutcome::Rejected(RejectReason::UnsupportedType),
+    );
+    send_segment(&probe, "unk-pi", &segment(1, 11, (0, 0), (10, 0), 0, 0));
+    wait_ack(
+        &probe,
+        Duration::from_secs(3),
+        1,
+        11,
+        AckOutcome::Rejected(RejectReason::InvalidSegment),
+    );
+    let log = testkit::wait_for(Duration::from_secs(2), || {
+        let l = pi.stderr();
+        l.contains("segment 9 for entity 3 rejected: UnknownEntity")
+            .then_some(l)
+    });
+    assert!(log.is_some(), "no log line:\n{}", pi.stderr());
+}
+
+#[test]
+fn full_queue_rejects_with_queue_full() {
+    let broker = Broker::start();
+    let probe = watch(&broker, "probe-queue", "queue-pi");
+    let _pi = spawn(&broker, "queue-pi", &["--queue-depth", "2"]);
+    wait_status(&probe, Duration::from_secs(5), Presence::Online);
+    // Long, slow segments: the first runs, two wait, the fourth does not fit.
+    for id in 1..=4 {
+        send_segment(
+            &probe,
+            "queue-pi",
+            &segment(1, id, (0, 0), (100_000, 0), 50, 50),
+        );
+    }
+    let mut acks = Vec::new();
+    for s in probe.collect_for(Duration::from_secs(2)) {
+        if let Some(a) = as_ack(&s) {
+            acks.push((a.segment_id, a.outcome));
+        }
+    }
+    assert_eq!(
+        acks,
+        vec![
+            (1, ACCEPTED),
+            (2, ACCEPTED),
+            (3, ACCEPTED),
+            (4, AckOutcome::Rejected(RejectReason::QueueFull)),
+        ]
+    );
+    // Other entities have queues of their own.
+    send_segment(&probe, "queue-pi", &segment(2, 4, (0, 0), (10, 0), 50, 50));
+    wait_ack(&probe, Duration::from_secs(3), 2, 4, ACCEPTED);
+}
+
+#[test]
+fn garbage_on_the_segment_topic_is_logged_once_and_harmless() {
+    let broker = Broker::start();
+    let probe = watch(&broker, "probe-garbage", "junk-pi");
+    let mut pi = spawn(&broker, "junk-pi", &[]);
+    wait_status(&probe, Duration::from_secs(5), Presence::Online);
+    let topic = "server/junk-pi/segment";
+    let heartbeat = common::Heartbeat {
+        seq: 1,
+        timestamp_ms: 2,
+    }
+    .encode()
+    .to_vec();
+    let mut bad_id = segment(1, 1, (0, 0), (1, 0), 1, 1).encode().to_vec();
+    bad_id[5..9].copy_from_slice(&[0, 0, 0, 0]); // segment_id 0
+    let payloads: Vec<Vec<u8>> = vec![
+        vec![],
+        b"hello".to_vec(),
+        vec![0x23; 34],
+        vec![0x13; 35],
+        vec![0xff; 2000],
+        heartbeat,
+        bad_id,
+    ];
+    for i in 0..50 {
+        probe.publish(
+            topic,
+            &payloads[i % payloads.len()],
+            QoS::AtLeastOnce,
+            false,
+        );
+    }
+    // It keeps heartbeating with no gap, and still takes segments.
+    let beats: Vec<u32> = probe
+        .collect_for(Duration::from_millis(1600))
+        .iter()
+        .filter_map(as_heartbeat)
+        .map(|h| h.seq)
+        .collect();
+    assert!(beats.len() >= 2, "heartbeats after the garbage: {beats:?}");
+    assert!(beats.windows(2).all(|w| w[1] == w[0] + 1), "{beats:?}");
+    send_segment(&probe, "junk-pi", &segment(1, 3, (0, 0), (10, 0), 100, 100));
+    wait_ack(&probe, Duration::from_secs(3), 1, 3, ACCEPTED);
+    assert!(pi.wait_exit(Duration::ZERO).is_none(), "it crashed");
+    let log = pi.stderr();
+    assert_eq!(
+        count_lines(&log, "malformed segment"),
+        1,
+        "expected one rate-limited line for 50 bad payloads:\n{log}"
+    );
+}
