@@ -95,6 +95,9 @@ pub struct Counters {
     pub acks_duplicate: u64,
     /// Publishes the MQTT client could not queue (request queue full or not connected).
     pub publish_failures: u64,
+    /// Connections to the broker made (ConnAcks), and established ones lost.
+    pub broker_connects: u64,
+    pub broker_disconnects: u64,
     #[serde(skip)]
     pub rtt: RttStats,
 }
@@ -164,6 +167,10 @@ impl Counters {
                 self.acks_unknown,
                 self.acks_duplicate,
                 self.publish_failures,
+            ),
+            format!(
+                "broker: connects={} disconnects={}",
+                self.broker_connects, self.broker_disconnects
             ),
             format!(
                 "segment round trip: n={} last={} p50={} p99={}",

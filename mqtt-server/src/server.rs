@@ -204,11 +204,13 @@ impl Registry {
     fn on_link(&mut self, now: Instant, e: LinkEvent) {
         match e {
             LinkEvent::Connected { session } => {
+                self.fleet.counters_mut().broker_connects += 1;
                 debug!(
                     "link session {session}: subscribed to {SERVER_SUBSCRIPTION}; retained statuses rebuild the fleet view"
                 );
             }
             LinkEvent::Disconnected { reason } => {
+                self.fleet.counters_mut().broker_disconnects += 1;
                 debug!("link down ({reason}); Pis will time out unless it comes back");
             }
             LinkEvent::Message(p) => {

@@ -1,0 +1,231 @@
+//! Bad input never hurts the server: garbage of every sort on every subscribed topic (real
+//! and made-up ids, bad ids) is counted by kind and logged rate-limited while the real Pis
+//! stay tracked; 10,000 made-up client ids cannot grow the registry past its cap.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{Heartbeat, StateReport};
+use rumqttc::QoS;
+use support::*;
+use testkit::{Broker, Probe, wait_for};
+
+/// Deterministic pseudo-random bytes (xorshift), first byte forced to version 10.
+fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v: Vec<u8> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    v[0] = 0xA5;
+    v
+}
+
+fn heartbeat() -> Vec<u8> {
+    Heartbeat {
+        seq: 1,
+        timestamp_ms: now_ms(),
+    }
+    .encode()
+    .to_vec()
+}
+
+fn state() -> Vec<u8> {
+    StateReport {
+        entity_id: 1,
+        timestamp_ms: now_ms(),
+        x: 0,
+        y: 0,
+        angle: 0,
+        vx: 0,
+        vy: 0,
+        segment_id: 0,
+        progress: 0,
+    }
+    .encode()
+    .to_vec()
+}
+
+/// The leaf's kind code (low nibble of a valid header on that topic).
+fn kind_of(leaf: &str) -> u8 {
+    match leaf {
+        "heartbeat" => 1,
+        "state" => 2,
+        "ack" => 4,
+        "status" => 5,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn garbage_on_every_topic_is_counted_by_kind_and_the_real_pis_stay_tracked() {
+    let broker = Broker::start();
+    let mut server = spawn_server(
+        &broker,
+        &["--status-interval", "200ms", "--segment-interval", "1s"],
+    );
+    let _a = SimPi::start(broker.port(), "pi-a", &[1, 2, 3]);
+    let _b = SimPi::start(broker.port(), "pi-b", &[1, 2, 3]);
+    wait_table(&server, Duration::from_secs(5), |t| t.active_count == 2).expect("Pis active");
+
+    let bad = Probe::connect(broker.port(), "garbage", &[]);
+    let mut expected: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut send = |topic: &str, payload: &[u8], label: &'static str| {
+        bad.publish(topic, payload, QoS::AtLeastOnce, false);
+        *expected.entry(label).or_default() += 1;
+    };
+    let long_id = "x".repeat(65);
+    let rounds = 25;
+    let started = Instant::now();
+    for round in 0..rounds {
+        for id in ["pi-a", "ghost-1"] {
+            for leaf in ["heartbeat", "state", "status", "ack"] {
+                let topic = format!("rpi/{id}/{leaf}");
+                let k = kind_of(leaf);
+                send(
+                    &topic,
+                    &random_bytes(round * 31 + u64::from(k), 30),
+                    "unknown_version",
+                );
+                send(&topic, b"", "empty");
+                send(&topic, &vec![0x11; 10 * 1024], "oversized");
+                send(
+                    &topic,
+                    b"hello, server! {\"kind\":\"heartbeat\"}",
+                    "unknown_version",
+                );
+                send(&topic, &[0x10 | k, 1, 2, 3], "wrong_length");
+                send(&topic, &[0x1F, 0, 0, 0], "unknown_kind");
+                let other = if leaf == "heartbeat" {
+                    state()
+                } else {
+                    heartbeat()
+                };
+                send(&topic, &other, "kind_mismatch");
+            }
+        }
+        send("rpi/bad id/heartbeat", &heartbeat(), "bad_client_id");
+        send(&format!("rpi/{long_id}/state"), &state(), "bad_client_id");
+        send("rpi/pi-a/bogus", &heartbeat(), "bad_topic");
+        send("rpi/pi-a/segment", &heartbeat(), "bad_topic");
+    }
+    let total: u64 = expected.values().sum();
+    eprintln!("published {total} bad messages in {:?}", started.elapsed());
+
+    // Meanwhile and afterwards the real Pis stay active and fresh, nothing else appears.
+    let t_end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < t_end {
+        let t = next_table(&server, Duration::from_secs(2)).expect("tables keep coming");
+        assert_eq!(t.active_count, 2, "{}", t.text);
+        assert_eq!(t.offline_count, 0, "{}", t.text);
+        for pi in t.active.values() {
+            assert!(pi.last_hb_ms < 1000, "{}", t.text);
+            assert_eq!(pi.entities.len(), 3, "{}", t.text);
+        }
+    }
+
+    server.signal("TERM");
+    let status = server.wait_exit(Duration::from_secs(5)).expect("exits");
+    assert_eq!(status.code(), Some(0));
+    let err = server.stderr();
+    let line = err
+        .lines()
+        .find(|l| l.contains("input errors:"))
+        .unwrap_or_else(|| panic!("no summary:\n{err}"));
+    let got: BTreeMap<&str, u64> = line
+        .split("input errors: ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k, v.parse().unwrap()))
+        .collect();
+    assert_eq!(got, expected, "{line}");
+    // Logged rate-limited: about one line per kind, not one per message.
+    let logged = err
+        .lines()
+        .filter(|l| l.contains("dropped a message"))
+        .count();
+    assert!(
+        logged <= 2 * expected.len(),
+        "{logged} lines for {total} bad messages:\n{err}"
+    );
+    // The Pis kept being tracked and driven throughout.
+    let messages = err.lines().find(|l| l.contains("messages: ")).unwrap();
+    assert!(messages.contains("heartbeat="), "{messages}");
+    let segments = err.lines().find(|l| l.contains("segments: sent=")).unwrap();
+    assert!(!segments.contains("sent=0 "), "{segments}");
+}
+
+#[test]
+fn ten_thousand_made_up_client_ids_cannot_grow_the_registry_past_its_cap() {
+    let broker = Broker::start();
+    let mut cfg = config(&broker);
+    cfg.max_pis = 1000;
+    let server = start_server(&cfg);
+    let h = server.handle();
+    let _real = SimPi::start(broker.port(), "pi-real", &[1]);
+    wait_for(Duration::from_secs(5), || {
+        h.snapshot()?.pi("pi-real").filter(|p| p.online).map(|_| ())
+    })
+    .expect("the real Pi online");
+
+    let flood = Probe::connect(broker.port(), "flood", &[]);
+    let hb = heartbeat();
+    let started = Instant::now();
+    for i in 0..10_000 {
+        flood.publish(
+            &format!("rpi/fake-{i:05}/heartbeat"),
+            &hb,
+            QoS::AtLeastOnce,
+            false,
+        );
+    }
+    let mut max_len = 0;
+    let s = wait_for(Duration::from_secs(30), || {
+        let s = h.snapshot()?;
+        max_len = max_len.max(s.registry_len);
+        let c = &s.counters;
+        // Every made-up id was either added (perhaps evicting one) or refused.
+        (c.registry_of("pis_added") + c.registry_of("registry_full") >= 10_001).then_some(s)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "flood not processed in 30 s: {:?}",
+            h.snapshot().map(|s| s.counters)
+        )
+    });
+    eprintln!(
+        "10,000 made-up ids processed in {:?}: registry {} (max seen {max_len}), counters {:?}",
+        started.elapsed(),
+        s.registry_len,
+        s.counters.registry
+    );
+    assert!(
+        s.registry_len <= 1000 && max_len <= 1000,
+        "{} / {max_len}",
+        s.registry_len
+    );
+    let c = &s.counters;
+    assert!(c.registry_of("registry_full") + c.registry_of("pis_evicted") >= 9000);
+    assert_eq!(
+        c.registry_of("pis_added"),
+        s.registry_len as u64 + c.registry_of("pis_evicted")
+    );
+    assert!(
+        s.pi("pi-real").is_some_and(|p| p.online),
+        "the real Pi is still tracked"
+    );
+    // Later, the fakes time out (and would be forgotten after evict_after); the real Pi stays.
+    let later = wait_for(Duration::from_secs(5), || {
+        h.snapshot().filter(|s| s.online == 1)
+    })
+    .expect("fakes time out");
+    assert_eq!(later.online_ids(), vec!["pi-real"]);
+}

@@ -1,0 +1,125 @@
+//! The binary's command line: the example config is valid and documents every key, bad
+//! settings name themselves and exit 2, `--help`/`--version`, and SIGTERM/SIGINT stop the
+//! server with exit 0 and a counter summary on stderr.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+use testkit::{Broker, Daemon};
+
+fn example_path() -> String {
+    format!("{}/config.example.conf", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(server_bin())
+        .args(args)
+        .env_remove("MQTT_SERVER_CONFIG")
+        .output()
+        .expect("run mqtt-server");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn example_config_is_valid_and_covers_every_key() {
+    let (code, stdout, stderr) = run(&["--check-config", "--config", &example_path()]);
+    assert_eq!(code, 0, "{stderr}");
+    let text = std::fs::read_to_string(example_path()).unwrap();
+    for key in mqtt_server::config::schema_keys() {
+        let documented = text.lines().any(|l| {
+            let l = l.trim_start_matches(['#', ' ']);
+            l.starts_with(&format!("{key} =")) || l.starts_with(&format!("{key}="))
+        });
+        assert!(documented, "{key} is not in config.example.conf");
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&format!("{key} = "))),
+            "--check-config does not print {key}:\n{stdout}"
+        );
+    }
+    // The printed config is itself a valid config file.
+    let dir = testkit::TempDir::new("server-cfg");
+    let again = dir.path().join("again.conf");
+    std::fs::write(&again, &stdout).unwrap();
+    let (code, stdout2, stderr) = run(&["--check-config", "--config", again.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout2, stdout);
+}
+
+#[test]
+fn bad_settings_name_themselves_and_exit_2() {
+    for (args, needle) in [
+        (&["--heartbeat-timeout", "soon"][..], "heartbeat_timeout"),
+        (&["--segment-interval", "-1s"], "segment_interval"),
+        (&["--status-interval", "1"], "status_interval"),
+        (&["--max-pis", "0"], "max_pis"),
+        (&["--broker", "host:99999"], "broker"),
+        (&["--no-such-flag", "1"], "--no-such-flag"),
+        (&["--tls-ca", "/nonexistent/ca.pem"], "tls_ca"),
+        (
+            &["--config", "/nonexistent/server.conf"],
+            "/nonexistent/server.conf",
+        ),
+    ] {
+        let (code, stdout, stderr) = run(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+    }
+    let out = Command::new(server_bin())
+        .args(["--config", "/dev/null", "--check-config"])
+        .env("MQTT_SERVER_ACK_TIMEOUT", "0s")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("MQTT_SERVER_ACK_TIMEOUT") && err.contains("ack_timeout"),
+        "{err}"
+    );
+}
+
+#[test]
+fn help_and_version() {
+    let (code, stdout, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    for key in mqtt_server::config::schema_keys() {
+        let flag = format!("--{}", key.replace('_', "-"));
+        assert!(stdout.contains(&flag), "{flag} missing from --help");
+    }
+    let (code, stdout, _) = run(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("mqtt-server "), "{stdout}");
+}
+
+fn stops_cleanly_on(sig: &str) {
+    let broker = Broker::start();
+    let mut server: Daemon = spawn_server(&broker, &["--status-interval", "100ms"]);
+    let t = next_table(&server, Duration::from_secs(5)).expect("a table");
+    assert_eq!(t.active_count, 0);
+    server.signal(sig);
+    let status = server
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits within 5 s");
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+    let err = server.stderr();
+    assert!(err.contains("shutting down"), "{err}");
+    assert!(err.contains("segments: sent=0"), "{err}");
+    assert!(err.contains("input errors:"), "{err}");
+}
+
+#[test]
+fn sigterm_stops_with_exit_0_and_a_summary() {
+    stops_cleanly_on("TERM");
+}
+
+#[test]
+fn sigint_stops_with_exit_0() {
+    stops_cleanly_on("INT");
+}
