@@ -214,10 +214,20 @@ struct Runner {
     will: Option<WillFn>,
 }
 
+/// A connection that breaks sooner than this after its ConnAck is short-lived: the backoff
+/// is not reset. From the second short-lived connection in a row the link is flapping (e.g.
+/// two clients with one id taking the session from each other) and its connection lines are
+/// rate-limited, so neither the broker nor the log (an SD card) is flooded.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
 impl Runner {
     fn run(mut self, conn: &mut Connection) {
         let mut limiter = RateLimiter::new(Duration::from_secs(30));
         let mut failures: u64 = 0;
+        let mut flap_log = RateLimiter::new(Duration::from_secs(30));
+        let mut connected_at: Option<Instant> = None;
+        let mut flapping = false;
+        let mut flaps: u64 = 0;
         self.renew_will(conn);
         loop {
             if self.stop.load(Ordering::Acquire) && !self.connected.load(Ordering::Acquire) {
@@ -227,14 +237,40 @@ impl Runner {
                 Ok(e) => e,
                 Err(_) => break, // every Client handle is gone
             };
+            // Keep-alive pings give an event at least every keep-alive, so a connection that
+            // outlives the short-lived ones is noticed (and reported, after flapping).
+            if flaps > 0
+                && event.is_ok()
+                && connected_at.is_some_and(|t| t.elapsed() >= STABLE_AFTER)
+            {
+                if flapping {
+                    info!(
+                        "connection to {} stable again after {flaps} short-lived connections",
+                        self.addr
+                    );
+                }
+                flapping = false;
+                flaps = 0;
+                flap_log.reset();
+                self.backoff.reset();
+            }
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     let session = self.next_session;
                     self.next_session = self.next_session.wrapping_add(1);
                     self.connected.store(true, Ordering::Release);
-                    self.backoff.reset();
+                    connected_at = Some(Instant::now());
                     limiter.reset();
-                    if failures > 0 {
+                    if flapping {
+                        if let Some(held) = flap_log.check(Instant::now()) {
+                            info!(
+                                "connected to {} (session {session}); the connection keeps \
+                                 breaking{}",
+                                self.addr,
+                                not_logged(held)
+                            );
+                        }
+                    } else if failures > 0 {
                         info!(
                             "connected to {} (session {session}) after {failures} failed attempts",
                             self.addr
@@ -280,11 +316,30 @@ impl Runner {
                 Ok(_) => {}
                 Err(e) => {
                     if self.connected.swap(false, Ordering::AcqRel) {
-                        warn!(
-                            "connection to {} lost: {}; reconnecting",
-                            self.addr,
-                            chain(&e)
-                        );
+                        let lasted = connected_at.take().map(|t| t.elapsed());
+                        if lasted.is_some_and(|d| d < STABLE_AFTER) {
+                            flaps += 1;
+                        } else {
+                            flaps = 0;
+                            self.backoff.reset();
+                            flap_log.reset();
+                        }
+                        flapping = flaps >= 2;
+                        if !flapping {
+                            warn!(
+                                "connection to {} lost: {}; reconnecting",
+                                self.addr,
+                                chain(&e)
+                            );
+                        } else if let Some(held) = flap_log.check(Instant::now()) {
+                            warn!(
+                                "connection to {} lost again after {:?}: {}; reconnecting{}",
+                                self.addr,
+                                lasted.unwrap_or_default(),
+                                chain(&e),
+                                not_logged(held)
+                            );
+                        }
                         if !self.emit(LinkEvent::Disconnected { reason: chain(&e) }) {
                             break;
                         }
@@ -367,6 +422,15 @@ fn drain_until_closed(conn: &mut Connection) {
 
 /// How long [`drain_until_closed`] waits for the broker to close the connection.
 const DRAIN_AFTER_DISCONNECT: Duration = Duration::from_millis(500);
+
+/// ` (N connection lines not logged)` when the flap limiter held some back.
+fn not_logged(held: u64) -> String {
+    if held > 0 {
+        format!(" ({held} connection lines not logged)")
+    } else {
+        String::new()
+    }
+}
 
 /// An error with its causes, `a: b: c`.
 fn chain(e: &ConnectionError) -> String {
