@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::SimConfig;
 use crate::pi::{PiTimes, ShardCtx, run_pi};
@@ -23,7 +23,7 @@ use crate::stats::{KindCounts, LagSummary, Progress, ShardStats};
 pub const SETTLE: Duration = Duration::from_millis(1000);
 
 /// What a run did, as written to `--json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     pub pis: usize,
     pub entities: u32,

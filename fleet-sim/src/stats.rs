@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Lateness histogram: 10 µs buckets up to 10 ms, then 1 ms buckets up to 10 s; the maximum
 /// is kept exactly. Fixed size, so memory does not grow with the run.
@@ -98,7 +98,7 @@ impl LagHistogram {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LagSummary {
     pub ticks: u64,
     pub p50_us: Option<u64>,
@@ -131,7 +131,7 @@ pub struct ShardStats {
 }
 
 /// Messages queued for sending, per kind.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KindCounts {
     pub heartbeat: u64,
     pub state: u64,

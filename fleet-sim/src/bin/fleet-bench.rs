@@ -1,2 +1,227 @@
-//! `fleet-bench`: the benchmark runner behind `make bench`.
-fn main() {}
+//! `fleet-bench`: the benchmark runner behind `make bench` (see scripts/bench.sh).
+//!
+//! Usage: fleet-bench [all|codec|footprint|latency|failure|ingest|load|sizes]...
+//!                    [--quick] [--out DIR] [--sim-threads N] [--opt-z-dir DIR]
+//!        fleet-bench codec-json PATH
+//!
+//! Binaries are taken from the directory of fleet-bench itself (target/release).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use fleet_sim::bench::report::{IdleLatency, Results};
+use fleet_sim::bench::{
+    Bench, codec, failure, footprint, ingest, latency, machine, procs, stop_server,
+};
+
+const SCENARIOS: &[&str] = &[
+    "all",
+    "codec",
+    "footprint",
+    "latency",
+    "failure",
+    "ingest",
+    "load",
+    "sizes",
+];
+
+fn usage() -> String {
+    format!(
+        "Usage: fleet-bench [SCENARIO]... [--quick] [--out DIR] [--sim-threads N] [--opt-z-dir DIR]\n\
+         \x20      fleet-bench codec-json PATH\n\
+         Scenarios: {} (default all).\n",
+        SCENARIOS.join(", ")
+    )
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("codec-json") {
+        let Some(path) = args.get(1) else {
+            eprint!("{}", usage());
+            return ExitCode::from(2);
+        };
+        let r = codec::run(7, 2_000_000);
+        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&r).unwrap_or_default()) {
+            eprintln!("fleet-bench: cannot write {path}: {e}");
+            return ExitCode::FAILURE;
+        }
+        return ExitCode::SUCCESS;
+    }
+    let mut b = Bench {
+        quick: false,
+        out: PathBuf::from("bench-out"),
+        bins: procs::bin_dir(),
+        sim_threads: 1,
+    };
+    let mut opt_z: Option<PathBuf> = None;
+    let mut wanted: Vec<String> = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next().unwrap_or_else(|| {
+                eprintln!("fleet-bench: {name} needs a value");
+                std::process::exit(2)
+            })
+        };
+        match a.as_str() {
+            "--quick" => b.quick = true,
+            "--out" => b.out = PathBuf::from(value("--out")),
+            "--opt-z-dir" => opt_z = Some(PathBuf::from(value("--opt-z-dir"))),
+            "--sim-threads" => {
+                b.sim_threads = value("--sim-threads").parse().unwrap_or_else(|_| {
+                    eprintln!("fleet-bench: --sim-threads needs a number");
+                    std::process::exit(2)
+                })
+            }
+            "-h" | "--help" => {
+                print!("{}", usage());
+                return ExitCode::SUCCESS;
+            }
+            s if SCENARIOS.contains(&s) => wanted.push(s.to_string()),
+            other => {
+                eprintln!("fleet-bench: unknown argument {other:?}\n{}", usage());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if wanted.is_empty() {
+        wanted.push("all".into());
+    }
+    let want = |s: &str| wanted.iter().any(|w| w == s || w == "all");
+    let _ = std::fs::remove_dir_all(b.logs());
+    let _ = std::fs::create_dir_all(b.logs());
+
+    let mut res = Results {
+        machine: Some(machine()),
+        quick: b.quick,
+        sim_threads: b.sim_threads,
+        ..Default::default()
+    };
+
+    if want("codec") {
+        eprintln!("== codec");
+        res.codec = codec::run(7, if b.quick { 200_000 } else { 2_000_000 });
+        // Written by the opt-level "z" build of fleet-bench (scripts/bench.sh).
+        if opt_z.is_some() {
+            if let Ok(text) = std::fs::read_to_string(b.out.join("codec-opt-z.json")) {
+                res.codec_opt_z = serde_json::from_str(&text).unwrap_or_default();
+            }
+        }
+    }
+    if want("sizes") {
+        let target = b
+            .bins
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_else(|| PathBuf::from("target"));
+        res.sizes
+            .insert("x86_64 (host)".into(), footprint::sizes(&b.bins));
+        for triple in ["armv7-unknown-linux-gnueabihf", "aarch64-unknown-linux-gnu"] {
+            res.sizes.insert(
+                triple.into(),
+                footprint::sizes(&target.join(triple).join("release")),
+            );
+        }
+        for n in ["rpi-client", "mqtt-server"] {
+            if let Some(s) = footprint::is_stripped(&b.bins.join(n)) {
+                res.stripped.insert(n.into(), s);
+            }
+        }
+        if let Some(dir) = &opt_z {
+            res.sizes_opt_z = footprint::sizes(dir);
+        }
+    }
+    if want("footprint") {
+        res.footprint = Some(footprint::run(
+            &b,
+            Duration::from_secs(if b.quick { 10 } else { 60 }),
+        ));
+    }
+    if want("latency") {
+        res.idle_latency = Some(idle_latency(&b));
+    }
+    if want("failure") {
+        res.failure = Some(if b.quick {
+            failure::run(&b, 2, 1)
+        } else {
+            failure::run(&b, 5, 3)
+        });
+    }
+    if want("ingest") {
+        let (loads, secs): (&[usize], u64) = if b.quick {
+            (&[100], 5)
+        } else {
+            (&[100, 500, 1000], 30)
+        };
+        for &pis in loads {
+            res.ingest
+                .push(ingest::run(&b, pis, Duration::from_secs(secs), None));
+        }
+    }
+    if want("load") {
+        let (pis, secs) = if b.quick { (100, 6) } else { (1000, 20) };
+        let spacing = Duration::from_millis(50);
+        let n = (secs * 1000 - 2000) / spacing.as_millis() as u64;
+        res.load = Some(ingest::run(
+            &b,
+            pis,
+            Duration::from_secs(secs),
+            Some((n, spacing)),
+        ));
+    }
+    res.check_targets();
+    if let Err(e) = res.write(&b.out) {
+        eprintln!(
+            "fleet-bench: cannot write results to {}: {e}",
+            b.out.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    println!("{}", res.table());
+    println!(
+        "results: {}, plots: {}",
+        b.out.join("results.json").display(),
+        b.out.display()
+    );
+    ExitCode::SUCCESS
+}
+
+/// Probe round trips to an idle rpi-client; then the server's own round trips with its demo
+/// planner driving the same Pi.
+fn idle_latency(b: &Bench) -> IdleLatency {
+    eprintln!("== command latency at idle");
+    let broker = b.broker();
+    let mut server = b.server(&broker, "latency-server", &[]);
+    let mut pi = b.pi(&broker, "bench-pi");
+    std::thread::sleep(Duration::from_millis(500));
+    let n = if b.quick { 50 } else { 400 };
+    let pi_res = latency::measure(
+        broker.port(),
+        "bench-latency",
+        "bench-pi",
+        &[1, 2, 3],
+        n,
+        Duration::from_millis(25),
+    );
+    eprintln!(
+        "   p50 {:?} us, p99 {:?} us, max {:?} us",
+        pi_res.p50_us, pi_res.p99_us, pi_res.max_us
+    );
+    let _ = stop_server(&mut server);
+    let mut planner = b.server(
+        &broker,
+        "latency-planner-server",
+        &["--segment-interval", "300ms"],
+    );
+    std::thread::sleep(Duration::from_secs(if b.quick { 4 } else { 10 }));
+    let stats = stop_server(&mut planner);
+    pi.stop(Duration::from_secs(5));
+    IdleLatency {
+        pi: pi_res,
+        server_rtt_n: stats.as_ref().and_then(|s| s.rtt_n),
+        server_rtt_p50_ms: stats.as_ref().and_then(|s| s.rtt_p50_ms),
+        server_rtt_p99_ms: stats.as_ref().and_then(|s| s.rtt_p99_ms),
+    }
+}

@@ -1,0 +1,228 @@
+//! Ingest: the simulator offers N Pis x 4 entities x 10 Hz to a fresh broker while the
+//! server and a bare `mosquitto_sub` (the baseline) are both subscribed to `rpi/+/+`, in the
+//! same run. Processed = the server's own per-kind message counters (logged at shutdown);
+//! baseline = lines printed by mosquitto_sub; sent = what the simulator queued. CPU shares
+//! are measured over the simulator's publishing window only (between its `phase steady`
+//! and `phase end` lines).
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::procs::{CpuMark, MachineMark, Proc, Stdout, TopicCounts};
+use super::{Bench, ServerStats, latency, stop_server};
+use crate::Summary;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IngestResult {
+    pub pis: usize,
+    pub entities: u32,
+    pub duration_s: f64,
+    /// Heartbeats + state reports per second the schedule asks for.
+    pub offered_per_s: f64,
+    /// What the simulator queued per second during its window.
+    pub sent_per_s: f64,
+    pub sent: u64,
+    pub sim: Summary,
+    /// Heartbeats + states counted by the server, per second of the window, and in total.
+    pub processed_per_s: f64,
+    pub processed: u64,
+    pub lost: i64,
+    pub server: Option<ServerStats>,
+    pub server_cpu_share: f64,
+    pub server_rss_max_kib: u64,
+    pub server_hwm_kib: u64,
+    pub baseline_per_s: f64,
+    pub baseline: u64,
+    pub baseline_lost: i64,
+    pub baseline_cpu_share: f64,
+    /// processed / baseline: 1.0 means the server kept up exactly as well as mosquitto_sub.
+    pub ratio: f64,
+    pub broker_cpu_share: f64,
+    /// Busy share of the whole machine (all cores) during the window.
+    pub machine_busy: f64,
+    /// Command latency measured during this run, if asked for (then a real rpi-client
+    /// takes part too, and its messages are in the server's and baseline's counts).
+    pub latency: Option<latency::LatencyResult>,
+}
+
+/// One ingest run of `pis` simulated Pis for `duration`; with `latency` = (samples,
+/// spacing), a real rpi-client joins and its command latency is measured in the window.
+pub fn run(
+    b: &Bench,
+    pis: usize,
+    duration: Duration,
+    latency: Option<(u64, Duration)>,
+) -> IngestResult {
+    let tag = if latency.is_some() {
+        format!("load-{pis}")
+    } else {
+        format!("ingest-{pis}")
+    };
+    eprintln!("== {tag}: {pis} Pis x 4 entities x 10 Hz for {duration:?}");
+    let broker = b.broker();
+    let mut server = b.server(&broker, &format!("{tag}-server"), &[]);
+    let (mut baseline, counts) = b.baseline(&broker, &format!("{tag}-baseline"));
+    let pi = latency.map(|_| b.pi(&broker, "bench-pi"));
+
+    let json = b.out.join(format!("{tag}-sim.json"));
+    let ramp = Duration::from_millis((pis as u64 * 2).clamp(200, 2000));
+    let args: Vec<String> = vec![
+        "--broker".into(),
+        broker.addr(),
+        "--pis".into(),
+        pis.to_string(),
+        "--entities".into(),
+        "4".into(),
+        "--state-interval".into(),
+        "100ms".into(),
+        "--heartbeat-interval".into(),
+        "500ms".into(),
+        "--duration".into(),
+        format!("{}ms", duration.as_millis()),
+        "--ramp".into(),
+        format!("{}ms", ramp.as_millis()),
+        "--id-prefix".into(),
+        format!("b{pis}"),
+        "--threads".into(),
+        b.sim_threads.to_string(),
+        "--json".into(),
+        json.display().to_string(),
+        "--log-level".into(),
+        "warn".into(),
+    ];
+    let mut sim = Proc::spawn(
+        &format!("{tag}-sim"),
+        &b.bin("fleet-sim"),
+        &args,
+        Stdout::Lines,
+        &b.logs(),
+    );
+    let steady = Proc::wait_line(&sim.stdout, ramp + Duration::from_secs(30), |l| {
+        l.starts_with("phase steady")
+    })
+    .expect("the simulator did not start its window");
+    eprintln!("   {}", steady.text);
+    let marks0 = (
+        CpuMark::take(&server),
+        CpuMark::take(&baseline),
+        broker.pid().and_then(CpuMark::take_pid),
+        MachineMark::take(),
+    );
+
+    let lat_thread = latency.map(|(n, spacing)| {
+        let port = broker.port();
+        std::thread::Builder::new()
+            .name("bench-latency".into())
+            .spawn(move || {
+                // Let the window settle a moment first.
+                std::thread::sleep(Duration::from_millis(500));
+                latency::measure(port, "bench-latency", "bench-pi", &[1, 2, 3], n, spacing)
+            })
+            .expect("spawn the latency probe")
+    });
+
+    let mut rss_max = 0;
+    let end_line = loop {
+        if let Some(m) = server.memory() {
+            rss_max = rss_max.max(m.rss_kib);
+        }
+        match Proc::wait_line(&sim.stdout, Duration::from_secs(1), |l| {
+            l.starts_with("phase end")
+        }) {
+            Some(l) => break l,
+            None if Instant::now() > steady.at + duration + Duration::from_secs(30) => {
+                panic!("the simulator did not end its window")
+            }
+            None => {}
+        }
+    };
+    let marks1 = (
+        CpuMark::take(&server),
+        CpuMark::take(&baseline),
+        broker.pid().and_then(CpuMark::take_pid),
+        MachineMark::take(),
+    );
+    let _ = end_line;
+    let share = |a: Option<CpuMark>, b: Option<CpuMark>| match (a, b) {
+        (Some(a), Some(b)) => a.share_to(&b),
+        _ => f64::NAN,
+    };
+    let server_cpu_share = share(marks0.0, marks1.0);
+    let baseline_cpu_share = share(marks0.1, marks1.1);
+    let broker_cpu_share = share(marks0.2, marks1.2);
+    let machine_busy = match (marks0.3, marks1.3) {
+        (Some(a), Some(b)) => a.busy_to(&b),
+        _ => f64::NAN,
+    };
+    let latency = lat_thread.map(|h| h.join().expect("latency probe"));
+
+    assert!(
+        sim.wait(Duration::from_secs(60)),
+        "the simulator did not exit"
+    );
+    let summary: Summary = serde_json::from_str(
+        &std::fs::read_to_string(&json).expect("read the simulator's summary"),
+    )
+    .expect("parse the simulator's summary");
+    // Whatever is still in flight arrives now.
+    std::thread::sleep(Duration::from_millis(1000));
+    let hwm = server.memory().map(|m| m.hwm_kib).unwrap_or(0);
+    if let Some(mut p) = pi {
+        p.stop(Duration::from_secs(5));
+    }
+    baseline.stop(Duration::from_secs(5));
+    let stats = stop_server(&mut server);
+
+    let sent = summary.sent.heartbeat + summary.sent.state;
+    let processed = stats
+        .as_ref()
+        .map(|s| s.count("heartbeat") + s.count("state"))
+        .unwrap_or(0);
+    let base = TopicCounts::get(&counts.heartbeat) + TopicCounts::get(&counts.state);
+    let window = summary.window_s.max(1e-9);
+    let r = IngestResult {
+        pis,
+        entities: summary.entities,
+        duration_s: summary.duration_s,
+        offered_per_s: summary.offered_per_s,
+        sent_per_s: summary.sent_per_s,
+        sent,
+        processed_per_s: processed as f64 / window,
+        processed,
+        lost: sent as i64 - processed as i64,
+        server: stats,
+        server_cpu_share,
+        server_rss_max_kib: rss_max,
+        server_hwm_kib: hwm,
+        baseline_per_s: base as f64 / window,
+        baseline: base,
+        baseline_lost: sent as i64 - base as i64,
+        baseline_cpu_share,
+        ratio: if base == 0 {
+            0.0
+        } else {
+            processed as f64 / base as f64
+        },
+        broker_cpu_share,
+        machine_busy,
+        latency,
+        sim: summary,
+    };
+    eprintln!(
+        "   sent {} processed {} (lost {}) baseline {} (lost {}); server cpu {:.1}% rss {} KiB; sim {}",
+        r.sent,
+        r.processed,
+        r.lost,
+        r.baseline,
+        r.baseline_lost,
+        r.server_cpu_share * 100.0,
+        r.server_rss_max_kib,
+        if r.sim.behind_schedule {
+            "BEHIND SCHEDULE"
+        } else {
+            "on schedule"
+        }
+    );
+    r
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# `make bench`: builds the release binaries, then runs fleet-bench (fleet-sim/src/bench/):
+# ingest at 100/500/1000 simulated Pis with a mosquitto_sub baseline in the same run,
+# command latency (idle and under load), failure detection, the rpi-client's footprint,
+# binary sizes and the codec micro-benchmark. Writes bench-out/results.json, table.md and
+# SVG plots; prints the table. Every scenario is bounded in time (about 6 minutes in all,
+# plus the builds).
+#
+#   BENCH_QUICK=1   short smoke run: 100 Pis, 5 s per scenario, fewer samples (~1 minute)
+#   BENCH_OPT_Z=0   skip the opt-level "z" comparison build (on by default for full runs)
+#   BENCH_ARGS=...  extra fleet-bench arguments, e.g. "ingest --sim-threads 2"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=bench-out
+mkdir -p "$OUT"
+
+echo "bench: building release binaries" >&2
+cargo build --release --workspace
+
+args=(--out "$OUT")
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+  args+=(--quick)
+elif [ "${BENCH_OPT_Z:-1}" = 1 ]; then
+  # The same code with opt-level "z": sizes of the daemons, and the codec's speed.
+  echo "bench: building with opt-level \"z\" into target/bench-opt-z (for comparison)" >&2
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=z cargo build --release --target-dir target/bench-opt-z \
+    -p rpi-client -p mqtt-server -p fleet-sim
+  target/bench-opt-z/release/fleet-bench codec-json "$OUT/codec-opt-z.json"
+  args+=(--opt-z-dir target/bench-opt-z/release)
+fi
+
+# shellcheck disable=SC2086
+target/release/fleet-bench "${args[@]}" ${BENCH_ARGS:-}
+
+if [ "${BENCH_QUICK:-0}" != 1 ] && [ -z "${BENCH_ARGS:-}" ]; then
+  # A full run refreshes the plots that docs/performance.md shows.
+  mkdir -p docs/performance
+  cp "$OUT"/ingest.svg "$OUT"/latency.svg docs/performance/ 2>/dev/null || true
+  echo "bench: plots copied to docs/performance/; update the figures in docs/performance.md from $OUT/table.md" >&2
+fi
