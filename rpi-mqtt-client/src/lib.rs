@@ -185,9 +185,9 @@ pub fn run_with(
             return Err(e);
         }
     };
+    info!("stopping");
     let session = router.session;
     drop(router);
-    info!("stopping");
     stop(workers, link, &topics, session);
     match exit {
         Exit::Shutdown => {
