@@ -1,7 +1,7 @@
-//! The fleet as the status table shows it, with the real `mqtt-server` binary: Pis and their
-//! entities appear, entities drive the segments the demo planner sends, a killed Pi leaves
-//! the active list within the heartbeat timeout, a cleanly stopped one is listed offline and
-//! comes back with its next heartbeat.
+//! The fleet as the status table shows it, with the real `mqtt-server` and `rpi-client`
+//! binaries: Pis and their entities appear, entities drive the segments the demo planner
+//! sends, a kill -9'd Pi leaves the active list within the heartbeat timeout, a stopped
+//! (SIGSTOP) one times out, a cleanly stopped one is listed offline and comes back.
 
 mod support;
 
@@ -20,8 +20,8 @@ fn two_pis_with_three_entities_appear_and_drive_their_segments() {
         &broker,
         &["--status-interval", "200ms", "--segment-interval", "1s"],
     );
-    let _a = SimPi::start(broker.port(), "rpi_client_001", &[1, 2, 3]);
-    let _b = SimPi::start(broker.port(), "rpi_client_002", &[1, 2, 3]);
+    let _a = spawn_pi(&broker, "rpi_client_001", "1,2,3");
+    let _b = spawn_pi(&broker, "rpi_client_002", "1,2,3");
 
     let first = wait_table(&server, Duration::from_secs(5), |t| {
         t.active_count == 2 && t.active.values().all(|p| p.entities.len() == 3)
@@ -164,7 +164,7 @@ fn clean_shutdown_is_listed_offline_and_the_pi_comes_back() {
         "{}",
         t.text
     );
-    let _again = SimPi::start(broker.port(), "pi-7", &[4]);
+    let _again = spawn_pi(&broker, "pi-7", "4");
     let t =
         wait_table(&server, Duration::from_secs(3), |t| t.active_count == 1).expect("pi-7 back");
     assert_eq!(t.offline_count, 0);
@@ -172,4 +172,38 @@ fn clean_shutdown_is_listed_offline_and_the_pi_comes_back() {
     let lines = |needle: &str| err.lines().filter(|l| l.contains(needle)).count();
     assert_eq!(lines("pi-7: offline (clean shutdown"), 1, "{err}");
     assert_eq!(lines("pi-7: online"), 2, "{err}");
+}
+
+#[test]
+fn a_hung_pi_times_out_after_the_heartbeat_timeout() {
+    let broker = Broker::start();
+    let beats = Probe::connect(broker.port(), "watch-beats", &["rpi/pi-hung/heartbeat"]);
+    let server = spawn_server(
+        &broker,
+        &["--status-interval", "20ms", "--segment-interval", "0s"],
+    );
+    let pi = spawn_pi(&broker, "pi-hung", "1");
+    wait_table(&server, Duration::from_secs(5), |t| t.active_count == 1).expect("active");
+    // SIGSTOP: the process hangs with its connection open; the broker keeps it (keep-alive
+    // 5 s) and sends no will, so only the heartbeat timeout can tell.
+    pi.signal("STOP");
+    let gone = wait_table(&server, Duration::from_secs(4), |t| t.active_count == 0)
+        .expect("the hung Pi leaves the active list");
+    let last_beat = std::iter::from_fn(|| beats.next(Duration::ZERO))
+        .map(|s| s.at)
+        .max()
+        .expect("heartbeats seen");
+    let after = gone.at.saturating_duration_since(last_beat);
+    eprintln!("last heartbeat -> gone from the active list: {after:?}");
+    assert!(after >= Duration::from_millis(1400), "too early: {after:?}");
+    assert!(after <= Duration::from_millis(1600), "too late: {after:?}");
+    assert_eq!(
+        gone.offline.get("pi-hung").map(String::as_str),
+        Some("heartbeat timeout"),
+        "{}",
+        gone.text
+    );
+    pi.signal("CONT");
+    wait_table(&server, Duration::from_secs(3), |t| t.active_count == 1)
+        .expect("back after SIGCONT");
 }

@@ -1,13 +1,14 @@
 //! Shared helpers of the mqtt-server integration tests: run the server (binary or in-process)
-//! against a testkit broker, read its status table, and a simulated Pi that speaks the
-//! protocol (heartbeats, states, acks, driving, will and online/offline status).
+//! and real `rpi-client` daemons against a testkit broker, read the status table, and a
+//! simulated Pi in a thread that speaks the protocol (heartbeats, states, acks, driving, will
+//! and online/offline status) for tests that need to kill, freeze or count precisely.
 
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +19,71 @@ use common::{
 use mqtt_server::{Server, ServerConfig};
 use rumqttc::{Client, Event, LastWill, MqttOptions, Packet, QoS};
 use testkit::{Broker, Daemon};
+
+/// The real Pi daemon, built (once per test binary, a no-op when up to date) with the
+/// profile and target dir of the running tests, so it is never missing or stale.
+pub fn rpi_client_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("current exe");
+            // target/<profile>/deps/<test>
+            let profile_dir = exe.parent().and_then(|d| d.parent()).expect("profile dir");
+            let target_dir = profile_dir.parent().expect("target dir");
+            let profile = profile_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("debug");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = std::process::Command::new(cargo);
+            cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "rpi-client",
+                    "--bin",
+                    "rpi-client",
+                ])
+                .arg("--target-dir")
+                .arg(target_dir);
+            match profile {
+                "debug" => {}
+                "release" => {
+                    cmd.arg("--release");
+                }
+                other => {
+                    cmd.args(["--profile", other]);
+                }
+            }
+            let status = cmd.status().expect("run cargo build -p rpi-client");
+            assert!(
+                status.success(),
+                "cargo build -p rpi-client failed: {status}"
+            );
+            testkit::process::workspace_bin("rpi-client")
+        })
+        .clone()
+}
+
+/// Starts a real `rpi-client` as `id` driving `entities` (e.g. "1,2,3") against `broker`.
+pub fn spawn_pi(broker: &Broker, id: &str, entities: &str) -> Daemon {
+    let addr = broker.addr();
+    Daemon::spawn(
+        &rpi_client_bin(),
+        &[
+            "--config",
+            "/dev/null",
+            "--broker",
+            addr.as_str(),
+            "--client-id",
+            id,
+            "--entities",
+            entities,
+        ],
+        &[],
+    )
+}
 
 pub fn server_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mqtt-server"))
