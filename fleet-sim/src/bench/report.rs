@@ -82,23 +82,26 @@ impl Results {
         match full {
             Some(r) => {
                 let label = format!("{} Pis", r.pis);
+                // Targets are set at 1000 Pis: a smaller (quick) run is reported, not judged.
+                let at_scale = r.pis >= 1000;
+                let judge = |ok: bool| at_scale.then_some(ok);
                 add(
                     &format!("server loss at {label}"),
                     "0",
                     format!("{} of {}", r.lost, r.sent),
-                    Some(r.lost <= 0 && r.pis >= 1000),
+                    judge(r.lost <= 0),
                 );
                 add(
                     &format!("server CPU at {label}"),
                     "<= 50% of a core",
                     format!("{:.1}%", r.server_cpu_share * 100.0),
-                    Some(r.server_cpu_share <= 0.5 && r.pis >= 1000),
+                    judge(r.server_cpu_share <= 0.5),
                 );
                 add(
                     &format!("server/baseline at {label}"),
                     ">= 0.95",
                     format!("{:.4}", r.ratio),
-                    Some(r.ratio >= 0.95 && r.pis >= 1000),
+                    judge(r.ratio >= 0.95),
                 );
                 add(
                     &format!("simulator on schedule at {label}"),
@@ -137,7 +140,8 @@ impl Results {
                 "<= 10 ms",
                 ms(l.p99_us),
                 l.p99_us
-                    .map(|p| p <= 10_000 && l.timeouts == 0 && pis >= 1000),
+                    .filter(|_| pis >= 1000)
+                    .map(|p| p <= 10_000 && l.timeouts == 0),
             ),
             None => add(
                 "segment -> ack p99, load",
@@ -395,24 +399,28 @@ impl Results {
                         color: "#999",
                         points: vec![(0.0, 0.0), (max, max)],
                         dashed: true,
+                        width: 1.5,
                     },
                     Series {
                         name: "sent by simulator",
                         color: "#2ca02c",
                         points: pts(&|r| r.sent_per_s),
                         dashed: false,
+                        width: 9.0,
                     },
                     Series {
                         name: "mosquitto_sub (baseline)",
                         color: "#1f77b4",
                         points: pts(&|r| r.baseline_per_s),
                         dashed: false,
+                        width: 5.0,
                     },
                     Series {
                         name: "mqtt-server (processed)",
                         color: "#d62728",
                         points: pts(&|r| r.processed_per_s),
                         dashed: false,
+                        width: 2.0,
                     },
                 ],
             );

@@ -9,6 +9,8 @@ pub struct Series<'a> {
     pub color: &'a str,
     pub points: Vec<(f64, f64)>,
     pub dashed: bool,
+    /// Stroke width: wider lines underneath keep coinciding series visible.
+    pub width: f64,
 }
 
 const W: f64 = 640.0;
@@ -145,17 +147,19 @@ pub fn line_plot(title: &str, x_label: &str, y_label: &str, series: &[Series<'_>
         };
         let _ = writeln!(
             s,
-            r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2.5"{dash}/>"#,
+            r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="{}" stroke-opacity="0.85"{dash}/>"#,
             pts.join(" "),
-            se.color
+            se.color,
+            se.width
         );
         if !se.dashed {
             for (x, y) in &se.points {
                 let _ = writeln!(
                     s,
-                    r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{}"/>"#,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="{}" fill="{}"/>"#,
                     px(*x),
                     py(*y),
+                    se.width.max(3.0) + 1.0,
                     se.color
                 );
             }
@@ -289,6 +293,7 @@ mod tests {
                 color: "blue",
                 points: vec![(0.0, 0.0), (4200.0, 4100.0), (42_000.0, 41_000.0)],
                 dashed: false,
+                width: 2.0,
             }],
         );
         assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
