@@ -191,6 +191,15 @@ impl Tracked {
     }
 }
 
+/// ` (N similar not logged)` after a rate-limited line, or nothing.
+fn held_note(held: u64) -> String {
+    if held > 0 {
+        format!(" ({held} similar not logged)")
+    } else {
+        String::new()
+    }
+}
+
 /// The first segment id: the server's clock in ms (mod 2^32), odd, so never 0.
 pub fn seed_segment_id() -> u32 {
     let ms = SystemTime::now()
@@ -211,6 +220,7 @@ pub struct Dispatcher {
     /// Finished segments in the order they finished, forgotten after `grace`.
     finished: VecDeque<(Instant, u32)>,
     publish_limit: RateLimiter,
+    noack_limit: RateLimiter,
     ack_limit: RateLimiter,
     reject_limit: RateLimiter,
 }
@@ -225,6 +235,7 @@ impl Dispatcher {
             deadlines: BinaryHeap::new(),
             finished: VecDeque::new(),
             publish_limit: RateLimiter::new(Duration::from_secs(10)),
+            noack_limit: RateLimiter::new(Duration::from_secs(10)),
             ack_limit: RateLimiter::new(Duration::from_secs(10)),
             reject_limit: RateLimiter::new(Duration::from_secs(10)),
         }
@@ -343,8 +354,9 @@ impl Dispatcher {
             counters.publish_failures += 1;
             if let Some(held) = self.publish_limit.check(now) {
                 warn!(
-                    "could not queue segment {} for {client}: {e}; will retry ({held} similar not logged)",
-                    segment.segment_id
+                    "could not queue segment {} for {client}: {e}; will retry{}",
+                    segment.segment_id,
+                    held_note(held)
                 );
             }
         }
@@ -366,8 +378,12 @@ impl Dispatcher {
             counters.acks_unknown += 1;
             if let Some(held) = self.ack_limit.check(now) {
                 warn!(
-                    "{client}: ack for segment {} of entity {}, which was sent to {}/{} ({held} similar not logged)",
-                    ack.segment_id, ack.entity_id, t.client, t.segment.entity_id
+                    "{client}: ack for segment {} of entity {}, which was sent to {}/{}{}",
+                    ack.segment_id,
+                    ack.entity_id,
+                    t.client,
+                    t.segment.entity_id,
+                    held_note(held)
                 );
             }
             return;
@@ -420,8 +436,10 @@ impl Dispatcher {
                 t.tell(SegmentOutcome::Rejected(reason));
                 if let Some(held) = self.reject_limit.check(now) {
                     info!(
-                        "segment {id} rejected by {}/{}: {reason:?} ({held} similar not logged)",
-                        t.client, t.segment.entity_id
+                        "segment {id} rejected by {}/{}: {reason:?}{}",
+                        t.client,
+                        t.segment.entity_id,
+                        held_note(held)
                     );
                 }
                 self.finish(now, id);
@@ -485,10 +503,12 @@ impl Dispatcher {
             }
             if t.attempts > self.cfg.retries {
                 let attempts = t.attempts;
-                if let Some(held) = self.publish_limit.check(now) {
+                if let Some(held) = self.noack_limit.check(now) {
                     warn!(
-                        "segment {id} to {}/{}: no ack after {attempts} attempt(s); giving up ({held} similar not logged)",
-                        t.client, t.segment.entity_id
+                        "segment {id} to {}/{}: no ack after {attempts} attempt(s); giving up{}",
+                        t.client,
+                        t.segment.entity_id,
+                        held_note(held)
                     );
                 }
                 self.fail(now, id, FailReason::NoAck { attempts }, counters);

@@ -512,9 +512,14 @@ fn sim_loop(
                     );
                     continue;
                 };
-                let dup = e.done.contains(&seg.segment_id)
-                    || e.current
-                        .is_some_and(|d| d.seg.segment_id == seg.segment_id)
+                if e.done.contains(&seg.segment_id) {
+                    // A repeated delivery is answered with the segment's latest outcome.
+                    ack(seg.entity_id, seg.segment_id, AckOutcome::Completed);
+                    continue;
+                }
+                let dup = e
+                    .current
+                    .is_some_and(|d| d.seg.segment_id == seg.segment_id)
                     || e.queue.iter().any(|q| q.segment_id == seg.segment_id);
                 if !dup {
                     if e.queue.len() >= 8 {
