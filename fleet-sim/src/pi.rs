@@ -38,9 +38,12 @@ pub fn now_ms() -> u64 {
 pub struct PiTimes {
     /// When the connection task starts connecting (spread over the ramp).
     pub connect_at: Instant,
-    /// First state tick and first heartbeat (phases spread over one period).
+    /// First state tick (at the window's start, phase spread over one period) and first
+    /// heartbeat (right after connecting, as a real Pi; also phase spread).
     pub first_state: Instant,
     pub first_heartbeat: Instant,
+    /// When the measured window opens; heartbeats before it are counted apart.
+    pub window_start: Instant,
     /// No tick at or after this instant; then the Pi says Offline and disconnects.
     pub end: Instant,
 }
@@ -276,7 +279,14 @@ async fn connection(
                 );
             }
             Ok(Event::Outgoing(Outgoing::Publish(_))) => ctx.stats.borrow_mut().written += 1,
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                // Let the broker close the socket first: closing ours with unread input
+                // (a PUBACK) would send a RST, and the broker could lose what it had not read
+                // yet, the Offline status and the DISCONNECT among it.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+                while let Ok(Ok(_)) = tokio::time::timeout_at(deadline, eventloop.poll()).await {}
+                break;
+            }
             Ok(_) => {}
             Err(e) => {
                 let (was_connected, stopping) = {
@@ -409,7 +419,11 @@ async fn ticker(
                     false,
                     hb.encode().as_slice(),
                 ) {
-                    ctx.stats.borrow_mut().sent.heartbeat += 1;
+                    let mut st = ctx.stats.borrow_mut();
+                    st.sent.heartbeat += 1;
+                    if now < times.window_start {
+                        st.early_heartbeats += 1;
+                    }
                 }
             }
         }

@@ -39,8 +39,11 @@ pub struct Summary {
     pub connects: u64,
     pub connect_failures: u64,
     pub disconnects: u64,
-    /// Messages queued for sending, per kind.
+    /// Messages queued for sending, per kind, over the whole run.
     pub sent: KindCounts,
+    /// Of `sent.heartbeat`, those sent before the window opened (between connect and the
+    /// first state tick), so a server's heartbeat timeout does not fire during the ramp.
+    pub early_heartbeats: u64,
     /// Publishes rumqttc wrote to the socket, all kinds together.
     pub written: u64,
     pub publish_failed: u64,
@@ -48,7 +51,8 @@ pub struct Summary {
     pub malformed: u64,
     /// State reports and heartbeats per second the schedule asks for.
     pub offered_per_s: f64,
-    /// State reports and heartbeats per second actually queued during the window.
+    /// State reports and heartbeats per second actually queued during the window (early
+    /// heartbeats not counted).
     pub sent_per_s: f64,
     pub lag: LagSummary,
     pub late_ticks: u64,
@@ -106,10 +110,12 @@ pub fn run(cfg: SimConfig, shutdown: Receiver<()>) -> Summary {
                 local.block_on(&rt, async {
                     let mut tasks = Vec::new();
                     for i in (shard..n).step_by(threads) {
+                        let connect_at = start + share(cfg.ramp, i, n);
                         let times = PiTimes {
-                            connect_at: start + share(cfg.ramp, i, n),
+                            connect_at,
                             first_state: t0 + share(cfg.state_interval, i, n),
-                            first_heartbeat: t0 + share(cfg.heartbeat_interval, i, n),
+                            first_heartbeat: connect_at + share(cfg.heartbeat_interval, i, n),
+                            window_start: t0,
                             end,
                         };
                         tasks.push(tokio::task::spawn_local(run_pi(ctx.clone(), i, times)));
@@ -210,6 +216,7 @@ pub fn run(cfg: SimConfig, shutdown: Receiver<()>) -> Summary {
         connect_failures: total.connect_failures,
         disconnects: total.disconnects,
         sent: total.sent,
+        early_heartbeats: total.early_heartbeats,
         written: total.written,
         publish_failed: total.publish_failed,
         segments_received: total.segments_received,
@@ -218,7 +225,8 @@ pub fn run(cfg: SimConfig, shutdown: Receiver<()>) -> Summary {
         sent_per_s: if window.is_zero() {
             0.0
         } else {
-            (total.sent.state + total.sent.heartbeat) as f64 / window.as_secs_f64()
+            (total.sent.state + total.sent.heartbeat - total.early_heartbeats) as f64
+                / window.as_secs_f64()
         },
         lag,
         late_ticks: total.late_ticks,

@@ -111,6 +111,8 @@ pub struct LagSummary {
 #[derive(Debug, Clone, Default)]
 pub struct ShardStats {
     pub sent: KindCounts,
+    /// Heartbeats sent before the measured window opened (Pis heartbeat from their connect).
+    pub early_heartbeats: u64,
     /// `try_publish` refused: not connected, or the request queue full (the Pi is behind).
     pub publish_failed: u64,
     /// Publishes rumqttc reported written to the socket (all kinds).
@@ -161,6 +163,7 @@ impl KindCounts {
 impl ShardStats {
     pub fn merge(&mut self, o: &ShardStats) {
         self.sent.add(&o.sent);
+        self.early_heartbeats += o.early_heartbeats;
         self.publish_failed += o.publish_failed;
         self.written += o.written;
         self.connects += o.connects;

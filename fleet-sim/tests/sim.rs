@@ -103,7 +103,9 @@ fn plays_the_protocol_at_the_configured_rates() {
         let states = counts.get(&(id.clone(), "state")).copied().unwrap_or(0);
         assert!((32..=40).contains(&states), "{id}: {states} state reports");
         let beats = seqs.get(&id).map(Vec::len).unwrap_or(0);
-        assert!((3..=4).contains(&beats), "{id}: {beats} heartbeats");
+        // Heartbeats start at connect (ramp + 1 s settle before the 2 s window): 4 in the
+        // window and up to 3 before it.
+        assert!((3..=7).contains(&beats), "{id}: {beats} heartbeats");
         let s = &seqs[&id];
         assert!(s.windows(2).all(|w| w[1] == w[0] + 1), "{id}: seq {s:?}");
         // Online after connecting, Offline on the clean stop.

@@ -41,6 +41,13 @@ pub struct IngestResult {
     pub broker_cpu_share: f64,
     /// Busy share of the whole machine (all cores) during the window.
     pub machine_busy: f64,
+    /// Status messages (QoS 1, retained): sent by the simulator, counted by the server and
+    /// by the baseline.
+    pub status_sent: u64,
+    pub status_server: u64,
+    pub status_baseline: u64,
+    /// Lines where mosquitto says it drops outgoing messages for a slow client.
+    pub broker_drop_warnings: Vec<String>,
     /// Command latency measured during this run, if asked for (then a real rpi-client
     /// takes part too, and its messages are in the server's and baseline's counts).
     pub latency: Option<latency::LatencyResult>,
@@ -93,7 +100,7 @@ pub fn run(
     ];
     let mut sim = Proc::spawn(
         &format!("{tag}-sim"),
-        &b.bin("fleet-sim"),
+        &super::procs::bin_dir().join("fleet-sim"),
         &args,
         Stdout::Lines,
         &b.logs(),
@@ -173,12 +180,20 @@ pub fn run(
     }
     baseline.stop(Duration::from_secs(5));
     let stats = stop_server(&mut server);
+    let broker_log = broker.log();
+    let _ = std::fs::write(b.logs().join(format!("{tag}-broker.log")), &broker_log);
+    let broker_drop_warnings: Vec<String> = broker_log
+        .lines()
+        .filter(|l| l.contains("dropped") || l.contains("dropping"))
+        .map(str::to_string)
+        .collect();
 
     let sent = summary.sent.heartbeat + summary.sent.state;
     let processed = stats
         .as_ref()
         .map(|s| s.count("heartbeat") + s.count("state"))
         .unwrap_or(0);
+    let stats_status = stats.as_ref().map(|s| s.count("status")).unwrap_or(0);
     let base = TopicCounts::get(&counts.heartbeat) + TopicCounts::get(&counts.state);
     let window = summary.window_s.max(1e-9);
     let r = IngestResult {
@@ -206,6 +221,10 @@ pub fn run(
         },
         broker_cpu_share,
         machine_busy,
+        status_sent: summary.sent.status,
+        status_server: stats_status,
+        status_baseline: TopicCounts::get(&counts.status),
+        broker_drop_warnings,
         latency,
         sim: summary,
     };

@@ -222,6 +222,18 @@ impl Results {
                 );
             }
             s.push('\n');
+            for r in &self.ingest {
+                let _ = writeln!(
+                    s,
+                    "- {} Pis: statuses (QoS 1) sent {}, server {}, baseline {}; mosquitto \"dropped\" warnings: {}",
+                    r.pis,
+                    r.status_sent,
+                    r.status_server,
+                    r.status_baseline,
+                    r.broker_drop_warnings.len()
+                );
+            }
+            s.push('\n');
         }
         let lat_row = |s: &mut String, label: &str, l: &LatencyResult| {
             let _ = writeln!(

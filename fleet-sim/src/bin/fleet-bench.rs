@@ -2,9 +2,11 @@
 //!
 //! Usage: fleet-bench [all|codec|footprint|latency|failure|ingest|load|sizes]...
 //!                    [--quick] [--out DIR] [--sim-threads N] [--opt-z-dir DIR]
+//!                    [--pis 100,500,1000] [--seconds 30]
 //!        fleet-bench codec-json PATH
 //!
-//! Binaries are taken from the directory of fleet-bench itself (target/release).
+//! The daemons are taken from `--bins DIR`, by default the directory of fleet-bench itself
+//! (target/release); the simulator always from fleet-bench's own directory.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +31,7 @@ const SCENARIOS: &[&str] = &[
 fn usage() -> String {
     format!(
         "Usage: fleet-bench [SCENARIO]... [--quick] [--out DIR] [--sim-threads N] [--opt-z-dir DIR]\n\
+         \x20                  [--bins DIR] [--pis 100,500,1000] [--seconds 30]\n\
          \x20      fleet-bench codec-json PATH\n\
          Scenarios: {} (default all).\n",
         SCENARIOS.join(", ")
@@ -56,6 +59,8 @@ fn main() -> ExitCode {
         sim_threads: 1,
     };
     let mut opt_z: Option<PathBuf> = None;
+    let mut pis_override: Option<Vec<usize>> = None;
+    let mut secs_override: Option<u64> = None;
     let mut wanted: Vec<String> = Vec::new();
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -68,7 +73,26 @@ fn main() -> ExitCode {
         match a.as_str() {
             "--quick" => b.quick = true,
             "--out" => b.out = PathBuf::from(value("--out")),
+            "--bins" => b.bins = PathBuf::from(value("--bins")),
             "--opt-z-dir" => opt_z = Some(PathBuf::from(value("--opt-z-dir"))),
+            "--pis" => {
+                let v = value("--pis");
+                let list: Result<Vec<usize>, _> = v.split(',').map(str::parse).collect();
+                match list {
+                    Ok(l) if !l.is_empty() && l.iter().all(|n| *n > 0) => pis_override = Some(l),
+                    _ => {
+                        eprintln!("fleet-bench: --pis takes a list like 100,500,1000");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            "--seconds" => match value("--seconds").parse::<u64>() {
+                Ok(n) if n >= 3 => secs_override = Some(n),
+                _ => {
+                    eprintln!("fleet-bench: --seconds takes a number of seconds, at least 3");
+                    return ExitCode::from(2);
+                }
+            },
             "--sim-threads" => {
                 b.sim_threads = value("--sim-threads").parse().unwrap_or_else(|_| {
                     eprintln!("fleet-bench: --sim-threads needs a number");
@@ -150,18 +174,25 @@ fn main() -> ExitCode {
         });
     }
     if want("ingest") {
-        let (loads, secs): (&[usize], u64) = if b.quick {
-            (&[100], 5)
+        let (loads, secs): (Vec<usize>, u64) = if b.quick {
+            (vec![100], 5)
         } else {
-            (&[100, 500, 1000], 30)
+            (vec![100, 500, 1000], 30)
         };
-        for &pis in loads {
+        let loads = pis_override.clone().unwrap_or(loads);
+        let secs = secs_override.unwrap_or(secs);
+        for pis in loads {
             res.ingest
                 .push(ingest::run(&b, pis, Duration::from_secs(secs), None));
         }
     }
     if want("load") {
         let (pis, secs) = if b.quick { (100, 6) } else { (1000, 20) };
+        let pis = pis_override
+            .as_ref()
+            .and_then(|l| l.iter().max().copied())
+            .unwrap_or(pis);
+        let secs = secs_override.unwrap_or(secs);
         let spacing = Duration::from_millis(50);
         let n = (secs * 1000 - 2000) / spacing.as_millis() as u64;
         res.load = Some(ingest::run(
