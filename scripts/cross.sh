@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cross-builds the Raspberry Pi daemon (package rpi-client) for armv7 and/or aarch64, in release, stripped.
 #
-# Usage: scripts/cross.sh [-p|--package NAME] [armv7|aarch64|all]      (default: armv7)
+# Usage: scripts/cross.sh [--smoke] [-p|--package NAME] [armv7|aarch64|all]   (default: armv7)
+#   --smoke  then run each binary under qemu-user against a local mosquitto (scripts/qemu-smoke.sh)
 #
 #   armv7    armv7-unknown-linux-gnueabihf  (32-bit Raspberry Pi OS on Pi 2/3/4/5, Zero 2 W)
 #   aarch64  aarch64-unknown-linux-gnu      (64-bit Raspberry Pi OS on Pi 3/4/5, Zero 2 W)
@@ -31,13 +32,15 @@ die() { echo "cross: error: $*" >&2; exit 1; }
 note() { echo "cross: $*" >&2; }
 
 usage() {
-  sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit "${1:-2}"
 }
 
 which_arg=""
+smoke=0
 while [ $# -gt 0 ]; do
   case "$1" in
+    --smoke) smoke=1; shift ;;
     -p|--package)
       [ $# -ge 2 ] || die "$1 needs a package name"
       PKG="$2"; shift 2 ;;
@@ -283,6 +286,9 @@ for t in "${targets[@]}"; do
   echo "cross:   size: $size bytes ($(( (size + 1023) / 1024 )) KiB)"
   if command -v file >/dev/null 2>&1; then echo "cross:   $(file -b "$bin")"; fi
   [ -n "$glibc" ] && echo "cross:   needs glibc symbols up to ${glibc#GLIBC_} on the Pi"
-  echo "cross:   run locally with: $(qemu_of "$t") -L /usr/$gnu $bin"
+  echo "cross:   run locally with: $(qemu_of "$t") -L /usr/$gnu -E LD_LIBRARY_PATH=/usr/$gnu/lib $bin"
+  if [ "$smoke" -eq 1 ]; then
+    "$REPO/scripts/qemu-smoke.sh" "$bin" "$(qemu_of "$t")" "/usr/$gnu" || status=1
+  fi
 done
 exit "$status"
