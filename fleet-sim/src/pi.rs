@@ -283,7 +283,7 @@ async fn connection(
                 // Let the broker close the socket first: closing ours with unread input
                 // (a PUBACK) would send a RST, and the broker could lose what it had not read
                 // yet, the Offline status and the DISCONNECT among it.
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
                 while let Ok(Ok(_)) = tokio::time::timeout_at(deadline, eventloop.poll()).await {}
                 break;
             }

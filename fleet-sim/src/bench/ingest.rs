@@ -41,6 +41,11 @@ pub struct IngestResult {
     pub broker_cpu_share: f64,
     /// Busy share of the whole machine (all cores) during the window.
     pub machine_busy: f64,
+    /// Seconds from the end of the simulator's window until the baseline's count stopped
+    /// moving: the broker's backlog (a delivery delay) at the end of the run.
+    pub drain_s: f64,
+    /// False if the broker had not finished within the wait (60 s).
+    pub drained: bool,
     /// Status messages (QoS 1, retained): sent by the simulator, counted by the server and
     /// by the baseline.
     pub status_sent: u64,
@@ -150,7 +155,6 @@ pub fn run(
         broker.pid().and_then(CpuMark::take_pid),
         MachineMark::take(),
     );
-    let _ = end_line;
     let share = |a: Option<CpuMark>, b: Option<CpuMark>| match (a, b) {
         (Some(a), Some(b)) => a.share_to(&b),
         _ => f64::NAN,
@@ -172,8 +176,15 @@ pub fn run(
         &std::fs::read_to_string(&json).expect("read the simulator's summary"),
     )
     .expect("parse the simulator's summary");
-    // Whatever is still in flight arrives now.
-    std::thread::sleep(Duration::from_millis(1000));
+    // The broker may still be working through a backlog: wait until it has seen every
+    // simulated Pi disconnect and the baseline's count has stopped moving, and say how long
+    // that took after the window closed (seconds of backlog = seconds of delivery delay).
+    let drain = drain(&broker, &counts, &format!("b{pis}-"), pis, end_line.at);
+    eprintln!(
+        "   broker drained {:.2}s after the window closed{}",
+        drain.0,
+        if drain.1 { "" } else { " (gave up waiting)" }
+    );
     let hwm = server.memory().map(|m| m.hwm_kib).unwrap_or(0);
     if let Some(mut p) = pi {
         p.stop(Duration::from_secs(5));
@@ -203,14 +214,16 @@ pub fn run(
         offered_per_s: summary.offered_per_s,
         sent_per_s: summary.sent_per_s,
         sent,
-        processed_per_s: processed as f64 / window,
+        // Heartbeats sent before the window (between connect and the first state tick) are in
+        // the totals; leave them out of the rates.
+        processed_per_s: processed.saturating_sub(summary.early_heartbeats) as f64 / window,
         processed,
         lost: sent as i64 - processed as i64,
         server: stats,
         server_cpu_share,
         server_rss_max_kib: rss_max,
         server_hwm_kib: hwm,
-        baseline_per_s: base as f64 / window,
+        baseline_per_s: base.saturating_sub(summary.early_heartbeats) as f64 / window,
         baseline: base,
         baseline_lost: sent as i64 - base as i64,
         baseline_cpu_share,
@@ -221,6 +234,8 @@ pub fn run(
         },
         broker_cpu_share,
         machine_busy,
+        drain_s: drain.0,
+        drained: drain.1,
         status_sent: summary.sent.status,
         status_server: stats_status,
         status_baseline: TopicCounts::get(&counts.status),
@@ -244,4 +259,53 @@ pub fn run(
         }
     );
     r
+}
+
+fn baseline_total(c: &TopicCounts) -> u64 {
+    TopicCounts::get(&c.heartbeat) + TopicCounts::get(&c.state) + TopicCounts::get(&c.status)
+}
+
+/// Waits (at most 60 s) until the broker log shows `pis` clients with ids `prefix*`
+/// disconnected and the baseline count has not changed for a second; returns the seconds
+/// from `since` to the last change seen, and whether it finished.
+fn drain(
+    broker: &testkit::Broker,
+    counts: &TopicCounts,
+    prefix: &str,
+    pis: usize,
+    since: Instant,
+) -> (f64, bool) {
+    let needle = format!("Client {prefix}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = baseline_total(counts);
+    let mut last_change = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now_count = baseline_total(counts);
+        if now_count != last {
+            last = now_count;
+            last_change = Instant::now();
+        }
+        let gone = broker
+            .log()
+            .lines()
+            .filter(|l| {
+                l.contains(&needle)
+                    && (l.contains(" disconnected") || l.contains(" closed its connection"))
+            })
+            .count();
+        let quiet = last_change.elapsed() >= Duration::from_secs(1);
+        if gone >= pis && quiet {
+            return (
+                last_change.saturating_duration_since(since).as_secs_f64(),
+                true,
+            );
+        }
+        if Instant::now() >= deadline {
+            return (
+                last_change.saturating_duration_since(since).as_secs_f64(),
+                false,
+            );
+        }
+    }
 }

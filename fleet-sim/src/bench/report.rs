@@ -225,8 +225,14 @@ impl Results {
             for r in &self.ingest {
                 let _ = writeln!(
                     s,
-                    "- {} Pis: statuses (QoS 1) sent {}, server {}, baseline {}; mosquitto \"dropped\" warnings: {}",
+                    "- {} Pis: broker backlog drained {:.2} s after the window closed{}; statuses (QoS 1) sent {}, server {}, baseline {}; mosquitto \"dropped\" warnings: {}",
                     r.pis,
+                    r.drain_s,
+                    if r.drained {
+                        ""
+                    } else {
+                        " (still busy after 60 s)"
+                    },
                     r.status_sent,
                     r.status_server,
                     r.status_baseline,
