@@ -239,6 +239,8 @@ pub struct Fleet {
     cfg: FleetConfig,
     pis: BTreeMap<String, Pi>,
     book: Book,
+    /// The earliest heartbeat deadline of an online Pi, as of the last [`Fleet::tick`].
+    next_expiry: Option<Instant>,
 }
 
 impl Fleet {
@@ -254,7 +256,16 @@ impl Fleet {
                 input_limits: BTreeMap::new(),
                 registry_limits: BTreeMap::new(),
             },
+            next_expiry: None,
         }
+    }
+
+    /// When the next heartbeat timeout may fire, as of the last [`Fleet::tick`]: the registry
+    /// ticks again right then, so a silent Pi goes offline on time rather than on the next
+    /// 50 ms tick. (Heartbeats only move deadlines later; a Pi that comes online later has a
+    /// later deadline than every Pi already online.)
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.next_expiry
     }
 
     pub fn config(&self) -> &FleetConfig {
@@ -529,14 +540,23 @@ impl Fleet {
     pub fn tick(&mut self, now: Instant) {
         let timeout = self.cfg.heartbeat_timeout;
         let evict_after = self.cfg.evict_after;
-        let Fleet { pis, book, .. } = self;
+        let Fleet {
+            pis,
+            book,
+            next_expiry,
+            ..
+        } = self;
         let mut evict = Vec::new();
+        *next_expiry = None;
         for pi in pis.values_mut() {
             match pi.state {
                 PiState::Online { since } => {
                     let alive = pi.last_alive.unwrap_or(since);
                     if now.saturating_duration_since(alive) > timeout {
                         book.set_offline(pi, now, OfflineReason::HeartbeatTimeout);
+                    } else {
+                        let deadline = alive + timeout;
+                        *next_expiry = Some(next_expiry.map_or(deadline, |d| d.min(deadline)));
                     }
                 }
                 PiState::Offline { since, .. } => {
@@ -643,6 +663,21 @@ mod tests {
         f.on_heartbeat(t0 + ms(4000), 5000, "pi-1", hb(2, 5000));
         assert!(f.pi("pi-1").unwrap().is_online());
         assert_eq!(f.counters().registry_of("went_online"), 2);
+    }
+
+    #[test]
+    fn next_expiry_is_the_earliest_heartbeat_deadline() {
+        let t0 = Instant::now();
+        let mut f = fleet(10);
+        f.tick(t0);
+        assert_eq!(f.next_expiry(), None);
+        f.on_heartbeat(t0, 0, "a", hb(1, 0));
+        f.on_heartbeat(t0 + ms(200), 0, "b", hb(1, 0));
+        f.tick(t0 + ms(300));
+        assert_eq!(f.next_expiry(), Some(t0 + HB_TIMEOUT));
+        f.on_heartbeat(t0 + ms(400), 0, "a", hb(2, 0));
+        f.tick(t0 + ms(450));
+        assert_eq!(f.next_expiry(), Some(t0 + ms(200) + HB_TIMEOUT));
     }
 
     #[test]

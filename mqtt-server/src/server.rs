@@ -10,7 +10,8 @@
 //!
 //! `registry` is the only owner of the [`Fleet`] and the [`Dispatcher`]: it selects over link
 //! events, requests from [`FleetHandle`]s, a 50 ms tick (heartbeat timeouts, eviction,
-//! retries) and its stop channel. `status` renders the table through the registry and
+//! retries), a timer armed for the next heartbeat deadline (so a timeout is on time, not up
+//! to a tick late) and its stop channel. `status` renders the table through the registry and
 //! writes it to stdout in one write, so a stuck stdout never stalls the registry. `planner` is
 //! the demo planner, a client of the same API as everyone else.
 
@@ -21,7 +22,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::topic::SERVER_SUBSCRIPTION;
-use crossbeam_channel::{Receiver, Sender, bounded, never, select, tick};
+use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, tick};
 use log::{debug, info, warn};
 use mqtt_link::{Client, Link, LinkConfig, LinkEvent, QoS, SetupError};
 
@@ -36,7 +37,8 @@ use crate::snapshot::{EntityPose, Snapshot, online_poses};
 
 /// Link events waiting for the registry; when full, the link thread waits (no loss).
 pub const EVENT_CAPACITY: usize = 65_536;
-/// The registry's housekeeping period: a kill -9 shows within the timeout plus this.
+/// The registry's housekeeping period (retries, eviction, and heartbeat timeouts of Pis that
+/// came online since the last deadline timer was armed).
 pub const TICK: Duration = Duration::from_millis(50);
 /// Largest incoming packet: far above the 64-byte payloads, so a 10 kB garbage publish is
 /// counted as `oversized` instead of costing the connection.
@@ -167,12 +169,15 @@ impl Registry {
         let mut events = events;
         let mut requests = requests;
         let ticker = tick(TICK);
+        // Fires at the next heartbeat deadline, so timeouts are not late by up to a tick.
+        let mut expiry: Receiver<Instant> = never();
         loop {
             let event = select! {
                 recv(stop) -> _ => Event::Stop,
                 recv(events) -> e => e.map_or(Event::LinkGone, Event::Link),
                 recv(requests) -> r => r.map_or(Event::RequestsGone, Event::Request),
                 recv(ticker) -> _ => Event::Tick,
+                recv(expiry) -> _ => Event::Tick,
             };
             let now = Instant::now();
             match event {
@@ -186,6 +191,13 @@ impl Registry {
                     self.fail_offline(now);
                     self.dispatcher
                         .tick(now, self.fleet.counters_mut(), &mut self.out);
+                    expiry = match self.fleet.next_expiry() {
+                        // Just past the deadline: the timeout is "more than".
+                        Some(t) => {
+                            after(t.saturating_duration_since(now) + Duration::from_millis(1))
+                        }
+                        None => never(),
+                    };
                 }
             }
         }
