@@ -363,7 +363,7 @@ impl Fleet {
                 String::new()
             };
             warn!(
-                "dropped a message on {:?}: {e}{more}",
+                "dropped a message on topic {}: {e}{more}",
                 printable_topic(topic)
             );
         }
