@@ -1,11 +1,13 @@
 //! The running server and its threads:
 //!
 //! ```text
-//!  broker ──> mqtt-link ──LinkEvent (bounded 64k)──> registry ──> stdout (via status)
-//!                 ^                                  │  ^  ^
-//!                 └──── try_publish segments ────────┘  │  └── Request: Render <── status
-//!                                                       └───── Request: Poses, Dispatch <── planner
-//!                                        FleetHandle (tests, future HTTP API) ── Request ──┘
+//!  broker ─> [mqtt-link] ─LinkEvent (bounded 64k)─> [registry]  owns Fleet + Dispatcher
+//!                 ^                                   │   ^
+//!                 └───── try_publish segments ────────┘   │ Request (bounded 1024):
+//!                                                         │ Dispatch, Snapshot, Render, Poses
+//!  [status]  Render every status_interval ─> stdout ──────┤
+//!  [planner] Poses + Dispatch every segment_interval ─────┤
+//!  FleetHandle users (tests, the HTTP API to come) ───────┘
 //! ```
 //!
 //! `registry` is the only owner of the [`Fleet`] and the [`Dispatcher`]: it selects over link
