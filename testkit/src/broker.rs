@@ -43,6 +43,8 @@ pub fn free_port() -> u16 {
 /// A running mosquitto owned by one test.
 pub struct Broker {
     port: u16,
+    /// Every port the broker must accept on before it counts as started (`port` first).
+    ports: Vec<u16>,
     dir: TempDir,
     config: PathBuf,
     child: Option<Child>,
@@ -77,6 +79,7 @@ impl Broker {
             fs::write(&config, text).expect("write mosquitto.conf");
             let mut b = Broker {
                 port,
+                ports: vec![port],
                 dir,
                 config,
                 child: None,
@@ -94,21 +97,35 @@ impl Broker {
     /// Runs mosquitto with a config file of the caller's (e.g. the project's production
     /// config rewritten into a temp dir); `port` is the listener to wait for.
     pub fn start_config(config: &Path, port: u16) -> Broker {
+        Broker::try_start_config(config, &[port]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Broker::start_config`] for a config with several listeners: waits until every
+    /// port in `ports` accepts (the first one is [`Broker::port`]). An error (with the
+    /// broker's log) instead of a panic, so a caller can retry with other ports when it lost
+    /// the race for one of them.
+    pub fn try_start_config(config: &Path, ports: &[u16]) -> Result<Broker, String> {
+        assert!(
+            !ports.is_empty(),
+            "try_start_config needs at least one port"
+        );
         let dir = TempDir::new("mosquitto");
         let mut b = Broker {
-            port,
+            port: ports[0],
+            ports: ports.to_vec(),
             dir,
             config: config.to_owned(),
             child: None,
         };
-        if !b.spawn() {
-            panic!(
-                "mosquitto did not start with {}:\n{}",
+        if b.spawn() {
+            Ok(b)
+        } else {
+            Err(format!(
+                "mosquitto did not start with {} (ports {ports:?}):\n{}",
                 config.display(),
                 b.log()
-            );
+            ))
         }
-        b
     }
 
     fn take_dir(mut self) -> TempDir {
@@ -120,7 +137,7 @@ impl Broker {
         self.dir.path().join("mosquitto.log")
     }
 
-    /// Starts the process and waits up to 5 s for the port to accept; false if it died.
+    /// Starts the process and waits up to 5 s for every port to accept; false if it died.
     fn spawn(&mut self) -> bool {
         let log = fs::OpenOptions::new()
             .create(true)
@@ -142,7 +159,11 @@ impl Broker {
                 self.child = None;
                 return false;
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if self
+                .ports
+                .iter()
+                .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -262,5 +283,31 @@ mod tests {
         b.restart();
         assert!(TcpStream::connect(("127.0.0.1", b.port())).is_ok());
         assert!(b.log().contains("restart"));
+    }
+
+    #[test]
+    fn own_config_with_two_listeners_waits_for_both() {
+        let dir = TempDir::new("two-listeners");
+        let p1 = free_port();
+        let p2 = (0..100).map(|_| free_port()).find(|p| *p != p1).unwrap();
+        let config = dir.path().join("two.conf");
+        fs::write(
+            &config,
+            format!(
+                "allow_anonymous true\npersistence false\nlog_dest stderr\n\
+                 listener {p1} 127.0.0.1\nlistener {p2} 127.0.0.1\n"
+            ),
+        )
+        .unwrap();
+        let b = Broker::try_start_config(&config, &[p1, p2]).expect("starts");
+        assert_eq!(b.port(), p1);
+        assert!(TcpStream::connect(("127.0.0.1", p2)).is_ok());
+        drop(b);
+        // A config mosquitto rejects is an error carrying its log, not a panic.
+        fs::write(&config, "no_such_option 1\n").unwrap();
+        let e = Broker::try_start_config(&config, &[p1])
+            .err()
+            .expect("fails");
+        assert!(e.contains("no_such_option"), "{e}");
     }
 }
