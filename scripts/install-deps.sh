@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-#! Installs the system packages the project needs (mosquitto, its clients, systemd tools) on Debian/Ubuntu.
+# Installs the system packages the project needs (mosquitto, its clients, openssl, systemd-analyze)
+# on Debian/Ubuntu.
 # Idempotent: does nothing when everything is already there. Uses sudo when not root.
 set -euo pipefail
 
@@ -7,6 +8,8 @@ need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# systemd-analyze checks the units in the test suite.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 for extra in "$@"; do
   dpkg -s "$extra" >/dev/null 2>&1 || need+=("$extra")
 done
