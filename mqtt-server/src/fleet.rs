@@ -241,6 +241,9 @@ pub struct Fleet {
     book: Book,
     /// The earliest heartbeat deadline of an online Pi, as of the last [`Fleet::tick`].
     next_expiry: Option<Instant>,
+    /// Set while the server's own broker link is down: no heartbeat can arrive then, so
+    /// silence says nothing about the Pis and heartbeat timeouts are held.
+    link_down_since: Option<Instant>,
 }
 
 impl Fleet {
@@ -257,6 +260,27 @@ impl Fleet {
                 registry_limits: BTreeMap::new(),
             },
             next_expiry: None,
+            link_down_since: None,
+        }
+    }
+
+    /// The server lost the broker: hold heartbeat timeouts (the Pis are not known to be gone,
+    /// only unheard), instead of declaring the whole fleet offline 1.5 s later.
+    pub fn link_down(&mut self, now: Instant) {
+        self.link_down_since.get_or_insert(now);
+        self.next_expiry = None;
+    }
+
+    /// The link is back: every Pi still listed online gets a fresh heartbeat timeout to prove
+    /// it is alive, counted from now. Wills published meanwhile were lost with the clean
+    /// session; the retained statuses that arrive with the new subscription carry them.
+    pub fn link_up(&mut self, now: Instant) {
+        if self.link_down_since.take().is_some() {
+            for pi in self.pis.values_mut() {
+                if pi.is_online() {
+                    pi.last_alive = Some(now);
+                }
+            }
         }
     }
 
@@ -540,6 +564,7 @@ impl Fleet {
     pub fn tick(&mut self, now: Instant) {
         let timeout = self.cfg.heartbeat_timeout;
         let evict_after = self.cfg.evict_after;
+        let held = self.link_down_since.is_some();
         let Fleet {
             pis,
             book,
@@ -550,6 +575,7 @@ impl Fleet {
         *next_expiry = None;
         for pi in pis.values_mut() {
             match pi.state {
+                PiState::Online { .. } if held => {}
                 PiState::Online { since } => {
                     let alive = pi.last_alive.unwrap_or(since);
                     if now.saturating_duration_since(alive) > timeout {
@@ -663,6 +689,26 @@ mod tests {
         f.on_heartbeat(t0 + ms(4000), 5000, "pi-1", hb(2, 5000));
         assert!(f.pi("pi-1").unwrap().is_online());
         assert_eq!(f.counters().registry_of("went_online"), 2);
+    }
+
+    #[test]
+    fn timeouts_are_held_while_the_server_link_is_down() {
+        let t0 = Instant::now();
+        let mut f = fleet(10);
+        f.on_heartbeat(t0, 1000, "pi-1", hb(1, 1000));
+        f.link_down(t0 + ms(100));
+        f.tick(t0 + ms(5000));
+        assert!(f.pi("pi-1").unwrap().is_online(), "unheard is not gone");
+        assert_eq!(f.next_expiry(), None);
+        // Back at 6 s: a fresh timeout from then on.
+        f.link_up(t0 + ms(6000));
+        f.tick(t0 + ms(7400));
+        assert!(f.pi("pi-1").unwrap().is_online());
+        f.tick(t0 + ms(7501));
+        assert_eq!(
+            f.pi("pi-1").unwrap().offline_reason(),
+            Some(OfflineReason::HeartbeatTimeout)
+        );
     }
 
     #[test]

@@ -219,13 +219,15 @@ impl Registry {
         match e {
             LinkEvent::Connected { session } => {
                 self.fleet.counters_mut().broker_connects += 1;
+                self.fleet.link_up(now);
                 debug!(
                     "link session {session}: subscribed to {SERVER_SUBSCRIPTION}; retained statuses rebuild the fleet view"
                 );
             }
             LinkEvent::Disconnected { reason } => {
                 self.fleet.counters_mut().broker_disconnects += 1;
-                debug!("link down ({reason}); Pis will time out unless it comes back");
+                self.fleet.link_down(now);
+                debug!("link down ({reason}); heartbeat timeouts held until it is back");
             }
             LinkEvent::Message(p) => {
                 if let Some((client, ack)) =
