@@ -176,6 +176,10 @@ pub fn run(
         &std::fs::read_to_string(&json).expect("read the simulator's summary"),
     )
     .expect("parse the simulator's summary");
+    // The real Pi would keep the baseline's count moving: stop it first.
+    let pi_stopped = pi.map(|mut p| {
+        p.stop(Duration::from_secs(5));
+    });
     // The broker may still be working through a backlog: wait until it has seen every
     // simulated Pi disconnect and the baseline's count has stopped moving, and say how long
     // that took after the window closed (seconds of backlog = seconds of delivery delay).
@@ -186,9 +190,7 @@ pub fn run(
         if drain.1 { "" } else { " (gave up waiting)" }
     );
     let hwm = server.memory().map(|m| m.hwm_kib).unwrap_or(0);
-    if let Some(mut p) = pi {
-        p.stop(Duration::from_secs(5));
-    }
+    let _ = pi_stopped;
     baseline.stop(Duration::from_secs(5));
     let stats = stop_server(&mut server);
     let broker_log = broker.log();

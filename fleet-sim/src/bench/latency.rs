@@ -20,6 +20,8 @@ pub struct LatencyResult {
     /// Answered `Accepted` (the round trips below are of these).
     pub accepted: u64,
     pub rejected: u64,
+    /// Why, for the rejected ones (`QueueFull`, ...).
+    pub reject_reasons: std::collections::BTreeMap<String, u64>,
     /// No answer within the timeout.
     pub timeouts: u64,
     pub p50_us: Option<u64>,
@@ -82,6 +84,14 @@ pub fn measure(
                 Ok(Message::Ack(a)) if a.outcome == AckOutcome::Accepted => {
                     res.accepted += 1;
                     samples.push(s.at.saturating_duration_since(sent_at).as_micros() as u64);
+                }
+                Ok(Message::Ack(a)) => {
+                    res.rejected += 1;
+                    let why = match a.outcome {
+                        AckOutcome::Rejected(r) => format!("{r:?}"),
+                        other => format!("{other:?}"),
+                    };
+                    *res.reject_reasons.entry(why).or_default() += 1;
                 }
                 _ => res.rejected += 1,
             },

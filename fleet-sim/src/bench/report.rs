@@ -196,14 +196,14 @@ impl Results {
         let pct = |v: f64| format!("{:.1}%", v * 100.0);
         if !self.ingest.is_empty() {
             s.push_str("### Ingest (4 entities x 10 Hz + 2 Hz heartbeat per Pi)\n\n");
-            s.push_str("| Pis | offered/s | sent/s | server processed/s | lost | baseline/s | baseline lost | server/baseline | server CPU | server RSS peak | broker CPU | sim CPU | machine busy | sim lag p99 | sim skipped |\n");
+            s.push_str("| Pis | offered/s | sent/s | server processed/s | lost | baseline/s | baseline lost | server/baseline | server CPU | server RSS peak | broker CPU | sim CPU | machine busy | sim lag p99 | sim skipped | sim reconnects |\n");
             s.push_str(
-                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
             );
             for r in &self.ingest {
                 let _ = writeln!(
                     s,
-                    "| {} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {} | {:.4} | {} | {} KiB | {} | {} | {} | {} | {} |",
+                    "| {} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {} | {:.4} | {} | {} KiB | {} | {} | {} | {} | {} | {} |",
                     r.pis,
                     r.offered_per_s,
                     r.sent_per_s,
@@ -218,7 +218,8 @@ impl Results {
                     pct(r.sim.cpu_share),
                     pct(r.machine_busy),
                     ms(r.sim.lag.p99_us),
-                    r.sim.skipped_ticks
+                    r.sim.skipped_ticks,
+                    r.sim.disconnects
                 );
             }
             s.push('\n');
@@ -244,9 +245,14 @@ impl Results {
         let lat_row = |s: &mut String, label: &str, l: &LatencyResult| {
             let _ = writeln!(
                 s,
-                "| {label} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 l.sent,
                 l.accepted,
+                if l.reject_reasons.is_empty() {
+                    l.rejected.to_string()
+                } else {
+                    format!("{} {:?}", l.rejected, l.reject_reasons)
+                },
                 l.timeouts,
                 ms(l.min_us),
                 ms(l.p50_us),
@@ -257,7 +263,7 @@ impl Results {
         };
         if self.idle_latency.is_some() || self.load.is_some() {
             s.push_str("### Command latency (probe publishes segment -> rpi-client's Accepted ack arrives)\n\n");
-            s.push_str("| load | sent | accepted | timeouts | min | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            s.push_str("| load | sent | accepted | rejected | timeouts | min | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
             if let Some(l) = &self.idle_latency {
                 lat_row(&mut s, "idle", &l.pi);
             }
