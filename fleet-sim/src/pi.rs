@@ -250,13 +250,15 @@ async fn connection(
                 };
                 ctx.stats.borrow_mut().connects += 1;
                 Progress::add(&ctx.progress.connected, 1);
-                ctx.publish_status(&client, &topics.status, Presence::Online, session);
+                // Subscribe first: the broker handles both in order, so whoever sees
+                // Online may send a segment at once.
                 if client
                     .try_subscribe(topics.segment.as_str(), QoS::AtLeastOnce)
                     .is_err()
                 {
                     ctx.stats.borrow_mut().publish_failed += 1;
                 }
+                ctx.publish_status(&client, &topics.status, Presence::Online, session);
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 if p.topic != topics.segment {
