@@ -75,7 +75,8 @@ pub struct Counters {
     pub input_errors: BTreeMap<&'static str, u64>,
     /// Registry events: `pis_added`, `pis_evicted`, `registry_full`, `entities_full`,
     /// `stale_status`, `state_from_unknown_pi`, `went_online`, `went_offline`,
-    /// `heartbeats_lost`, `seq_resets`.
+    /// `heartbeats_lost`, `seq_resets`, `suspected_duplicate_id` (Pis that began flapping,
+    /// see [`crate::flapping`]).
     pub registry: BTreeMap<&'static str, u64>,
     /// Distinct segments published (first attempts).
     pub segments_sent: u64,

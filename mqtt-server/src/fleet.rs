@@ -13,6 +13,9 @@
 //!   older connection) and ignored; an `Online` status always wins and sets the session.
 //! - No heartbeat for `heartbeat_timeout` (measured from the last heartbeat or live Online) ->
 //!   offline (heartbeat timeout), checked by [`Fleet::tick`].
+//! - A Pi that connects again and again (live `Online`s) is suspected of sharing its client id
+//!   with another device ([`crate::flapping`]): one warning per window instead of a presence
+//!   line per flap, a `suspected_duplicate_id` counter and a marker in the table.
 //!
 //! Memory is bounded: at most `max_pis` Pis (a newcomer evicts the Pi offline longest, or is
 //! refused when every Pi is online), Pis offline for `evict_after` are dropped, and at most
@@ -27,6 +30,7 @@ use log::{debug, info, warn};
 
 use crate::budget::LineBudget;
 use crate::counters::Counters;
+use crate::flapping::{Flapping, Verdict};
 use crate::ingest::{InputError, classify, printable_topic};
 
 /// The Pi's own limit of entities; the server tracks no more per Pi.
@@ -105,6 +109,8 @@ pub struct Pi {
     pub clock_offset_ms: Option<i64>,
     /// The newest session seen in a status.
     pub session: Option<u32>,
+    /// Recent connections, to spot two devices sharing this id ([`crate::flapping`]).
+    pub flapping: Flapping,
     pub entities: BTreeMap<u32, Entity>,
 }
 
@@ -122,6 +128,7 @@ impl Pi {
             heartbeats_lost: 0,
             clock_offset_ms: None,
             session: None,
+            flapping: Flapping::default(),
             entities: BTreeMap::new(),
         }
     }
@@ -185,7 +192,9 @@ impl Book {
         pi.state = PiState::Online { since: now };
         self.online += 1;
         self.counters.registry_event("went_online", 1);
-        if self.transitions.allow(now) {
+        if pi.flapping.is_suspected() {
+            pi.flapping.quiet_lines += 1;
+        } else if self.transitions.allow(now) {
             match pi.session {
                 Some(s) => info!("{}: online ({why}, session {s})", pi.id),
                 None => info!("{}: online ({why})", pi.id),
@@ -200,7 +209,9 @@ impl Book {
                 self.online -= 1;
                 self.counters.registry_event("went_offline", 1);
                 self.went_offline.push(pi.id.as_str().to_owned());
-                if self.transitions.allow(now) {
+                if pi.flapping.is_suspected() {
+                    pi.flapping.quiet_lines += 1;
+                } else if self.transitions.allow(now) {
                     let age = pi
                         .last_alive_age(now)
                         .map(|d| format!(", last heartbeat {} ago", crate::table::human(d)))
@@ -214,6 +225,37 @@ impl Book {
                 debug!("{}: still offline, now known why: {reason}", pi.id);
             }
             PiState::Offline { .. } => {}
+        }
+    }
+
+    /// A new connection of `pi` (a live `Online`): flapping detection.
+    fn on_connect(&mut self, pi: &mut Pi, now: Instant, session: u32) {
+        if let Verdict::Warn {
+            newly,
+            connects,
+            session_repeats,
+        } = pi.flapping.on_connect(now, session)
+        {
+            if newly {
+                self.counters.registry_event("suspected_duplicate_id", 1);
+            }
+            let looks = if session_repeats > 0 {
+                format!(
+                    "its session numbers repeated {session_repeats} times: two devices with this id?"
+                )
+            } else {
+                "sessions keep growing: one device on a bad link, or two with this id".to_string()
+            };
+            let held = match std::mem::take(&mut pi.flapping.quiet_lines) {
+                0 => String::new(),
+                n => format!(", {n} not logged since the last warning"),
+            };
+            warn!(
+                "{}: suspected duplicate client id: {connects} connections within {} ({looks}); \
+                 its presence changes are not logged while it flaps{held}",
+                pi.id,
+                crate::table::human(crate::flapping::WINDOW),
+            );
         }
     }
 
@@ -532,6 +574,7 @@ impl Fleet {
                     }
                 } else {
                     pi.last_alive = Some(now);
+                    book.on_connect(pi, now, st.session);
                     book.set_online(pi, now, "online status");
                 }
             }
@@ -574,6 +617,13 @@ impl Fleet {
         let mut evict = Vec::new();
         *next_expiry = None;
         for pi in pis.values_mut() {
+            if pi.flapping.settle(now) {
+                info!(
+                    "{}: no new connection for {}; no longer suspected of a duplicate client id",
+                    pi.id,
+                    crate::table::human(crate::flapping::WINDOW)
+                );
+            }
             match pi.state {
                 PiState::Online { .. } if held => {}
                 PiState::Online { since } => {

@@ -11,6 +11,7 @@ pub mod budget;
 pub mod config;
 pub mod counters;
 pub mod dispatch;
+pub mod flapping;
 pub mod fleet;
 pub mod ingest;
 pub mod planner;

@@ -9,6 +9,9 @@
 //!   rpi_client_002: offline (will) for 3.2s, entities=3, lost_hb=0
 //! ```
 //!
+//! A Pi suspected of sharing its client id with another device ([`crate::flapping`]) has
+//! `, SUSPECTED DUPLICATE ID (N connections in 30.0s)` at the end of its line.
+//!
 //! Pis sorted by id, entities by id; an empty line ends the table. The offline section lists
 //! at most [`MAX_OFFLINE_LINES`] Pis (the most recently gone), then `  ... and N more`.
 
@@ -48,11 +51,12 @@ fn active_line(out: &mut String, pi: &Pi, since: Instant, now: Instant) {
         .unwrap_or_else(|| "?".into());
     let _ = writeln!(
         out,
-        "  {}: last_hb={}ms ago, entities={}, lost_hb={}, clock_offset={offset}, session={session}",
+        "  {}: last_hb={}ms ago, entities={}, lost_hb={}, clock_offset={offset}, session={session}{}",
         pi.id,
         age.as_millis(),
         pi.entities.len(),
         pi.heartbeats_lost,
+        flapping_marker(pi, now),
     );
     for (id, e) in &pi.entities {
         let r = &e.report;
@@ -72,6 +76,18 @@ fn active_line(out: &mut String, pi: &Pi, since: Instant, now: Instant) {
             now.saturating_duration_since(e.updated).as_millis(),
         );
     }
+}
+
+/// `, SUSPECTED DUPLICATE ID (N connections in 30s)` after a flapping Pi's columns.
+fn flapping_marker(pi: &Pi, now: Instant) -> String {
+    if !pi.flapping.is_suspected() {
+        return String::new();
+    }
+    format!(
+        ", SUSPECTED DUPLICATE ID ({} connections in {})",
+        pi.flapping.recent_connects(now),
+        human(crate::flapping::WINDOW)
+    )
 }
 
 /// The whole table as one string (printed with one write).
@@ -102,11 +118,12 @@ pub fn render(fleet: &Fleet, now: Instant) -> String {
         let reason = pi.offline_reason().map(|r| r.as_str()).unwrap_or("?");
         let _ = writeln!(
             out,
-            "  {}: offline ({reason}) for {}, entities={}, lost_hb={}",
+            "  {}: offline ({reason}) for {}, entities={}, lost_hb={}{}",
             pi.id,
             human(now.saturating_duration_since(since)),
             pi.entities.len(),
             pi.heartbeats_lost,
+            flapping_marker(pi, now),
         );
     }
     if hidden > 0 {
