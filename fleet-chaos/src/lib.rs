@@ -21,5 +21,5 @@ pub mod watch;
 pub use daemons::{count_lines, spawn_pi, spawn_server};
 pub use report::{median, ms, report};
 pub use rss::RssSampler;
-pub use table::{Table, next_table, wait_table};
+pub use table::{Table, next_table, skip_backlog, wait_table};
 pub use watch::{Record, Watch};

@@ -14,6 +14,8 @@ pub struct EntityRow {
     pub y: i32,
     /// The `seg=` column: `Some((segment id, "12.5%"))`, None when idle.
     pub seg: Option<(u32, String)>,
+    /// Since the server received the entity's last report.
+    pub age_ms: u64,
 }
 
 /// One active Pi.
@@ -100,6 +102,10 @@ pub fn parse(text: &str, at: Instant) -> Table {
                 x: x.parse().unwrap_or_else(|_| bad(line)),
                 y: y.parse().unwrap_or_else(|_| bad(line)),
                 seg,
+                age_ms: field(line, "age=")
+                    .and_then(|v| v.strip_suffix("ms"))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| bad(line)),
             };
             let pi = current.as_ref().unwrap_or_else(|| bad(line));
             if let Some(p) = t.active.get_mut(pi) {
@@ -146,7 +152,8 @@ pub fn parse(text: &str, at: Instant) -> Table {
     t
 }
 
-/// The next complete table on the server's stdout (a table ends with an empty line).
+/// The next complete table on the server's stdout (a table ends with an empty line). Lines
+/// before the first header (the tail of a table cut by [`skip_backlog`]) are skipped.
 pub fn next_table(server: &Daemon, timeout: Duration) -> Option<Table> {
     let mut buf = String::new();
     server.wait_stdout(timeout, |l| {
@@ -155,6 +162,8 @@ pub fn next_table(server: &Daemon, timeout: Duration) -> Option<Table> {
         }
         if l.starts_with("=== Active Clients") {
             buf.clear();
+        } else if buf.is_empty() {
+            return false;
         }
         buf.push_str(l);
         buf.push('\n');
@@ -163,7 +172,14 @@ pub fn next_table(server: &Daemon, timeout: Duration) -> Option<Table> {
     Some(parse(&buf, Instant::now()))
 }
 
-/// Reads tables until one satisfies `pred`, for at most `timeout`.
+/// Drops every table printed so far and not read yet, so the next one read is fresh (tables
+/// pile up while a scenario sleeps; a stale one would satisfy a wait at once).
+pub fn skip_backlog(server: &Daemon) {
+    let _ = server.stdout_lines();
+}
+
+/// Reads tables until one satisfies `pred`, for at most `timeout`. Tables read are in the
+/// order printed: call [`skip_backlog`] first after a pause.
 pub fn wait_table(
     server: &Daemon,
     timeout: Duration,
@@ -200,6 +216,7 @@ mod tests {
         assert_eq!(p.entities[&1].seg, Some((7, "50.0%".into())));
         assert_eq!(p.entities[&2].seg, None);
         assert_eq!(p.entities[&2].y, -1);
+        assert_eq!(p.entities[&1].age_ms, 12);
         assert_eq!(t.offline["pi-2"].0, "will");
         assert!(t.all_active(&["pi-1"], 2));
         assert!(!t.all_active(&["pi-1", "pi-2"], 2));
