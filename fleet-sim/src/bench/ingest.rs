@@ -5,6 +5,7 @@
 //! are measured over the simulator's publishing window only (between its `phase steady`
 //! and `phase end` lines).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,8 @@ use crate::Summary;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IngestResult {
     pub pis: usize,
+    /// False for a server-only run (no mosquitto_sub): then the baseline figures are zero.
+    pub with_baseline: bool,
     pub entities: u32,
     pub duration_s: f64,
     /// Heartbeats + state reports per second the schedule asks for.
@@ -65,16 +68,22 @@ pub fn run(
     pis: usize,
     duration: Duration,
     latency: Option<(u64, Duration)>,
+    with_baseline: bool,
 ) -> IngestResult {
-    let tag = if latency.is_some() {
-        format!("load-{pis}")
-    } else {
-        format!("ingest-{pis}")
+    let tag = match (latency.is_some(), with_baseline) {
+        (true, _) => format!("load-{pis}"),
+        (false, true) => format!("ingest-{pis}"),
+        (false, false) => format!("solo-{pis}"),
     };
     eprintln!("== {tag}: {pis} Pis x 4 entities x 10 Hz for {duration:?}");
     let broker = b.broker();
     let mut server = b.server(&broker, &format!("{tag}-server"), &[]);
-    let (mut baseline, counts) = b.baseline(&broker, &format!("{tag}-baseline"));
+    let (mut baseline, counts) = if with_baseline {
+        let (p, c) = b.baseline(&broker, &format!("{tag}-baseline"));
+        (Some(p), c)
+    } else {
+        (None, Arc::new(TopicCounts::default()))
+    };
     let pi = latency.map(|_| b.pi(&broker, "bench-pi"));
 
     let json = b.out.join(format!("{tag}-sim.json"));
@@ -117,7 +126,7 @@ pub fn run(
     eprintln!("   {}", steady.text);
     let marks0 = (
         CpuMark::take(&server),
-        CpuMark::take(&baseline),
+        baseline.as_ref().and_then(CpuMark::take),
         broker.pid().and_then(CpuMark::take_pid),
         MachineMark::take(),
     );
@@ -151,7 +160,7 @@ pub fn run(
     };
     let marks1 = (
         CpuMark::take(&server),
-        CpuMark::take(&baseline),
+        baseline.as_ref().and_then(CpuMark::take),
         broker.pid().and_then(CpuMark::take_pid),
         MachineMark::take(),
     );
@@ -191,7 +200,9 @@ pub fn run(
     );
     let hwm = server.memory().map(|m| m.hwm_kib).unwrap_or(0);
     let _ = pi_stopped;
-    baseline.stop(Duration::from_secs(5));
+    if let Some(p) = baseline.as_mut() {
+        p.stop(Duration::from_secs(5));
+    }
     let stats = stop_server(&mut server);
     let broker_log = broker.log();
     let _ = std::fs::write(b.logs().join(format!("{tag}-broker.log")), &broker_log);
@@ -211,6 +222,7 @@ pub fn run(
     let window = summary.window_s.max(1e-9);
     let r = IngestResult {
         pis,
+        with_baseline,
         entities: summary.entities,
         duration_s: summary.duration_s,
         offered_per_s: summary.offered_per_s,

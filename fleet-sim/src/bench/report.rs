@@ -18,6 +18,8 @@ use super::svg::{BarGroup, Series, bar_plot_log_ms, line_plot};
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct IdleLatency {
     pub pi: LatencyResult,
+    /// The same against one simulated Pi: the broker-and-machine baseline.
+    pub sim_pi: Option<LatencyResult>,
     /// The server's own dispatch -> Accepted round trips (demo planner), from its summary.
     pub server_rtt_n: Option<u64>,
     pub server_rtt_p50_ms: Option<f64>,
@@ -31,6 +33,9 @@ pub struct Results {
     pub sim_threads: usize,
     pub ingest: Vec<IngestResult>,
     pub idle_latency: Option<IdleLatency>,
+    /// The largest load again with the server alone (no baseline subscriber): what the
+    /// machine can do when it does not also run mosquitto_sub and a second fan-out.
+    pub solo: Option<IngestResult>,
     /// A separate full-load run with a real rpi-client whose command latency is measured.
     pub load: Option<IngestResult>,
     pub failure: Option<FailureResult>,
@@ -200,11 +205,16 @@ impl Results {
             s.push_str(
                 "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
             );
-            for r in &self.ingest {
+            for r in self.ingest.iter().chain(&self.solo) {
+                let pis = if r.with_baseline {
+                    r.pis.to_string()
+                } else {
+                    format!("{} (server only)", r.pis)
+                };
                 let _ = writeln!(
                     s,
                     "| {} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {} | {:.4} | {} | {} KiB | {} | {} | {} | {} | {} | {} |",
-                    r.pis,
+                    pis,
                     r.offered_per_s,
                     r.sent_per_s,
                     r.processed_per_s,
@@ -223,11 +233,16 @@ impl Results {
                 );
             }
             s.push('\n');
-            for r in &self.ingest {
+            for r in self.ingest.iter().chain(&self.solo) {
                 let _ = writeln!(
                     s,
-                    "- {} Pis: broker backlog drained {:.2} s after the window closed{}; statuses (QoS 1) sent {}, server {}, baseline {}; mosquitto \"dropped\" warnings: {}",
+                    "- {} Pis{}: broker backlog drained {:.2} s after the window closed{}; statuses (QoS 1) sent {}, server {}, baseline {}; mosquitto \"dropped\" warnings: {}",
                     r.pis,
+                    if r.with_baseline {
+                        ""
+                    } else {
+                        " (server only)"
+                    },
                     r.drain_s,
                     if r.drained {
                         ""
@@ -266,6 +281,9 @@ impl Results {
             s.push_str("| load | sent | accepted | rejected | timeouts | min | p50 | p90 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
             if let Some(l) = &self.idle_latency {
                 lat_row(&mut s, "idle", &l.pi);
+                if let Some(sp) = &l.sim_pi {
+                    lat_row(&mut s, "idle, simulated Pi instead (baseline)", sp);
+                }
             }
             if let Some(r) = &self.load {
                 if let Some(l) = &r.latency {
@@ -459,6 +477,9 @@ impl Results {
         };
         if let Some(l) = &self.idle_latency {
             groups.push(("idle".to_string(), to_ms(&l.pi), Some(2.0)));
+            if let Some(sp) = &l.sim_pi {
+                groups.push(("idle, simulated Pi".to_string(), to_ms(sp), None));
+            }
         }
         if let Some(r) = &self.load {
             if let Some(l) = &r.latency {

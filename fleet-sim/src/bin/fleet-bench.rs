@@ -24,6 +24,7 @@ const SCENARIOS: &[&str] = &[
     "latency",
     "failure",
     "ingest",
+    "solo",
     "load",
     "sizes",
 ];
@@ -183,8 +184,16 @@ fn main() -> ExitCode {
         let secs = secs_override.unwrap_or(secs);
         for pis in loads {
             res.ingest
-                .push(ingest::run(&b, pis, Duration::from_secs(secs), None));
+                .push(ingest::run(&b, pis, Duration::from_secs(secs), None, true));
         }
+    }
+    if want("solo") && !b.quick {
+        let pis = pis_override
+            .as_ref()
+            .and_then(|l| l.iter().max().copied())
+            .unwrap_or(1000);
+        let secs = secs_override.unwrap_or(30);
+        res.solo = Some(ingest::run(&b, pis, Duration::from_secs(secs), None, false));
     }
     if want("load") {
         let (pis, secs) = if b.quick { (100, 6) } else { (1000, 20) };
@@ -200,6 +209,7 @@ fn main() -> ExitCode {
             pis,
             Duration::from_secs(secs),
             Some((n, spacing)),
+            true,
         ));
     }
     res.check_targets();
@@ -219,27 +229,83 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Probe round trips to an idle rpi-client; then the server's own round trips with its demo
-/// planner driving the same Pi.
+/// Probe round trips to an idle rpi-client, then to one simulated Pi (the baseline: it
+/// answers on the thread that receives, so it shows what the broker and the machine add);
+/// then the server's own round trips with its demo planner driving the real Pi.
 fn idle_latency(b: &Bench) -> IdleLatency {
     eprintln!("== command latency at idle");
     let broker = b.broker();
     let mut server = b.server(&broker, "latency-server", &[]);
     let mut pi = b.pi(&broker, "bench-pi");
     std::thread::sleep(Duration::from_millis(500));
-    let n = if b.quick { 50 } else { 400 };
+    let n = if b.quick { 50 } else { 300 };
+    let spacing = Duration::from_millis(50);
     let pi_res = latency::measure(
         broker.port(),
         "bench-latency",
         "bench-pi",
         &[1, 2, 3],
         n,
-        Duration::from_millis(25),
+        spacing,
     );
     eprintln!(
-        "   p50 {:?} us, p99 {:?} us, max {:?} us",
+        "   rpi-client: p50 {:?} us, p99 {:?} us, max {:?} us",
         pi_res.p50_us, pi_res.p99_us, pi_res.max_us
     );
+    let secs = n * spacing.as_millis() as u64 / 1000 + 5;
+    let args: Vec<String> = [
+        "--broker",
+        &broker.addr(),
+        "--pis",
+        "1",
+        "--entities",
+        "3",
+        "--duration",
+        &format!("{secs}s"),
+        "--ramp",
+        "0s",
+        "--segment-time",
+        "10ms",
+        "--id-prefix",
+        "bench-simpi",
+        "--progress-interval",
+        "0s",
+        "--log-level",
+        "warn",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut sim = procs::Proc::spawn(
+        "latency-simpi",
+        &procs::bin_dir().join("fleet-sim"),
+        &args,
+        procs::Stdout::Lines,
+        &b.logs(),
+    );
+    let sim_res = fleet_sim::bench::wait_subscribed(
+        &broker,
+        "bench-simpi-0",
+        "server/bench-simpi-0/segment",
+        Duration::from_secs(10),
+    )
+    .map(|()| {
+        latency::measure(
+            broker.port(),
+            "bench-latency-sim",
+            "bench-simpi-0",
+            &[1, 2, 3],
+            n,
+            spacing,
+        )
+    });
+    sim.stop(Duration::from_secs(10));
+    if let Some(r) = &sim_res {
+        eprintln!(
+            "   simulated Pi: p50 {:?} us, p99 {:?} us, max {:?} us",
+            r.p50_us, r.p99_us, r.max_us
+        );
+    }
     let _ = stop_server(&mut server);
     let mut planner = b.server(
         &broker,
@@ -251,6 +317,7 @@ fn idle_latency(b: &Bench) -> IdleLatency {
     pi.stop(Duration::from_secs(5));
     IdleLatency {
         pi: pi_res,
+        sim_pi: sim_res,
         server_rtt_n: stats.as_ref().and_then(|s| s.rtt_n),
         server_rtt_p50_ms: stats.as_ref().and_then(|s| s.rtt_p50_ms),
         server_rtt_p99_ms: stats.as_ref().and_then(|s| s.rtt_p99_ms),
