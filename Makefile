@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help deps demo test lint build release bench cross chaos fuzz clean
+.PHONY: help deps demo test lint build release bench cross msrv chaos fuzz clean
 
 help:
 	@echo "make demo    broker + server + two simulated Pis, live fleet table (Ctrl-C stops)"
@@ -12,6 +12,7 @@ help:
 	@echo "make release optimised binaries in target/release"
 	@echo "make bench   benchmarks: figures in bench-out/ and docs/performance.md"
 	@echo "make cross   rpi-client for armv7 and aarch64 (+ qemu smoke test)"
+	@echo "make msrv    check the workspace with rustc 1.85 (the Pi toolchain)"
 	@echo "make chaos   fault scenarios that take minutes"
 	@echo "make fuzz    cargo fuzz, bounded time per target"
 
@@ -39,6 +40,9 @@ bench: deps
 
 cross:
 	@scripts/cross.sh --smoke all
+
+msrv:
+	@scripts/msrv.sh
 
 chaos: deps
 	@scripts/chaos.sh
