@@ -59,7 +59,9 @@ pub fn measure(
     let mut next = Instant::now();
     for i in 0..n {
         super::sleep_until(next);
-        next += spacing;
+        // After a slow answer, carry on at the set pace instead of catching up with a burst
+        // (a burst would fill the entity's queue and measure the probe, not the path).
+        next = (next + spacing).max(Instant::now() + spacing / 2);
         let entity = entities[(i as usize) % entities.len()];
         let seg = Segment {
             entity_id: entity,

@@ -458,6 +458,17 @@ impl Results {
                         width: 5.0,
                     },
                     Series {
+                        name: "mqtt-server alone, no baseline (processed)",
+                        color: "#9467bd",
+                        points: self
+                            .solo
+                            .iter()
+                            .map(|r| (r.offered_per_s, r.processed_per_s))
+                            .collect(),
+                        dashed: false,
+                        width: 2.0,
+                    },
+                    Series {
                         name: "mqtt-server (processed)",
                         color: "#d62728",
                         points: pts(&|r| r.processed_per_s),

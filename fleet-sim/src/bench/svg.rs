@@ -77,6 +77,8 @@ fn legend(s: &mut String, items: &[(&str, &str, bool)]) {
 
 /// A line plot with linear axes from 0; the thousands are shown as `k`.
 pub fn line_plot(title: &str, x_label: &str, y_label: &str, series: &[Series<'_>]) -> String {
+    // A series with no points (a scenario not run) gets no line and no legend entry.
+    let series: Vec<&Series<'_>> = series.iter().filter(|s| !s.points.is_empty()).collect();
     let max = series
         .iter()
         .flat_map(|s| s.points.iter().flat_map(|p| [p.0, p.1]))
@@ -134,7 +136,7 @@ pub fn line_plot(title: &str, x_label: &str, y_label: &str, series: &[Series<'_>
         (T + H - B) / 2.0,
         esc(y_label)
     );
-    for se in series {
+    for se in &series {
         let pts: Vec<String> = se
             .points
             .iter()
@@ -265,15 +267,18 @@ pub fn bar_plot_log_ms(title: &str, groups: &[BarGroup<'_>], bars: &[(&str, &str
         W - R,
         H - B
     );
-    let items: Vec<(&str, &str, bool)> = bars.iter().map(|(n, c)| (*n, *c, false)).collect();
-    // Legend on the right so it does not cover the first group.
-    let mut leg = String::new();
-    legend(&mut leg, &items);
-    let _ = writeln!(
-        s,
-        r#"<g transform="translate({} 0)">{leg}</g>"#,
-        W - L - R - 150.0
-    );
+    // Legend in one row under the axis, so it covers no bar.
+    for (i, (name, color)) in bars.iter().enumerate() {
+        let x = L + i as f64 * 90.0;
+        let y = H - 14.0;
+        let _ = writeln!(
+            s,
+            r#"<rect x="{x}" y="{}" width="14" height="10" fill="{color}"/><text x="{}" y="{y}">{}</text>"#,
+            y - 9.0,
+            x + 20.0,
+            esc(name)
+        );
+    }
     s.push_str("</svg>\n");
     s
 }
@@ -316,6 +321,7 @@ mod tests {
             &[("p50", "green"), ("p99", "orange")],
         );
         assert!(b.contains("target 10 ms"));
-        assert_eq!(b.matches("<rect x=").count(), 3);
+        // Three bars (one value is missing) and two legend swatches.
+        assert_eq!(b.matches("<rect x=").count(), 5);
     }
 }
