@@ -85,6 +85,11 @@ impl Entities {
         }
     }
 
+    /// True when no entity has anything to do (see [`Vehicle::is_idle`]).
+    pub fn all_idle(&self) -> bool {
+        self.slots.iter().all(|s| s.vehicle.is_idle())
+    }
+
     /// Advances every entity by `dt`; pushes a `Completed` ack per finished segment.
     pub fn step(&mut self, dt: Duration, acks: &mut Vec<SegmentAck>) {
         for slot in &mut self.slots {

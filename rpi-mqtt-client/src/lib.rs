@@ -160,6 +160,7 @@ pub fn run_with(
             ack_topic: topics.ack.clone(),
             snapshot: snapshot.clone(),
             step: vehicles::STEP.min(config.state_interval),
+            idle_step: config.state_interval,
             resend_window: config.broker.keep_alive * 2 + Duration::from_secs(1),
         };
         workers.push(

@@ -125,6 +125,10 @@ impl Simulator {
 }
 
 impl Vehicle for Simulator {
+    fn is_idle(&self) -> bool {
+        self.run.is_none() && self.queue.is_empty()
+    }
+
     fn accept(&mut self, seg: &Segment) -> Result<(), RejectReason> {
         if seg.segment_type != 0 {
             return Err(RejectReason::UnsupportedType);
@@ -284,6 +288,19 @@ mod tests {
         );
         assert_eq!(sim.step(DT), None);
         assert_eq!(sim.state(), s);
+    }
+
+    #[test]
+    fn idle_only_without_running_or_queued_segments() {
+        let mut sim = Simulator::new(0, 0, 4);
+        assert!(sim.is_idle());
+        sim.accept(&seg(1, (0, 0), (100, 0), 500, 500)).unwrap();
+        sim.accept(&seg(2, (100, 0), (200, 0), 500, 500)).unwrap();
+        assert!(!sim.is_idle());
+        assert_eq!(drive(&mut sim, 100).0, 1);
+        assert!(!sim.is_idle(), "segment 2 is still queued");
+        assert_eq!(drive(&mut sim, 100).0, 2);
+        assert!(sim.is_idle());
     }
 
     #[test]

@@ -39,4 +39,10 @@ pub trait Vehicle: Send {
     /// Drops every queued and running segment (on shutdown) and stops; returns their ids,
     /// the running one first.
     fn abandon(&mut self) -> Vec<u32>;
+    /// True when stepping would change nothing (no segment running or queued): the daemon
+    /// then steps only at the state interval, which saves most of an idle Pi's CPU. A handler
+    /// that must be polled all the time (sensors) keeps the default.
+    fn is_idle(&self) -> bool {
+        false
+    }
 }

@@ -1,5 +1,5 @@
 //! The `vehicles` thread: owns the entity handlers. It takes the segments the main loop
-//! routes to it, steps the simulation on a fixed tick, publishes the acks (QoS 1, through a
+//! routes to it, steps the simulation on a fixed tick (slower while every entity is idle), publishes the acks (QoS 1, through a
 //! bounded outbox that survives a full queue and outages) and keeps the state snapshot that
 //! the state publisher reads. On stop, unfinished segments are acked `Rejected(ShuttingDown)`.
 
@@ -41,6 +41,9 @@ pub struct VehiclesLoop {
     pub snapshot: Snapshot,
     /// Simulation step (at most [`STEP`]; shorter with a very short state interval).
     pub step: Duration,
+    /// The step while every entity is idle and no ack waits: the state interval, so the
+    /// snapshot stays as fresh as the reports that carry it.
+    pub idle_step: Duration,
     /// How far back acks are resent after a disconnect: about how long a dead connection
     /// can go unnoticed (1.5-2x the MQTT keep-alive).
     pub resend_window: Duration,
@@ -92,9 +95,12 @@ impl VehiclesLoop {
         let mut overflow = RateLimiter::new(Duration::from_secs(30));
         let mut acks: Vec<SegmentAck> = Vec::new();
         let mut reports = Vec::new();
-        let ticker = tick(self.step);
+        let busy_ticker = tick(self.step);
+        let idle_ticker = tick(self.idle_step.max(self.step));
         let mut last = Instant::now();
         loop {
+            let idle = self.entities.all_idle() && outbox.is_empty();
+            let ticker = if idle { &idle_ticker } else { &busy_ticker };
             let event = select! {
                 recv(stop) -> _ => Event::Stop,
                 recv(segments) -> s => s.map(Event::Segment).unwrap_or(Event::Stop),
@@ -104,6 +110,10 @@ impl VehiclesLoop {
             match event {
                 Event::Stop => break,
                 Event::Segment(seg) => {
+                    if idle {
+                        // Time spent idle is not driving time for the new segment.
+                        last = Instant::now();
+                    }
                     let routed = self.entities.on_segment(&seg);
                     let ack = routed.ack;
                     match ack.outcome {
