@@ -185,6 +185,22 @@ fn broker_restart_under_load() {
     );
     assert_eq!(sent.len() as u64, c("sent"), "debug log vs counters");
     assert!(c("sent") >= 24, "load: {segs:?}");
+    // Re-subscribed: every Pi accepted a segment first sent after the restart.
+    for id in PIS {
+        let before: BTreeSet<u32> = rec
+            .acks
+            .iter()
+            .filter(|(at, p, _)| p == id && *at < back)
+            .map(|(_, _, a)| a.segment_id)
+            .collect();
+        let fresh = rec.acks.iter().any(|(at, p, a)| {
+            p == id
+                && *at > back
+                && a.outcome == common::AckOutcome::Accepted
+                && !before.contains(&a.segment_id)
+        });
+        assert!(fresh, "{id} took no new segment after the restart");
+    }
     for (id, d) in PIS.iter().zip(&pi_back) {
         assert!(
             *d < Duration::from_millis(1500),
