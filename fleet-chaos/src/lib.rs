@@ -7,12 +7,14 @@
 //!
 //! Helpers: [`bins`] (build and find the daemons), [`daemons`] (start them), [`table`] (the
 //! server's status table), [`watch`] (everything the Pis publish, and double-execution
-//! checks), [`garbage`] (labelled malformed input), [`rss`] (memory sampling), [`summary`] (the server's shutdown counters),
+//! checks), [`garbage`] (labelled malformed input), [`netns`] (a cuttable link, root only),
+//! [`rss`] (memory sampling), [`summary`] (the server's shutdown counters),
 //! [`report`] (result lines).
 
 pub mod bins;
 pub mod daemons;
 pub mod garbage;
+pub mod netns;
 pub mod report;
 pub mod rss;
 pub mod summary;

@@ -17,6 +17,9 @@ use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateSeen {
     pub at: Instant,
+    /// Age on arrival: the watcher's wall clock minus the report's `timestamp_ms` (same
+    /// machine, so no clock offset), in ms; negative means a clock step.
+    pub age_ms: i64,
     pub segment_id: u32,
     pub progress: u16,
     pub x: i32,
@@ -156,6 +159,16 @@ impl Record {
             .collect()
     }
 
+    /// The oldest state report (largest age on arrival, ms) that arrived at or after `t`.
+    pub fn max_state_age_after(&self, t: Instant) -> Option<i64> {
+        self.states
+            .values()
+            .flatten()
+            .filter(|s| s.at >= t)
+            .map(|s| s.age_ms)
+            .max()
+    }
+
     /// State reports of (pi, entity) that arrived in `[from, to)`.
     pub fn states_between(
         &self,
@@ -273,6 +286,13 @@ impl Drop for Watch {
     }
 }
 
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 fn lock(r: &Mutex<Record>) -> std::sync::MutexGuard<'_, Record> {
     r.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -301,6 +321,7 @@ fn on_publish(record: &Mutex<Record>, topic: &str, payload: &[u8], retain: bool)
             .or_default()
             .push(StateSeen {
                 at,
+                age_ms: wall_ms() as i64 - s.timestamp_ms as i64,
                 segment_id: s.segment_id,
                 progress: s.progress,
                 x: s.x,
@@ -324,6 +345,7 @@ mod tests {
                 .iter()
                 .map(|&(segment_id, progress)| StateSeen {
                     at: t,
+                    age_ms: 0,
                     segment_id,
                     progress,
                     x: 0,

@@ -1,0 +1,168 @@
+//! Silent network loss on a real link: the Pi runs in its own network namespace behind a veth
+//! pair whose both ends start dropping every packet (netem 100 % loss): no FIN, no RST, no
+//! socket error, as when a Pi's Wi-Fi vanishes. The server must mark the Pi offline on
+//! heartbeat timeout; when the link returns the Pi is online again. A short cut leaves the TCP
+//! connection alive (what was written meanwhile is delivered late); a long one outlasts the
+//! keep-alive on both sides and the Pi reconnects.
+//!
+//! Needs root (ip netns, tc): `#[ignore]`d, run by `scripts/chaos.sh` when it runs as root.
+
+use std::time::{Duration, Instant};
+
+use common::Point;
+use fleet_chaos::netns::NetNs;
+use fleet_chaos::{Watch, bins, count_lines, ms, report};
+use mqtt_server::{OfflineReason, SegmentOutcome, SegmentSpec, Server, ServerConfig};
+use testkit::{Broker, Daemon, wait_for};
+
+const ID: &str = "pi-netns";
+
+struct Setup {
+    // Dropped in reverse order: the Pi first, then the namespace, the server, the broker.
+    broker: Broker,
+    server: Server,
+    watch: Watch,
+    ns: NetNs,
+    pi: Daemon,
+}
+
+fn setup(tag: &str) -> Setup {
+    let ns = NetNs::create();
+    let pi_port = testkit::broker::free_port();
+    let broker = Broker::start_with(&format!(
+        "listener {pi_port} {}\nset_tcp_nodelay true",
+        ns.host_ip()
+    ));
+    let watch = Watch::start(broker.port(), &format!("watch-{tag}"));
+    let mut cfg = ServerConfig::default();
+    cfg.apply("broker", &broker.addr()).unwrap();
+    cfg.client_id = format!("server-{tag}");
+    cfg.segment_interval = Duration::ZERO;
+    cfg.status_interval = Duration::ZERO;
+    let server = Server::start(&cfg).expect("server starts");
+    let bin = bins::rpi_client();
+    let addr = format!("{}:{pi_port}", ns.host_ip());
+    let pi = Daemon::spawn(
+        std::path::Path::new("ip"),
+        &[
+            "netns",
+            "exec",
+            ns.name(),
+            bin.to_str().unwrap(),
+            "--config",
+            "/dev/null",
+            "--broker",
+            &addr,
+            "--client-id",
+            ID,
+            "--entities",
+            "1,2",
+        ],
+        &[],
+    );
+    let h = server.handle();
+    wait_for(Duration::from_secs(10), || {
+        let s = h.snapshot()?;
+        let p = s.pi(ID)?;
+        (p.online && p.entities.len() == 2).then_some(())
+    })
+    .expect("the Pi in the namespace is online");
+    Setup {
+        broker,
+        server,
+        watch,
+        ns,
+        pi,
+    }
+}
+
+fn leg(entity: u32) -> SegmentSpec {
+    SegmentSpec::line(entity, Point::new(0, 0), Point::new(100_000, 0), 100, 100)
+}
+
+/// Cuts the link for `cut`, dispatching a segment into the silence; returns what was seen.
+fn cut_and_restore(tag: &str, cut: Duration) {
+    let s = setup(tag);
+    let h = s.server.handle();
+    let log_at = s.pi.stderr().len();
+    let offset_before = h.snapshot().and_then(|x| x.pi(ID)?.clock_offset_ms);
+    s.ns.cut();
+    let cut_at = Instant::now();
+    let stale = h.dispatch(ID, leg(2)).expect("still online for the server");
+    let offline = wait_for(Duration::from_secs(5), || {
+        (!h.snapshot()?.pi(ID)?.online).then(Instant::now)
+    })
+    .expect("the server marks the Pi offline");
+    let last_beat = s
+        .watch
+        .with(|r| r.heartbeat_before(ID, offline))
+        .expect("heartbeats before the cut");
+    let detect = offline.duration_since(last_beat);
+    assert_eq!(
+        stale.wait_final(Duration::from_secs(1)),
+        Some(SegmentOutcome::Failed(mqtt_server::FailReason::PiOffline))
+    );
+    std::thread::sleep(cut.saturating_sub(cut_at.elapsed()));
+    let reason = h.snapshot().and_then(|x| x.pi(ID)?.offline_reason);
+    let cut_lines = s.pi.stderr()[log_at..].lines().count();
+
+    let restored = Instant::now();
+    s.ns.restore();
+    let back = wait_for(Duration::from_secs(20), || {
+        h.snapshot()?.pi(ID)?.online.then(Instant::now)
+    })
+    .expect("the Pi is online again after the link returns");
+    let recovery = back.duration_since(restored);
+    std::thread::sleep(Duration::from_secs(2));
+    let rec = s.watch.record();
+    // How stale were the state reports that arrived after the link came back?
+    let oldest = rec.max_state_age_after(restored).unwrap_or(0);
+    let offset_after = h.snapshot().and_then(|x| x.pi(ID)?.clock_offset_ms);
+    let stale_executed = rec
+        .states
+        .get(&(ID.to_owned(), 2))
+        .is_some_and(|v| v.iter().any(|x| x.segment_id == stale.id));
+    let reconnected = count_lines(&s.pi.stderr()[log_at..], "connected to") > 0;
+    report(
+        tag,
+        &[
+            ("detect_ms", ms(detect)),
+            ("recovery_ms", ms(recovery)),
+            ("cut_ms", ms(restored.duration_since(cut_at))),
+            ("pi_log_lines_in_cut", cut_lines as u64),
+            ("reconnected", u64::from(reconnected)),
+            (
+                "will_published",
+                u64::from(reason == Some(OfflineReason::Will)),
+            ),
+            ("stale_executed", u64::from(stale_executed)),
+            ("oldest_state_after_ms", oldest.max(0) as u64),
+        ],
+    );
+    eprintln!(
+        "offline reason at restore: {reason:?}; clock offset {offset_before:?} -> {offset_after:?}"
+    );
+    assert!(
+        rec.double_executions().is_empty(),
+        "{:?}",
+        rec.double_executions()
+    );
+    assert!(
+        detect >= Duration::from_millis(1500) && detect <= Duration::from_millis(2000),
+        "offline {detect:?} after the last heartbeat"
+    );
+    assert!(cut_lines <= 5, "{cut_lines} log lines during the cut");
+    let _ = &s.broker;
+}
+
+#[test]
+#[ignore = "needs root (ip netns, tc): run by scripts/chaos.sh as root"]
+fn netns_short_cut_keeps_the_connection() {
+    cut_and_restore("netns_cut_4s", Duration::from_secs(4));
+}
+
+#[test]
+#[ignore = "needs root (ip netns, tc): run by scripts/chaos.sh as root"]
+fn netns_long_cut_outlasts_the_keep_alive() {
+    cut_and_restore("netns_cut_20s", Duration::from_secs(20));
+}
