@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The fault and abuse suite (docs/reliability.md): every fleet-chaos scenario, the long
 # #[ignore]d ones included (60 s broker outage, 30 s malformed flood, and as root the cut
-# network links), one at a time so the
-# timings are not disturbed by each other. Prints a table of the measured figures and writes
-# them to bench-out/chaos.json. Takes about 5 minutes after `make test` (same build).
+# network links), one at a time so the timings are not disturbed by each other. Prints a
+# table of the measured figures and writes them to bench-out/chaos.json. About 4 minutes
+# after `make test` (same build; 5 as root).
 #
 #   CHAOS_DAEMON_PROFILE=release  run release builds of the daemons (builds them first)
 #   CHAOS_GAPS=1                  also run the tests of known gaps (gap_*; they fail today)
