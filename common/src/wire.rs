@@ -577,65 +577,67 @@ impl Message {
     }
 }
 
+/// One sample message of every kind, with its name: the unit tests' byte fixtures, the
+/// examples docs/protocol.md must show (`tests/protocol_doc.rs`), and the codec benchmark's
+/// inputs all use these.
+pub fn samples() -> Vec<(&'static str, Message)> {
+    vec![
+        (
+            "heartbeat",
+            Message::Heartbeat(Heartbeat {
+                seq: 42,
+                timestamp_ms: 1_764_000_000_000,
+            }),
+        ),
+        (
+            "state",
+            Message::State(StateReport {
+                entity_id: 1,
+                timestamp_ms: 1_764_000_000_100,
+                x: 123,
+                y: 456,
+                angle: 45_000,
+                vx: 250,
+                vy: -250,
+                segment_id: 7,
+                progress: 5_000,
+            }),
+        ),
+        (
+            "segment",
+            Message::Segment(Segment {
+                entity_id: 2,
+                segment_id: 7,
+                start: Point::new(0, 0),
+                end: Point::new(1000, -500),
+                velocity_start: 200,
+                velocity_end: 400,
+                segment_type: 0,
+            }),
+        ),
+        (
+            "ack",
+            Message::Ack(SegmentAck {
+                entity_id: 2,
+                segment_id: 7,
+                outcome: AckOutcome::Rejected(RejectReason::QueueFull),
+            }),
+        ),
+        (
+            "status",
+            Message::Status(Status {
+                presence: Presence::Online,
+                session: 1_764_000_000,
+                timestamp_ms: 1_764_000_000_000,
+            }),
+        ),
+    ]
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    /// One sample of every kind; docs/protocol.md shows exactly these (see `protocol_doc` test).
-    pub(crate) fn samples() -> Vec<(&'static str, Message)> {
-        vec![
-            (
-                "heartbeat",
-                Message::Heartbeat(Heartbeat {
-                    seq: 42,
-                    timestamp_ms: 1_764_000_000_000,
-                }),
-            ),
-            (
-                "state",
-                Message::State(StateReport {
-                    entity_id: 1,
-                    timestamp_ms: 1_764_000_000_100,
-                    x: 123,
-                    y: 456,
-                    angle: 45_000,
-                    vx: 250,
-                    vy: -250,
-                    segment_id: 7,
-                    progress: 5_000,
-                }),
-            ),
-            (
-                "segment",
-                Message::Segment(Segment {
-                    entity_id: 2,
-                    segment_id: 7,
-                    start: Point::new(0, 0),
-                    end: Point::new(1000, -500),
-                    velocity_start: 200,
-                    velocity_end: 400,
-                    segment_type: 0,
-                }),
-            ),
-            (
-                "ack",
-                Message::Ack(SegmentAck {
-                    entity_id: 2,
-                    segment_id: 7,
-                    outcome: AckOutcome::Rejected(RejectReason::QueueFull),
-                }),
-            ),
-            (
-                "status",
-                Message::Status(Status {
-                    presence: Presence::Online,
-                    session: 1_764_000_000,
-                    timestamp_ms: 1_764_000_000_000,
-                }),
-            ),
-        ]
-    }
 
     #[test]
     fn heartbeat_fixture() {

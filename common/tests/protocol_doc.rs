@@ -3,8 +3,7 @@
 //! payload section's stated length and byte table must match `Kind::encoded_len`.
 
 use common::wire::to_hex;
-use common::{AckOutcome, Heartbeat, Kind, Message, Point, Presence, RejectReason, Segment};
-use common::{SegmentAck, StateReport, Status};
+use common::{AckOutcome, Kind, Message, Presence};
 
 const DOC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md");
 
@@ -150,50 +149,14 @@ fn every_kind_outcome_and_presence_has_an_example() {
     }
 }
 
-/// The samples of `wire.rs`'s unit tests (not reachable from here, hence repeated): the doc
-/// promises to show exactly these.
+/// The samples the codec's unit tests use (`common::wire::samples`): the doc promises to show
+/// exactly these.
 #[test]
 fn wire_samples_are_documented() {
-    let samples = [
-        Message::Heartbeat(Heartbeat {
-            seq: 42,
-            timestamp_ms: 1_764_000_000_000,
-        }),
-        Message::State(StateReport {
-            entity_id: 1,
-            timestamp_ms: 1_764_000_000_100,
-            x: 123,
-            y: 456,
-            angle: 45_000,
-            vx: 250,
-            vy: -250,
-            segment_id: 7,
-            progress: 5_000,
-        }),
-        Message::Segment(Segment {
-            entity_id: 2,
-            segment_id: 7,
-            start: Point::new(0, 0),
-            end: Point::new(1000, -500),
-            velocity_start: 200,
-            velocity_end: 400,
-            segment_type: 0,
-        }),
-        Message::Ack(SegmentAck {
-            entity_id: 2,
-            segment_id: 7,
-            outcome: AckOutcome::Rejected(RejectReason::QueueFull),
-        }),
-        Message::Status(Status {
-            presence: Presence::Online,
-            session: 1_764_000_000,
-            timestamp_ms: 1_764_000_000_000,
-        }),
-    ];
     let doc = doc();
     let msgs: Vec<Message> = examples(&doc).into_iter().map(|(m, _, _)| m).collect();
-    for s in samples {
-        assert!(msgs.contains(&s), "sample {s:?} is not documented");
+    for (name, s) in common::wire::samples() {
+        assert!(msgs.contains(&s), "sample {name} {s:?} is not documented");
     }
 }
 

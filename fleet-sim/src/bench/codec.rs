@@ -5,10 +5,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use common::{
-    AckOutcome, Heartbeat, Message, Point, Presence, RejectReason, Segment, SegmentAck,
-    StateReport, Status,
-};
+use common::Message;
+use common::wire::samples;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -17,60 +15,6 @@ pub struct CodecResult {
     pub bytes: usize,
     pub encode_ns: f64,
     pub decode_ns: f64,
-}
-
-fn samples() -> Vec<(&'static str, Message)> {
-    vec![
-        (
-            "heartbeat",
-            Message::Heartbeat(Heartbeat {
-                seq: 42,
-                timestamp_ms: 1_764_000_000_000,
-            }),
-        ),
-        (
-            "state",
-            Message::State(StateReport {
-                entity_id: 1,
-                timestamp_ms: 1_764_000_000_100,
-                x: 123,
-                y: 456,
-                angle: 45_000,
-                vx: 250,
-                vy: -250,
-                segment_id: 7,
-                progress: 5_000,
-            }),
-        ),
-        (
-            "segment",
-            Message::Segment(Segment {
-                entity_id: 2,
-                segment_id: 7,
-                start: Point::new(0, 0),
-                end: Point::new(1000, -500),
-                velocity_start: 200,
-                velocity_end: 400,
-                segment_type: 0,
-            }),
-        ),
-        (
-            "ack",
-            Message::Ack(SegmentAck {
-                entity_id: 2,
-                segment_id: 7,
-                outcome: AckOutcome::Rejected(RejectReason::QueueFull),
-            }),
-        ),
-        (
-            "status",
-            Message::Status(Status {
-                presence: Presence::Online,
-                session: 1_764_000_000,
-                timestamp_ms: 1_764_000_000_000,
-            }),
-        ),
-    ]
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -122,7 +66,7 @@ pub fn run(runs: usize, iters: u64) -> Vec<CodecResult> {
 mod tests {
     #[test]
     fn every_kind_round_trips_and_is_timed() {
-        for (_, m) in super::samples() {
+        for (_, m) in common::wire::samples() {
             assert_eq!(common::Message::decode(m.encode().as_slice()), Ok(m));
         }
         let r = super::run(3, 1000);
