@@ -145,6 +145,7 @@ fn malformed_flood_10k_per_second_for_30_seconds() {
     let log = server.stderr();
     let got = summary::counters(&log, "input errors: ").expect("input error counters");
     let registry = summary::counters(&log, "registry: ").expect("registry counters");
+    let segments = summary::counters(&log, "segments: ").expect("segment counters");
     let flood_log = &log[log_before.min(log.len())..];
     let dropped_lines = count_lines(flood_log, "dropped a message");
     let got_total: u64 = got.values().sum();
@@ -200,6 +201,11 @@ fn malformed_flood_10k_per_second_for_30_seconds() {
         summary::get(&registry, "pis_added"),
         PIS.len() as u64,
         "garbage added Pis: {registry:?}"
+    );
+    // The real Pis kept being driven through the flood.
+    assert!(
+        summary::get(&segments, "completed") >= 6,
+        "segments during the flood: {segments:?}"
     );
     assert!(
         last <= at5 + 3 * 1024 && peak <= at5 + 4 * 1024,

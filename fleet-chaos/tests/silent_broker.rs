@@ -24,6 +24,8 @@ fn frozen_broker_is_detected_and_recovered_from() {
             "500ms",
             "--keep-alive",
             "2s",
+            "--log-level",
+            "debug",
         ],
     );
     let pis: Vec<_> = PIS
@@ -74,12 +76,15 @@ fn frozen_broker_is_detected_and_recovered_from() {
     std::thread::sleep(Duration::from_secs(3));
     let rec = watch.record();
     let twice = rec.double_executions();
+    // Segments in flight when the Pis timed out: failed, though the Pis drove on.
+    let failed_offline = count_lines(&server.stderr(), "failed: PiOffline");
     report(
         "silent_broker",
         &[
             ("offline_ms", ms(offline_after)),
             ("recovery_ms", ms(recovery)),
             ("pause_ms", ms(resumed.duration_since(paused))),
+            ("failed_pi_offline", failed_offline as u64),
         ],
     );
     eprintln!(
