@@ -7,19 +7,14 @@ use std::time::{Duration, Instant};
 
 use common::Heartbeat;
 use common::ratelimit::RateLimiter;
-use crossbeam_channel::{Receiver, select, tick};
+use crossbeam_channel::Receiver;
 use log::{debug, warn};
 use mqtt_link::QoS;
 
 use crate::clock;
 use crate::link_change::LinkChange;
 use crate::publisher::{NotSent, Publisher};
-
-enum Event {
-    Tick,
-    Link(LinkChange),
-    Stop,
-}
+use crate::ticker::run_ticker;
 
 pub struct HeartbeatTicker {
     pub interval: Duration,
@@ -32,24 +27,9 @@ impl HeartbeatTicker {
     pub fn run(self, stop: Receiver<()>, link: Receiver<LinkChange>) {
         let mut seq: u32 = 0;
         let mut full = RateLimiter::new(Duration::from_secs(30));
-        let mut ticker = tick(self.interval);
-        loop {
-            let event = select! {
-                recv(stop) -> _ => Event::Stop,
-                recv(link) -> c => c.map(Event::Link).unwrap_or(Event::Stop),
-                recv(ticker) -> _ => Event::Tick,
-            };
-            match event {
-                Event::Stop => break,
-                Event::Link(LinkChange::Down) => {}
-                Event::Link(LinkChange::Up) => {
-                    self.send(&mut seq, &mut full);
-                    // Restart the schedule from this heartbeat.
-                    ticker = tick(self.interval);
-                }
-                Event::Tick => self.send(&mut seq, &mut full),
-            }
-        }
+        run_ticker(self.interval, &stop, &link, || {
+            self.send(&mut seq, &mut full)
+        });
         debug!("heartbeat stopped after {seq} heartbeats");
     }
 

@@ -19,6 +19,7 @@ pub mod router;
 pub mod seen;
 pub mod simulator;
 pub mod state;
+pub mod ticker;
 pub mod vehicle;
 pub mod vehicles;
 pub mod worker;

@@ -8,22 +8,17 @@ use std::time::{Duration, Instant};
 
 use common::StateReport;
 use common::ratelimit::RateLimiter;
-use crossbeam_channel::{Receiver, select, tick};
+use crossbeam_channel::Receiver;
 use log::warn;
 use mqtt_link::QoS;
 
 use crate::link_change::LinkChange;
 use crate::publisher::{NotSent, Publisher};
+use crate::ticker::run_ticker;
 
 /// The latest state of every entity, written by the `vehicles` thread at each simulation step
 /// and read by the state publisher; each report carries the time it was sampled.
 pub type Snapshot = Arc<Mutex<Vec<StateReport>>>;
-
-enum Event {
-    Tick,
-    Link(LinkChange),
-    Stop,
-}
 
 pub struct StatePublisher {
     pub interval: Duration,
@@ -37,23 +32,9 @@ impl StatePublisher {
     pub fn run(self, stop: Receiver<()>, link: Receiver<LinkChange>) {
         let mut buf: Vec<StateReport> = Vec::new();
         let mut dropped = RateLimiter::new(Duration::from_secs(30));
-        let mut ticker = tick(self.interval);
-        loop {
-            let event = select! {
-                recv(stop) -> _ => Event::Stop,
-                recv(link) -> c => c.map(Event::Link).unwrap_or(Event::Stop),
-                recv(ticker) -> _ => Event::Tick,
-            };
-            match event {
-                Event::Stop => break,
-                Event::Link(LinkChange::Down) => {}
-                Event::Link(LinkChange::Up) => {
-                    self.publish(&mut buf, &mut dropped);
-                    ticker = tick(self.interval);
-                }
-                Event::Tick => self.publish(&mut buf, &mut dropped),
-            }
-        }
+        run_ticker(self.interval, &stop, &link, || {
+            self.publish(&mut buf, &mut dropped)
+        });
     }
 
     fn publish(&self, buf: &mut Vec<StateReport>, dropped: &mut RateLimiter) {
