@@ -204,6 +204,38 @@ impl BrokerConfig {
     pub fn validate(&self) -> Result<(), SetupError> {
         self.mqtt_options("validate").map(|_| ())
     }
+
+    /// [`BrokerConfig::validate`] as a configuration error that names the key to blame, as
+    /// both daemons report it at start (exit 2).
+    pub fn check(&self) -> Result<(), common::ConfigError> {
+        self.validate().map_err(|e| {
+            common::ConfigError::new(self.key_to_blame(&e), "", crate::daemon::error_chain(&e))
+        })
+    }
+
+    /// The settings key behind a setup problem.
+    pub fn key_to_blame(&self, e: &SetupError) -> &'static str {
+        match e {
+            SetupError::ReadFile { path, .. } | SetupError::NoPem { path, .. } => {
+                let is = |p: &Option<PathBuf>| p.as_ref() == Some(path);
+                if is(&self.tls_ca) {
+                    "tls_ca"
+                } else if is(&self.tls_cert) {
+                    "tls_cert"
+                } else if is(&self.tls_key) {
+                    "tls_key"
+                } else if is(&self.password_file) {
+                    "password_file"
+                } else {
+                    "broker"
+                }
+            }
+            SetupError::CertWithoutKey => "tls_key",
+            SetupError::CertWithoutCa => "tls_ca",
+            SetupError::PasswordWithoutUser => "username",
+            SetupError::Tls(_) => "tls_ca",
+        }
+    }
 }
 
 /// A problem with the broker settings found before connecting.
@@ -387,6 +419,15 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(cfg.validate(), Err(SetupError::CertWithoutCa)));
+        assert_eq!(cfg.check().unwrap_err().key, "tls_ca");
+        let cfg = BrokerConfig {
+            username: Some("pi-1".into()),
+            password_file: Some("/nonexistent/pw".into()),
+            ..Default::default()
+        };
+        let e = cfg.check().unwrap_err();
+        assert_eq!(e.key, "password_file");
+        assert!(e.to_string().contains("/nonexistent/pw"), "{e}");
     }
 
     #[test]

@@ -176,31 +176,7 @@ impl ServerConfig {
     /// Reads the TLS and password files now, so a bad path stops the start (exit 2); the
     /// error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        use mqtt_link::SetupError;
-        self.broker.validate().map_err(|e| {
-            let b = &self.broker;
-            let key = match &e {
-                SetupError::ReadFile { path, .. } | SetupError::NoPem { path, .. } => {
-                    let is = |p: &Option<std::path::PathBuf>| p.as_ref() == Some(path);
-                    if is(&b.tls_ca) {
-                        "tls_ca"
-                    } else if is(&b.tls_cert) {
-                        "tls_cert"
-                    } else if is(&b.tls_key) {
-                        "tls_key"
-                    } else if is(&b.password_file) {
-                        "password_file"
-                    } else {
-                        "broker"
-                    }
-                }
-                SetupError::CertWithoutKey => "tls_key",
-                SetupError::CertWithoutCa => "tls_ca",
-                SetupError::PasswordWithoutUser => "username",
-                SetupError::Tls(_) => "tls_ca",
-            };
-            ConfigError::new(key, "", mqtt_link::daemon::error_chain(&e))
-        })
+        self.broker.check()
     }
 
     /// Loads settings from `args` (after the program name), `env` and the config file.

@@ -9,7 +9,7 @@ use common::duration::{format_duration, parse_duration};
 use common::{ClientId, ConfigError};
 use log::LevelFilter;
 use mqtt_link::daemon::parse_level;
-use mqtt_link::{BROKER_KEYS, BrokerConfig, SetupError};
+use mqtt_link::{BROKER_KEYS, BrokerConfig};
 
 /// Environment variables `RPI_CLIENT_<KEY>` override the file.
 pub const ENV_PREFIX: &str = "RPI_CLIENT_";
@@ -204,38 +204,8 @@ impl Draft {
             queue_depth: self.queue_depth,
             broker,
         };
-        config
-            .broker
-            .validate()
-            .map_err(|e| ConfigError::new(broker_key(&e, &config.broker), "", chain(&e)))?;
+        config.broker.check()?;
         Ok(config)
-    }
-}
-
-fn chain(e: &SetupError) -> String {
-    mqtt_link::daemon::error_chain(e)
-}
-
-/// The key to blame for a broker setup problem.
-fn broker_key(e: &SetupError, b: &BrokerConfig) -> &'static str {
-    match e {
-        SetupError::ReadFile { what, path, .. } | SetupError::NoPem { what, path } => {
-            if *what == "password file" {
-                "password_file"
-            } else if b.tls_ca.as_deref() == Some(path.as_path()) {
-                "tls_ca"
-            } else if b.tls_cert.as_deref() == Some(path.as_path()) {
-                "tls_cert"
-            } else if b.tls_key.as_deref() == Some(path.as_path()) {
-                "tls_key"
-            } else {
-                "broker"
-            }
-        }
-        SetupError::CertWithoutKey => "tls_key",
-        SetupError::CertWithoutCa => "tls_ca",
-        SetupError::PasswordWithoutUser => "username",
-        SetupError::Tls(_) => "tls_ca",
     }
 }
 
