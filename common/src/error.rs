@@ -66,6 +66,28 @@ impl DecodeError {
     }
 }
 
+/// Why a message cannot be encoded in the protocol version asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EncodeError {
+    /// A version this build does not speak.
+    UnknownVersion(u8),
+    /// The message uses something that version cannot carry.
+    NotInVersion { version: u8, what: &'static str },
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EncodeError::UnknownVersion(v) => write!(f, "unknown protocol version {v}"),
+            EncodeError::NotInVersion { version, what } => {
+                write!(f, "protocol version {version} cannot carry {what}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for EncodeError {}
+
 /// Why a string is not a valid client id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientIdError {

@@ -11,7 +11,7 @@ pub mod ratelimit;
 pub mod topic;
 pub mod wire;
 
-pub use error::{ClientIdError, ConfigError, DecodeError, DurationError, TopicError};
+pub use error::{ClientIdError, ConfigError, DecodeError, DurationError, EncodeError, TopicError};
 pub use topic::{ClientId, TopicKind};
 pub use wire::{
     AckOutcome, Heartbeat, Kind, Message, Point, Presence, RejectReason, Segment, SegmentAck,

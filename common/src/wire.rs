@@ -1,16 +1,25 @@
 //! The binary wire format: message types and their fixed-layout, little-endian codec.
 //!
-//! Byte 0 of every payload is `(VERSION << 4) | kind`; the rest is a fixed layout per kind
-//! (see docs/protocol.md, which a test keeps in step with this file). No payload is longer
-//! than [`MAX_PAYLOAD`]. Decoding is total: any byte string gives a message or a
+//! Byte 0 of every payload is `(version << 4) | kind`; the rest is a fixed layout per kind and
+//! version (see docs/protocol.md, which a test keeps in step with this file). No payload is
+//! longer than [`MAX_PAYLOAD`]. Decoding is total: any byte string gives a message or a
 //! [`DecodeError`], never a panic.
+//!
+//! Versions: this code sends [`VERSION`] and decodes every version from [`OLDEST_VERSION`] up,
+//! so a server can be upgraded before the Pis (docs/protocol.md, "Versioning"). Version 2
+//! added the segment's `deadline_ms` and the `Expired` reject reason; the other layouts are
+//! the same in both versions.
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::DecodeError;
+use crate::error::{DecodeError, EncodeError};
 
-/// Protocol version carried in the high nibble of byte 0.
-pub const VERSION: u8 = 1;
+/// Protocol version this code sends, carried in the high nibble of byte 0.
+pub const VERSION: u8 = 2;
+/// The oldest version this code still decodes (and can encode, for peers not upgraded yet).
+pub const OLDEST_VERSION: u8 = 1;
+/// `Segment::deadline_ms` of a segment that never expires: every version 1 segment.
+pub const NO_DEADLINE: u64 = u64::MAX;
 /// The user's payload budget: no encoded message is longer than this.
 pub const MAX_PAYLOAD: usize = 64;
 /// Angles are millidegrees in `[0, ANGLE_FULL_TURN)`.
@@ -52,11 +61,18 @@ impl Kind {
         }
     }
 
-    /// The fixed encoded length of a message of this kind, header byte included.
+    /// The fixed encoded length of a message of this kind in the current [`VERSION`],
+    /// header byte included.
     pub const fn encoded_len(self) -> usize {
+        self.encoded_len_in(VERSION)
+    }
+
+    /// The fixed encoded length of this kind in `version` (only the segment changed size).
+    pub const fn encoded_len_in(self, version: u8) -> usize {
         match self {
             Kind::Heartbeat => Heartbeat::LEN,
             Kind::State => StateReport::LEN,
+            Kind::Segment if version == 1 => Segment::LEN_V1,
             Kind::Segment => Segment::LEN,
             Kind::Ack => SegmentAck::LEN,
             Kind::Status => Status::LEN,
@@ -119,6 +135,12 @@ pub struct Segment {
     pub velocity_end: i32,
     /// 0 = straight line; other values are reserved for vehicle-specific handlers.
     pub segment_type: u8,
+    /// The Pi's wall clock (ms since the Unix epoch) after which the Pi must not take this
+    /// segment: it answers `Rejected(Expired)` instead. The server sets it to the moment it
+    /// gives up on delivering the segment, converted to the Pi's clock, so a segment that
+    /// reaches a Pi late (after a silent outage) is never executed behind the server's back.
+    /// [`NO_DEADLINE`] never expires (every version 1 segment).
+    pub deadline_ms: u64,
 }
 
 /// Why a Pi refused a segment.
@@ -135,19 +157,30 @@ pub enum RejectReason {
     QueueFull = 4,
     /// The Pi is shutting down; the segment was dropped unfinished.
     ShuttingDown = 5,
+    /// The segment arrived after its `deadline_ms` (version 2 and later).
+    Expired = 6,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 5] = [
+    pub const ALL: [RejectReason; 6] = [
         RejectReason::UnknownEntity,
         RejectReason::UnsupportedType,
         RejectReason::InvalidSegment,
         RejectReason::QueueFull,
         RejectReason::ShuttingDown,
+        RejectReason::Expired,
     ];
 
     pub fn from_u8(v: u8) -> Option<RejectReason> {
         RejectReason::ALL.into_iter().find(|r| *r as u8 == v)
+    }
+
+    /// The protocol version that introduced this code.
+    pub const fn since_version(self) -> u8 {
+        match self {
+            RejectReason::Expired => 2,
+            _ => 1,
+        }
     }
 }
 
@@ -255,12 +288,12 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(kind: Kind) -> Writer {
+    fn new(kind: Kind, version: u8) -> Writer {
         let mut out = Encoded {
             buf: [0; MAX_PAYLOAD],
             len: 0,
         };
-        out.buf[0] = (VERSION << 4) | kind as u8;
+        out.buf[0] = (version << 4) | kind as u8;
         out.len = 1;
         Writer { out }
     }
@@ -332,50 +365,70 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn check_len(kind: Kind, bytes: &[u8]) -> Result<Reader<'_>, DecodeError> {
-    if bytes.len() != kind.encoded_len() {
+fn check_len(kind: Kind, version: u8, bytes: &[u8]) -> Result<Reader<'_>, DecodeError> {
+    let expected = kind.encoded_len_in(version);
+    if bytes.len() != expected {
         return Err(DecodeError::WrongLength {
             kind: kind.name(),
-            expected: kind.encoded_len(),
+            expected,
             actual: bytes.len(),
         });
     }
     Ok(Reader { bytes, pos: 1 })
 }
 
-/// Reads byte 0: checks the version and returns the kind.
-pub fn peek_kind(bytes: &[u8]) -> Result<Kind, DecodeError> {
+/// Reads byte 0: checks the version is one this code decodes and returns it with the kind.
+pub fn peek(bytes: &[u8]) -> Result<(u8, Kind), DecodeError> {
     let first = *bytes.first().ok_or(DecodeError::Empty)?;
     let version = first >> 4;
-    if version != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return Err(DecodeError::UnknownVersion(version));
     }
-    Kind::from_u8(first & 0x0f).ok_or(DecodeError::UnknownKind(first & 0x0f))
+    let kind = Kind::from_u8(first & 0x0f).ok_or(DecodeError::UnknownKind(first & 0x0f))?;
+    Ok((version, kind))
 }
 
-fn expect_kind(bytes: &[u8], want: Kind) -> Result<Reader<'_>, DecodeError> {
-    let kind = peek_kind(bytes)?;
+/// Reads byte 0: checks the version and returns the kind.
+pub fn peek_kind(bytes: &[u8]) -> Result<Kind, DecodeError> {
+    peek(bytes).map(|(_, kind)| kind)
+}
+
+/// Checks byte 0 and the length; returns the version and a reader past the header.
+fn expect_kind(bytes: &[u8], want: Kind) -> Result<(u8, Reader<'_>), DecodeError> {
+    let (version, kind) = peek(bytes)?;
     if kind != want {
         return Err(DecodeError::UnexpectedKind {
             expected: want.name(),
             actual: kind.name(),
         });
     }
-    check_len(kind, bytes)
+    Ok((version, check_len(kind, version, bytes)?))
+}
+
+fn check_version(version: u8) -> Result<(), EncodeError> {
+    if (OLDEST_VERSION..=VERSION).contains(&version) {
+        Ok(())
+    } else {
+        Err(EncodeError::UnknownVersion(version))
+    }
 }
 
 impl Heartbeat {
     pub const LEN: usize = 1 + 4 + 8;
 
     pub fn encode(&self) -> Encoded {
-        let mut w = Writer::new(Kind::Heartbeat);
+        self.write(VERSION)
+    }
+
+    fn write(&self, version: u8) -> Encoded {
+        let mut w = Writer::new(Kind::Heartbeat, version);
         w.u32(self.seq);
         w.u64(self.timestamp_ms);
         w.finish()
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Heartbeat, DecodeError> {
-        let mut r = expect_kind(bytes, Kind::Heartbeat)?;
+        let (_, mut r) = expect_kind(bytes, Kind::Heartbeat)?;
         Ok(Heartbeat {
             seq: r.u32(),
             timestamp_ms: r.u64(),
@@ -387,7 +440,11 @@ impl StateReport {
     pub const LEN: usize = 1 + 4 + 8 + 5 * 4 + 4 + 2;
 
     pub fn encode(&self) -> Encoded {
-        let mut w = Writer::new(Kind::State);
+        self.write(VERSION)
+    }
+
+    fn write(&self, version: u8) -> Encoded {
+        let mut w = Writer::new(Kind::State, version);
         w.u32(self.entity_id);
         w.u64(self.timestamp_ms);
         w.i32(self.x);
@@ -401,7 +458,7 @@ impl StateReport {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<StateReport, DecodeError> {
-        let mut r = expect_kind(bytes, Kind::State)?;
+        let (_, mut r) = expect_kind(bytes, Kind::State)?;
         let s = StateReport {
             entity_id: r.u32(),
             timestamp_ms: r.u64(),
@@ -430,10 +487,27 @@ impl StateReport {
 }
 
 impl Segment {
-    pub const LEN: usize = 1 + 4 + 4 + 8 + 8 + 4 + 4 + 1;
+    /// Version 2 (and later): the version 1 layout followed by `deadline_ms`.
+    pub const LEN: usize = Segment::LEN_V1 + 8;
+    /// Version 1: no deadline.
+    pub const LEN_V1: usize = 1 + 4 + 4 + 8 + 8 + 4 + 4 + 1;
 
     pub fn encode(&self) -> Encoded {
-        let mut w = Writer::new(Kind::Segment);
+        self.write(VERSION)
+    }
+
+    /// True when this segment has a deadline, i.e. `deadline_ms` is not [`NO_DEADLINE`].
+    pub fn has_deadline(&self) -> bool {
+        self.deadline_ms != NO_DEADLINE
+    }
+
+    /// How many ms past its deadline the segment is at `now_ms` (the Pi's clock), if it is.
+    pub fn expired_by(&self, now_ms: u64) -> Option<u64> {
+        (now_ms > self.deadline_ms).then(|| now_ms - self.deadline_ms)
+    }
+
+    fn write(&self, version: u8) -> Encoded {
+        let mut w = Writer::new(Kind::Segment, version);
         w.u32(self.entity_id);
         w.u32(self.segment_id);
         w.point(self.start);
@@ -441,11 +515,14 @@ impl Segment {
         w.i32(self.velocity_start);
         w.i32(self.velocity_end);
         w.u8(self.segment_type);
+        if version >= 2 {
+            w.u64(self.deadline_ms);
+        }
         w.finish()
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Segment, DecodeError> {
-        let mut r = expect_kind(bytes, Kind::Segment)?;
+        let (version, mut r) = expect_kind(bytes, Kind::Segment)?;
         let s = Segment {
             entity_id: r.u32(),
             segment_id: r.u32(),
@@ -454,6 +531,7 @@ impl Segment {
             velocity_start: r.i32(),
             velocity_end: r.i32(),
             segment_type: r.u8(),
+            deadline_ms: if version >= 2 { r.u64() } else { NO_DEADLINE },
         };
         if s.segment_id == 0 {
             return Err(DecodeError::OutOfRange {
@@ -469,12 +547,16 @@ impl SegmentAck {
     pub const LEN: usize = 1 + 4 + 4 + 1 + 1;
 
     pub fn encode(&self) -> Encoded {
+        self.write(VERSION)
+    }
+
+    fn write(&self, version: u8) -> Encoded {
         let (outcome, reason) = match self.outcome {
             AckOutcome::Accepted => (0, 0),
             AckOutcome::Completed => (1, 0),
             AckOutcome::Rejected(r) => (2, r as u8),
         };
-        let mut w = Writer::new(Kind::Ack);
+        let mut w = Writer::new(Kind::Ack, version);
         w.u32(self.entity_id);
         w.u32(self.segment_id);
         w.u8(outcome);
@@ -483,7 +565,7 @@ impl SegmentAck {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<SegmentAck, DecodeError> {
-        let mut r = expect_kind(bytes, Kind::Ack)?;
+        let (version, mut r) = expect_kind(bytes, Kind::Ack)?;
         let entity_id = r.u32();
         let segment_id = r.u32();
         let outcome = r.u8();
@@ -491,12 +573,14 @@ impl SegmentAck {
         let outcome = match (outcome, reason) {
             (0, 0) => AckOutcome::Accepted,
             (1, 0) => AckOutcome::Completed,
-            (2, code) => AckOutcome::Rejected(RejectReason::from_u8(code).ok_or(
-                DecodeError::OutOfRange {
-                    field: "reason",
-                    value: code.into(),
-                },
-            )?),
+            (2, code) => AckOutcome::Rejected(
+                RejectReason::from_u8(code)
+                    .filter(|r| r.since_version() <= version)
+                    .ok_or(DecodeError::OutOfRange {
+                        field: "reason",
+                        value: code.into(),
+                    })?,
+            ),
             (0 | 1, code) => {
                 return Err(DecodeError::OutOfRange {
                     field: "reason",
@@ -522,7 +606,11 @@ impl Status {
     pub const LEN: usize = 1 + 1 + 4 + 8;
 
     pub fn encode(&self) -> Encoded {
-        let mut w = Writer::new(Kind::Status);
+        self.write(VERSION)
+    }
+
+    fn write(&self, version: u8) -> Encoded {
+        let mut w = Writer::new(Kind::Status, version);
         w.u8(self.presence as u8);
         w.u32(self.session);
         w.u64(self.timestamp_ms);
@@ -530,7 +618,7 @@ impl Status {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Status, DecodeError> {
-        let mut r = expect_kind(bytes, Kind::Status)?;
+        let (_, mut r) = expect_kind(bytes, Kind::Status)?;
         let p = r.u8();
         let presence = Presence::from_u8(p).ok_or(DecodeError::OutOfRange {
             field: "presence",
@@ -565,7 +653,38 @@ impl Message {
         }
     }
 
-    /// Decodes any fleet message.
+    /// Encodes in `version`, for a peer that does not speak the current one yet. Fails when
+    /// the message cannot be said in that version (a deadline or an `Expired` in version 1).
+    pub fn encode_as(&self, version: u8) -> Result<Encoded, EncodeError> {
+        check_version(version)?;
+        Ok(match self {
+            Message::Heartbeat(m) => m.write(version),
+            Message::State(m) => m.write(version),
+            Message::Segment(m) => {
+                if version < 2 && m.has_deadline() {
+                    return Err(EncodeError::NotInVersion {
+                        version,
+                        what: "a segment deadline",
+                    });
+                }
+                m.write(version)
+            }
+            Message::Ack(m) => {
+                if let AckOutcome::Rejected(r) = m.outcome {
+                    if r.since_version() > version {
+                        return Err(EncodeError::NotInVersion {
+                            version,
+                            what: "this reject reason",
+                        });
+                    }
+                }
+                m.write(version)
+            }
+            Message::Status(m) => m.write(version),
+        })
+    }
+
+    /// Decodes any fleet message of any version this code speaks.
     pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         Ok(match peek_kind(bytes)? {
             Kind::Heartbeat => Message::Heartbeat(Heartbeat::decode(bytes)?),
@@ -613,6 +732,7 @@ pub fn samples() -> Vec<(&'static str, Message)> {
                 velocity_start: 200,
                 velocity_end: 400,
                 segment_type: 0,
+                deadline_ms: 1_764_000_004_000,
             }),
         ),
         (
@@ -642,7 +762,7 @@ pub(crate) mod tests {
     #[test]
     fn heartbeat_fixture() {
         let bytes = [
-            0x11, // version 1, kind 1 (heartbeat)
+            0x21, // version 2, kind 1 (heartbeat)
             0x2a, 0x00, 0x00, 0x00, // seq = 42
             0x00, 0xe8, 0x97, 0xb6, 0x9a, 0x01, 0x00, 0x00, // timestamp_ms = 1764000000000
         ];
@@ -657,7 +777,7 @@ pub(crate) mod tests {
     #[test]
     fn state_fixture() {
         let bytes = [
-            0x12, // version 1, kind 2 (state)
+            0x22, // version 2, kind 2 (state)
             0x01, 0x00, 0x00, 0x00, // entity_id = 1
             0x64, 0xe8, 0x97, 0xb6, 0x9a, 0x01, 0x00, 0x00, // timestamp_ms = 1764000000100
             0x7b, 0x00, 0x00, 0x00, // x = 123 mm
@@ -678,7 +798,7 @@ pub(crate) mod tests {
     #[test]
     fn segment_fixture() {
         let bytes = [
-            0x13, // version 1, kind 3 (segment)
+            0x23, // version 2, kind 3 (segment)
             0x02, 0x00, 0x00, 0x00, // entity_id = 2
             0x07, 0x00, 0x00, 0x00, // segment_id = 7
             0x00, 0x00, 0x00, 0x00, // start.x = 0
@@ -688,6 +808,7 @@ pub(crate) mod tests {
             0xc8, 0x00, 0x00, 0x00, // velocity_start = 200 mm/s
             0x90, 0x01, 0x00, 0x00, // velocity_end = 400 mm/s
             0x00, // segment_type = 0 (line)
+            0xa0, 0xf7, 0x97, 0xb6, 0x9a, 0x01, 0x00, 0x00, // deadline_ms = 1764000004000
         ];
         let Message::Segment(s) = samples()[2].1 else {
             unreachable!()
@@ -697,9 +818,119 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn version_1_segment_has_no_deadline() {
+        let bytes = [
+            0x13, // version 1, kind 3 (segment)
+            0x02, 0x00, 0x00, 0x00, // entity_id = 2
+            0x07, 0x00, 0x00, 0x00, // segment_id = 7
+            0x00, 0x00, 0x00, 0x00, // start.x = 0
+            0x00, 0x00, 0x00, 0x00, // start.y = 0
+            0xe8, 0x03, 0x00, 0x00, // end.x = 1000
+            0x0c, 0xfe, 0xff, 0xff, // end.y = -500
+            0xc8, 0x00, 0x00, 0x00, // velocity_start = 200 mm/s
+            0x90, 0x01, 0x00, 0x00, // velocity_end = 400 mm/s
+            0x00, // segment_type = 0 (line); version 1 ends here
+        ];
+        let Message::Segment(mut s) = samples()[2].1 else {
+            unreachable!()
+        };
+        s.deadline_ms = NO_DEADLINE;
+        assert_eq!(Segment::decode(&bytes), Ok(s));
+        assert!(!s.has_deadline());
+        assert_eq!(
+            s.expired_by(u64::MAX),
+            None,
+            "a version 1 segment never expires"
+        );
+        let m = Message::Segment(s);
+        assert_eq!(m.encode_as(1).unwrap().as_slice(), &bytes);
+        // A deadline cannot be said in version 1, and is not silently dropped.
+        let Message::Segment(with) = samples()[2].1 else {
+            unreachable!()
+        };
+        assert_eq!(
+            Message::Segment(with).encode_as(1).map(|e| e.to_vec()),
+            Err(EncodeError::NotInVersion {
+                version: 1,
+                what: "a segment deadline"
+            })
+        );
+        // A version 2 segment without a deadline is the 42-byte layout ending in ff x 8.
+        let v2 = m.encode();
+        assert_eq!(v2.as_slice().len(), Segment::LEN);
+        assert_eq!(&v2.as_slice()[34..], &[0xff; 8]);
+        assert_eq!(Message::decode(v2.as_slice()), Ok(m));
+    }
+
+    #[test]
+    fn expiry_is_measured_on_the_deadline() {
+        let Message::Segment(s) = samples()[2].1 else {
+            unreachable!()
+        };
+        assert_eq!(s.expired_by(s.deadline_ms - 1), None);
+        assert_eq!(
+            s.expired_by(s.deadline_ms),
+            None,
+            "due at the deadline itself"
+        );
+        assert_eq!(s.expired_by(s.deadline_ms + 250), Some(250));
+    }
+
+    #[test]
+    fn version_1_payloads_still_decode() {
+        for (name, m) in samples() {
+            let m = match m {
+                Message::Segment(mut s) => {
+                    s.deadline_ms = NO_DEADLINE;
+                    Message::Segment(s)
+                }
+                other => other,
+            };
+            let v1 = m.encode_as(1).unwrap();
+            let v2 = m.encode_as(2).unwrap();
+            assert_eq!(v1.as_slice()[0] >> 4, 1, "{name}");
+            assert_eq!(v2.as_slice()[0] >> 4, 2, "{name}");
+            assert_eq!(v1.as_slice().len(), m.kind().encoded_len_in(1), "{name}");
+            assert_eq!(peek(v1.as_slice()), Ok((1, m.kind())), "{name}");
+            assert_eq!(Message::decode(v1.as_slice()), Ok(m), "{name}");
+            if !matches!(m, Message::Segment(_)) {
+                // Same layout: only the header differs.
+                assert_eq!(v1.as_slice()[1..], v2.as_slice()[1..], "{name}");
+            }
+        }
+        assert_eq!(
+            samples()[0].1.encode_as(3).map(|e| e.to_vec()),
+            Err(EncodeError::UnknownVersion(3))
+        );
+    }
+
+    #[test]
+    fn expired_is_a_version_2_reason() {
+        let ack = Message::Ack(SegmentAck {
+            entity_id: 1,
+            segment_id: 9,
+            outcome: AckOutcome::Rejected(RejectReason::Expired),
+        });
+        let v2 = ack.encode();
+        assert_eq!(v2.as_slice()[10], 6);
+        assert_eq!(Message::decode(v2.as_slice()), Ok(ack));
+        assert!(ack.encode_as(1).is_err(), "version 1 has no Expired");
+        let mut v1 = v2.to_vec();
+        v1[0] = 0x14;
+        assert_eq!(
+            Message::decode(&v1),
+            Err(DecodeError::OutOfRange {
+                field: "reason",
+                value: 6
+            }),
+            "reason 6 in a version 1 ack is out of range"
+        );
+    }
+
+    #[test]
     fn ack_fixture() {
         let bytes = [
-            0x14, // version 1, kind 4 (ack)
+            0x24, // version 2, kind 4 (ack)
             0x02, 0x00, 0x00, 0x00, // entity_id = 2
             0x07, 0x00, 0x00, 0x00, // segment_id = 7
             0x02, // outcome = rejected
@@ -715,7 +946,7 @@ pub(crate) mod tests {
     #[test]
     fn status_fixture() {
         let bytes = [
-            0x15, // version 1, kind 5 (status)
+            0x25, // version 2, kind 5 (status)
             0x01, // presence = online
             0x00, 0x81, 0x24, 0x69, // session = 1764000000
             0x00, 0xe8, 0x97, 0xb6, 0x9a, 0x01, 0x00, 0x00, // timestamp_ms
@@ -736,7 +967,8 @@ pub(crate) mod tests {
         }
         assert_eq!(Heartbeat::LEN, 13);
         assert_eq!(StateReport::LEN, 39);
-        assert_eq!(Segment::LEN, 34);
+        assert_eq!(Segment::LEN, 42);
+        assert_eq!(Segment::LEN_V1, 34);
         assert_eq!(SegmentAck::LEN, 11);
         assert_eq!(Status::LEN, 14);
     }
@@ -760,14 +992,16 @@ pub(crate) mod tests {
                 matches!(Message::decode(&long), Err(DecodeError::WrongLength { .. })),
                 "{name} extended"
             );
-            // Future version.
-            let mut v2 = good.clone();
-            v2[0] = (2 << 4) | (v2[0] & 0x0f);
-            assert_eq!(
-                Message::decode(&v2),
-                Err(DecodeError::UnknownVersion(2)),
-                "{name}"
-            );
+            // Future version, and version 0.
+            for v in [0, VERSION + 1, 15] {
+                let mut future = good.clone();
+                future[0] = (v << 4) | (future[0] & 0x0f);
+                assert_eq!(
+                    Message::decode(&future),
+                    Err(DecodeError::UnknownVersion(v)),
+                    "{name}"
+                );
+            }
             // Unknown kind.
             let mut k = good.clone();
             k[0] = (VERSION << 4) | 0x0f;
@@ -911,7 +1145,8 @@ pub(crate) mod tests {
                 arb_point(),
                 any::<i32>(),
                 any::<i32>(),
-                any::<u8>()
+                any::<u8>(),
+                any::<u64>()
             )
                 .prop_map(
                     |(
@@ -922,6 +1157,7 @@ pub(crate) mod tests {
                         velocity_start,
                         velocity_end,
                         segment_type,
+                        deadline_ms,
                     )| {
                         Message::Segment(Segment {
                             entity_id,
@@ -931,6 +1167,7 @@ pub(crate) mod tests {
                             velocity_start,
                             velocity_end,
                             segment_type,
+                            deadline_ms,
                         })
                     }
                 ),
@@ -977,6 +1214,10 @@ pub(crate) mod tests {
             let enc = m.encode();
             prop_assert!(enc.as_slice().len() <= MAX_PAYLOAD);
             prop_assert_eq!(Message::decode(enc.as_slice()), Ok(m));
+            // In version 1, whatever version 1 can say round-trips too.
+            if let Ok(v1) = m.encode_as(1) {
+                prop_assert_eq!(Message::decode(v1.as_slice()), Ok(m));
+            }
         }
 
         #[test]
@@ -984,16 +1225,20 @@ pub(crate) mod tests {
             // Any result is fine; what matters is a value, not a panic. A successful decode
             // must re-encode to the very same bytes (the format has one spelling per message).
             if let Ok(m) = Message::decode(&bytes) {
-                prop_assert_eq!(m.encode().to_vec(), bytes);
+                prop_assert_eq!(m.encode_as(bytes[0] >> 4).unwrap().to_vec(), bytes);
             }
         }
 
         #[test]
-        fn valid_header_random_body(kind in 1u8..=5, body in prop::collection::vec(any::<u8>(), 0..64)) {
-            let mut bytes = vec![(VERSION << 4) | kind];
+        fn valid_header_random_body(
+            version in OLDEST_VERSION..=VERSION,
+            kind in 1u8..=5,
+            body in prop::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut bytes = vec![(version << 4) | kind];
             bytes.extend(body);
             if let Ok(m) = Message::decode(&bytes) {
-                prop_assert_eq!(m.encode().to_vec(), bytes);
+                prop_assert_eq!(m.encode_as(version).unwrap().to_vec(), bytes);
             }
         }
     }

@@ -1,9 +1,15 @@
 //! Keeps docs/protocol.md in step with the codec: every JSON example must encode to the hex
-//! shown under it (and the hex must decode back to it), every kind needs an example, and every
-//! payload section's stated length and byte table must match `Kind::encoded_len`.
+//! shown under it (and the hex must decode back to it), every kind, outcome, reject reason and
+//! presence needs an example, and every payload section's stated length and byte table must
+//! match the codec's fixed lengths.
+//!
+//! Versions: a hex block with the info string `hex` is the current [`VERSION`]'s encoding
+//! (`Message::encode`); `hex vN` is version N's (`Message::encode_as(N)`) and must sit under a
+//! heading that mentions "version N". Likewise a payload section (a heading with `(kind K)`)
+//! describes the current version unless its heading says "version N".
 
-use common::wire::to_hex;
-use common::{AckOutcome, Kind, Message, Presence};
+use common::wire::{OLDEST_VERSION, VERSION, peek, to_hex};
+use common::{AckOutcome, Kind, Message, Presence, RejectReason};
 
 const DOC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md");
 
@@ -11,18 +17,47 @@ fn doc() -> String {
     std::fs::read_to_string(DOC_PATH).unwrap_or_else(|e| panic!("reading {DOC_PATH}: {e}"))
 }
 
-/// A fenced code block: its info string (language), body and the 1-based line of its opening fence.
+/// The versions older than the current one that the codec still speaks.
+fn older_versions() -> impl Iterator<Item = u8> {
+    OLDEST_VERSION..VERSION
+}
+
+/// The version a heading names ("version N", any case), if any.
+fn heading_version(heading: &str) -> Option<u8> {
+    let lower = heading.to_lowercase();
+    let (_, rest) = lower.split_once("version ")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// A markdown heading line: its level (number of `#`) and text.
+fn heading(line: &str) -> Option<(usize, &str)> {
+    let t = line.trim();
+    let level = t.chars().take_while(|c| *c == '#').count();
+    (level > 0).then(|| (level, t[level..].trim()))
+}
+
+/// A fenced code block: its info string (language), body, the 1-based line of its opening fence
+/// and the headings it sits under (outermost first).
 struct Block {
     lang: String,
     body: String,
     line: usize,
+    headings: Vec<String>,
 }
 
 /// Every fenced block of the document, in order.
 fn blocks(doc: &str) -> Vec<Block> {
     let mut out = Vec::new();
+    // (level, text) of the enclosing headings.
+    let mut stack: Vec<(usize, String)> = Vec::new();
     let mut lines = doc.lines().enumerate();
     while let Some((i, line)) = lines.next() {
+        if let Some((level, text)) = heading(line) {
+            stack.retain(|(l, _)| *l < level);
+            stack.push((level, text.to_owned()));
+            continue;
+        }
         let Some(lang) = line.trim_start().strip_prefix("```") else {
             continue;
         };
@@ -41,6 +76,7 @@ fn blocks(doc: &str) -> Vec<Block> {
             lang: lang.trim().to_owned(),
             body,
             line: i + 1,
+            headings: stack.iter().map(|(_, h)| h.clone()).collect(),
         });
     }
     out
@@ -58,36 +94,93 @@ fn parse_hex(text: &str, line: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The protocol version a hex block's info string names: `hex` is the current version,
+/// `hex vN` version N. None for blocks that are not hex blocks.
+fn hex_version(b: &Block) -> Option<u8> {
+    let rest = b.lang.strip_prefix("hex")?;
+    if rest.is_empty() {
+        return Some(VERSION);
+    }
+    let v: u8 = rest
+        .trim()
+        .strip_prefix('v')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "line {}: info string {:?} is neither `hex` nor `hex vN`",
+                b.line, b.lang
+            )
+        });
+    assert!(
+        (OLDEST_VERSION..VERSION).contains(&v),
+        "line {}: `hex v{v}`: the codec speaks versions {OLDEST_VERSION}..={VERSION}, and the \
+         current one is written `hex`",
+        b.line
+    );
+    assert!(
+        b.headings.iter().any(|h| heading_version(h) == Some(v)),
+        "line {}: a `hex v{v}` example must be under a heading naming version {v}, not {:?}",
+        b.line,
+        b.headings
+    );
+    Some(v)
+}
+
+/// One documented example: a json block and the hex block under it.
+struct Example {
+    msg: Message,
+    bytes: Vec<u8>,
+    /// The protocol version the hex is in.
+    version: u8,
+    /// Line of the json block.
+    line: usize,
+}
+
 /// Every (json, hex) example pair. A json block must be followed by a hex block and a hex block
 /// must follow a json block, so no example goes unchecked.
-fn examples(doc: &str) -> Vec<(Message, Vec<u8>, usize)> {
+fn examples(doc: &str) -> Vec<Example> {
     let blocks = blocks(doc);
     let mut out = Vec::new();
     let mut i = 0;
     while i < blocks.len() {
         let b = &blocks[i];
-        match b.lang.as_str() {
-            "json" => {
-                let hex = blocks
-                    .get(i + 1)
-                    .filter(|h| h.lang == "hex")
-                    .unwrap_or_else(|| panic!("json block at line {} has no hex block", b.line));
-                let json = b.body.trim();
-                assert!(
-                    !json.contains('\n'),
-                    "json block at line {}: the message must be on one line",
-                    b.line
-                );
-                let msg: Message = serde_json::from_str(json)
-                    .unwrap_or_else(|e| panic!("json block at line {}: {e}", b.line));
-                out.push((msg, parse_hex(&hex.body, hex.line), b.line));
-                i += 2;
-            }
-            "hex" => panic!("hex block at line {} does not follow a json block", b.line),
-            _ => i += 1,
+        if hex_version(b).is_some() {
+            panic!("hex block at line {} does not follow a json block", b.line);
         }
+        if b.lang != "json" {
+            i += 1;
+            continue;
+        }
+        let (hex, version) = blocks
+            .get(i + 1)
+            .and_then(|h| Some((h, hex_version(h)?)))
+            .unwrap_or_else(|| panic!("json block at line {} has no hex block", b.line));
+        let json = b.body.trim();
+        assert!(
+            !json.contains('\n'),
+            "json block at line {}: the message must be on one line",
+            b.line
+        );
+        let msg: Message = serde_json::from_str(json)
+            .unwrap_or_else(|e| panic!("json block at line {}: {e}", b.line));
+        out.push(Example {
+            msg,
+            bytes: parse_hex(&hex.body, hex.line),
+            version,
+            line: b.line,
+        });
+        i += 2;
     }
     out
+}
+
+/// The messages of the examples in the current version.
+fn current_messages(doc: &str) -> Vec<Message> {
+    examples(doc)
+        .into_iter()
+        .filter(|e| e.version == VERSION)
+        .map(|e| e.msg)
+        .collect()
 }
 
 #[test]
@@ -95,11 +188,29 @@ fn every_example_encodes_to_its_hex_and_back() {
     let doc = doc();
     let examples = examples(&doc);
     assert!(!examples.is_empty(), "no examples found in {DOC_PATH}");
-    for (msg, bytes, line) in &examples {
+    for Example {
+        msg,
+        bytes,
+        version,
+        line,
+    } in &examples
+    {
+        let encoded = if *version == VERSION {
+            msg.encode()
+        } else {
+            msg.encode_as(*version).unwrap_or_else(|e| {
+                panic!("example at line {line}: cannot be encoded in version {version}: {e}")
+            })
+        };
         assert_eq!(
-            to_hex(msg.encode().as_slice()),
+            to_hex(encoded.as_slice()),
             to_hex(bytes),
-            "example at line {line}: encoding differs from the documented hex"
+            "example at line {line}: the version {version} encoding differs from the documented hex"
+        );
+        assert_eq!(
+            peek(bytes),
+            Ok((*version, msg.kind())),
+            "example at line {line}: header byte"
         );
         assert_eq!(
             Message::decode(bytes).as_ref(),
@@ -112,30 +223,26 @@ fn every_example_encodes_to_its_hex_and_back() {
 #[test]
 fn every_kind_outcome_and_presence_has_an_example() {
     let doc = doc();
-    let msgs: Vec<Message> = examples(&doc).into_iter().map(|(m, _, _)| m).collect();
+    let msgs = current_messages(&doc);
     for kind in Kind::ALL {
         assert!(
             msgs.iter().any(|m| m.kind() == kind),
-            "no example of kind {}",
+            "no version {VERSION} example of kind {}",
             kind.name()
         );
     }
-    let has_outcome = |f: fn(&AckOutcome) -> bool| {
+    let has_outcome = |outcome: AckOutcome| {
         msgs.iter()
-            .any(|m| matches!(m, Message::Ack(a) if f(&a.outcome)))
+            .any(|m| matches!(m, Message::Ack(a) if a.outcome == outcome))
     };
-    assert!(
-        has_outcome(|o| *o == AckOutcome::Accepted),
-        "no accepted ack"
-    );
-    assert!(
-        has_outcome(|o| *o == AckOutcome::Completed),
-        "no completed ack"
-    );
-    assert!(
-        has_outcome(|o| matches!(o, AckOutcome::Rejected(_))),
-        "no rejected ack"
-    );
+    assert!(has_outcome(AckOutcome::Accepted), "no accepted ack");
+    assert!(has_outcome(AckOutcome::Completed), "no completed ack");
+    for reason in RejectReason::ALL {
+        assert!(
+            has_outcome(AckOutcome::Rejected(reason)),
+            "no ack rejected with {reason:?}"
+        );
+    }
     for presence in [
         Presence::Online,
         Presence::Offline,
@@ -149,12 +256,37 @@ fn every_kind_outcome_and_presence_has_an_example() {
     }
 }
 
+/// Every older version the codec decodes has an example, and so has every kind whose layout
+/// differs in it.
+#[test]
+fn older_versions_have_examples() {
+    let doc = doc();
+    let examples = examples(&doc);
+    for v in older_versions() {
+        assert!(
+            examples.iter().any(|e| e.version == v),
+            "no `hex v{v}` example"
+        );
+        for kind in Kind::ALL {
+            if kind.encoded_len_in(v) != kind.encoded_len() {
+                assert!(
+                    examples
+                        .iter()
+                        .any(|e| e.version == v && e.msg.kind() == kind),
+                    "the {} layout differs in version {v} but has no `hex v{v}` example",
+                    kind.name()
+                );
+            }
+        }
+    }
+}
+
 /// The samples the codec's unit tests use (`common::wire::samples`): the doc promises to show
 /// exactly these.
 #[test]
 fn wire_samples_are_documented() {
     let doc = doc();
-    let msgs: Vec<Message> = examples(&doc).into_iter().map(|(m, _, _)| m).collect();
+    let msgs = current_messages(&doc);
     for (name, s) in common::wire::samples() {
         assert!(msgs.contains(&s), "sample {name} {s:?} is not documented");
     }
@@ -171,14 +303,29 @@ fn type_size(ty: &str) -> Option<usize> {
     })
 }
 
+/// The cells of a markdown table row, or None for a line that is not one.
+fn table_cells(line: &str) -> Option<Vec<&str>> {
+    let t = line.trim();
+    t.starts_with('|')
+        .then(|| t.trim_matches('|').split('|').map(str::trim).collect())
+}
+
+fn is_separator(cells: &[&str]) -> bool {
+    cells
+        .iter()
+        .all(|c| !c.is_empty() && c.chars().all(|ch| ch == '-' || ch == ':'))
+}
+
 /// What one payload section (a heading containing `(kind N)`) states.
 #[derive(Default)]
 struct Section {
     kind: Option<u8>,
+    /// The version its heading names, else the current one.
+    version: u8,
     heading: String,
     length: Option<usize>,
-    /// (offset, size, type) of every row of the section's `Offset` table.
-    rows: Vec<(usize, usize, String)>,
+    /// The cells of every row of the section's `Offset` table.
+    rows: Vec<Vec<String>>,
 }
 
 fn payload_sections(doc: &str) -> Vec<Section> {
@@ -186,14 +333,15 @@ fn payload_sections(doc: &str) -> Vec<Section> {
     let mut in_table = false;
     for line in doc.lines() {
         let t = line.trim();
-        if t.starts_with('#') {
+        if let Some((_, text)) = heading(t) {
             in_table = false;
-            let kind = t
+            let kind = text
                 .split_once("(kind ")
                 .and_then(|(_, rest)| rest.split_once(')'))
                 .map(|(n, _)| n.trim().parse::<u8>().expect("kind number"));
             sections.push(Section {
                 kind,
+                version: heading_version(text).unwrap_or(VERSION),
                 heading: t.to_owned(),
                 ..Section::default()
             });
@@ -212,70 +360,167 @@ fn payload_sections(doc: &str) -> Vec<Section> {
             sec.length = Some(n);
             continue;
         }
-        if !t.starts_with('|') {
+        let Some(cells) = table_cells(t) else {
             in_table = false;
             continue;
-        }
-        let cells: Vec<&str> = t.trim_matches('|').split('|').map(str::trim).collect();
+        };
         if cells.first() == Some(&"Offset") {
             assert!(sec.rows.is_empty(), "{}: two byte tables", sec.heading);
-            assert_eq!(cells.get(1), Some(&"Size"), "{}", sec.heading);
-            assert_eq!(cells.get(2), Some(&"Type"), "{}", sec.heading);
+            assert_eq!(
+                cells,
+                ["Offset", "Size", "Type", "Unit", "Field", "Meaning"],
+                "{}: byte table columns",
+                sec.heading
+            );
             in_table = true;
             continue;
         }
-        if !in_table || cells.iter().all(|c| c.chars().all(|ch| ch == '-')) {
+        if !in_table || is_separator(&cells) {
             continue;
         }
-        let num = |i: usize| -> usize {
-            cells[i]
-                .parse()
-                .unwrap_or_else(|_| panic!("{}: bad row {t:?}", sec.heading))
-        };
-        sec.rows.push((num(0), num(1), cells[2].to_owned()));
+        assert_eq!(cells.len(), 6, "{}: row {t:?}", sec.heading);
+        sec.rows
+            .push(cells.into_iter().map(str::to_owned).collect());
     }
     sections.into_iter().filter(|s| s.kind.is_some()).collect()
+}
+
+/// Checks one payload section against the codec's layout of `kind` in `version`.
+fn check_section(sec: &Section, kind: Kind, version: u8) {
+    let len = kind.encoded_len_in(version);
+    assert_eq!(
+        sec.length,
+        Some(len),
+        "{}: stated length (a line `Length: N bytes`)",
+        sec.heading
+    );
+    assert!(!sec.rows.is_empty(), "{}: no byte table", sec.heading);
+    let header = &sec.rows[0];
+    let byte0 = format!("`0x{version:x}{:x}`", kind as u8);
+    assert!(
+        header[4] == "header" && header[5].starts_with(&byte0),
+        "{}: the first row must be the header, {byte0}: {header:?}",
+        sec.heading
+    );
+    let mut next = 0;
+    for row in &sec.rows {
+        let num = |i: usize| -> usize {
+            row[i]
+                .parse()
+                .unwrap_or_else(|_| panic!("{}: bad row {row:?}", sec.heading))
+        };
+        let (offset, size, ty) = (num(0), num(1), row[2].as_str());
+        assert_eq!(offset, next, "{}: row at offset {offset}", sec.heading);
+        assert_eq!(
+            type_size(ty),
+            Some(size),
+            "{}: offset {offset} has type {ty} but size {size}",
+            sec.heading
+        );
+        next = offset + size;
+    }
+    assert_eq!(
+        next, len,
+        "{}: the table's fields add up to {next} bytes",
+        sec.heading
+    );
 }
 
 #[test]
 fn byte_tables_match_encoded_lengths() {
     let doc = doc();
     let sections = payload_sections(&doc);
+    for sec in &sections {
+        let kind = Kind::from_u8(sec.kind.unwrap())
+            .unwrap_or_else(|| panic!("{}: no such kind", sec.heading));
+        assert!(
+            (OLDEST_VERSION..=VERSION).contains(&sec.version),
+            "{}: the codec does not speak version {}",
+            sec.heading,
+            sec.version
+        );
+        check_section(sec, kind, sec.version);
+    }
     for kind in Kind::ALL {
-        let matching: Vec<&Section> = sections
-            .iter()
-            .filter(|s| s.kind == Some(kind as u8))
-            .collect();
-        assert_eq!(
-            matching.len(),
-            1,
-            "expected one section headed `(kind {})`",
-            kind as u8
-        );
-        let sec = matching[0];
-        assert_eq!(
-            sec.length,
-            Some(kind.encoded_len()),
-            "{}: stated length (a line `Length: N bytes`)",
-            sec.heading
-        );
-        assert!(!sec.rows.is_empty(), "{}: no byte table", sec.heading);
-        let mut next = 0;
-        for (offset, size, ty) in &sec.rows {
-            assert_eq!(*offset, next, "{}: row at offset {offset}", sec.heading);
-            assert_eq!(
-                type_size(ty),
-                Some(*size),
-                "{}: offset {offset} has type {ty} but size {size}",
-                sec.heading
+        for version in OLDEST_VERSION..=VERSION {
+            let n = sections
+                .iter()
+                .filter(|s| s.kind == Some(kind as u8) && s.version == version)
+                .count();
+            // The current version needs a table of every kind; an older one needs a table of
+            // each kind whose layout differs from the current one (the doc says the others
+            // only differ in the header byte), and no kind may have two.
+            let required = version == VERSION || kind.encoded_len_in(version) != kind.encoded_len();
+            assert!(
+                n <= 1 && (n == 1 || !required),
+                "expected {} section(s) headed `(kind {})`{} but found {n}",
+                if required { "one" } else { "at most one" },
+                kind as u8,
+                if version == VERSION {
+                    String::new()
+                } else {
+                    format!(" and naming version {version}")
+                }
             );
-            next = offset + size;
         }
+    }
+}
+
+/// The table of kind codes (`| Code | Kind | Topic | Length | Length in version N |...`) gives
+/// every kind's name and its length in the current and every older version.
+#[test]
+fn kind_table_matches_codec() {
+    let doc = doc();
+    let mut lines = doc.lines().skip_while(|l| {
+        table_cells(l).is_none_or(|c| c.get(..3) != Some(&["Code", "Kind", "Topic"][..]))
+    });
+    let header: Vec<String> =
+        table_cells(lines.next().expect("no `| Code | Kind | Topic |` table"))
+            .unwrap()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+    // (column, version) of every length column.
+    let mut length_columns = Vec::new();
+    for (i, h) in header.iter().enumerate() {
+        if h == "Length" {
+            length_columns.push((i, VERSION));
+        } else if let Some(v) = h.strip_prefix("Length in version ") {
+            length_columns.push((i, v.parse::<u8>().expect("version number")));
+        }
+    }
+    for v in OLDEST_VERSION..=VERSION {
         assert_eq!(
-            next,
-            kind.encoded_len(),
-            "{}: the table's fields add up to {next} bytes",
-            sec.heading
+            length_columns.iter().filter(|(_, cv)| *cv == v).count(),
+            1,
+            "the kind table needs one length column for version {v}: {header:?}"
         );
     }
+    let mut seen = Vec::new();
+    for line in lines {
+        let Some(cells) = table_cells(line) else {
+            break;
+        };
+        if is_separator(&cells) {
+            continue;
+        }
+        assert_eq!(cells.len(), header.len(), "kind table row {line:?}");
+        let kind = cells[0]
+            .parse()
+            .ok()
+            .and_then(Kind::from_u8)
+            .unwrap_or_else(|| panic!("kind table: {:?} is no kind code", cells[0]));
+        assert_eq!(cells[1], kind.name(), "kind table row {line:?}");
+        for (col, v) in &length_columns {
+            assert_eq!(
+                cells[*col].parse::<usize>().ok(),
+                Some(kind.encoded_len_in(*v)),
+                "kind table: length of {} in version {v}",
+                kind.name()
+            );
+        }
+        assert!(!seen.contains(&kind), "kind table: {} twice", kind.name());
+        seen.push(kind);
+    }
+    assert_eq!(seen, Kind::ALL, "kind table rows");
 }

@@ -3,13 +3,15 @@
 //! socket error, as when a Pi's Wi-Fi vanishes. The server must mark the Pi offline on
 //! heartbeat timeout; when the link returns the Pi is online again. A short cut leaves the TCP
 //! connection alive (what was written meanwhile is delivered late); a long one outlasts the
-//! keep-alive on both sides and the Pi reconnects.
+//! keep-alive on both sides and the Pi reconnects. Either way, the segment the server sent
+//! into the cut and gave up on (its deadline, 2 s here, passed during the cut) is not driven:
+//! delivered late by TCP, the Pi refuses it (`Expired`).
 //!
 //! Needs root (ip netns, tc): `#[ignore]`d, run by `scripts/chaos.sh` when it runs as root.
 
 use std::time::{Duration, Instant};
 
-use common::Point;
+use common::{AckOutcome, Point, RejectReason};
 use fleet_chaos::netns::NetNs;
 use fleet_chaos::{Watch, bins, count_lines, ms, report};
 use mqtt_server::{OfflineReason, SegmentOutcome, SegmentSpec, Server, ServerConfig};
@@ -34,11 +36,16 @@ fn setup(tag: &str) -> Setup {
         ns.host_ip()
     ));
     let watch = Watch::start(broker.port(), &format!("watch-{tag}"));
-    let mut cfg = ServerConfig::default();
+    let mut cfg = ServerConfig {
+        client_id: format!("server-{tag}"),
+        segment_interval: Duration::ZERO,
+        status_interval: Duration::ZERO,
+        // Segments live 2 s (0.5 s x (3 retries + 1)): shorter than either cut.
+        ack_timeout: Duration::from_millis(500),
+        segment_retries: 3,
+        ..ServerConfig::default()
+    };
     cfg.apply("broker", &broker.addr()).unwrap();
-    cfg.client_id = format!("server-{tag}");
-    cfg.segment_interval = Duration::ZERO;
-    cfg.status_interval = Duration::ZERO;
     let server = Server::start(&cfg).expect("server starts");
     let bin = bins::rpi_client();
     let addr = format!("{}:{pi_port}", ns.host_ip());
@@ -80,8 +87,9 @@ fn leg(entity: u32) -> SegmentSpec {
     SegmentSpec::line(entity, Point::new(0, 0), Point::new(100_000, 0), 100, 100)
 }
 
-/// Cuts the link for `cut`, dispatching a segment into the silence; returns what was seen.
-fn cut_and_restore(tag: &str, cut: Duration) {
+/// Cuts the link for `cut`, dispatching a segment into the silence; `delivered_late` says the
+/// connection survives, so TCP delivers the stale segment after the cut.
+fn cut_and_restore(tag: &str, cut: Duration, delivered_late: bool) {
     let s = setup(tag);
     let h = s.server.handle();
     let log_at = s.pi.stderr().len();
@@ -98,10 +106,12 @@ fn cut_and_restore(tag: &str, cut: Duration) {
         .with(|r| r.heartbeat_before(ID, offline))
         .expect("heartbeats before the cut");
     let detect = offline.duration_since(last_beat);
+    // Reported failed once its deadline (2 s after dispatch) and the grace have passed.
     assert_eq!(
-        stale.wait_final(Duration::from_secs(1)),
+        stale.wait_final(Duration::from_secs(3)),
         Some(SegmentOutcome::Failed(mqtt_server::FailReason::PiOffline))
     );
+    assert!(cut_at.elapsed() < cut, "reported failed during the cut");
     std::thread::sleep(cut.saturating_sub(cut_at.elapsed()));
     let reason = h.snapshot().and_then(|x| x.pi(ID)?.offline_reason);
     let cut_lines = s.pi.stderr()[log_at..].lines().count();
@@ -123,6 +133,12 @@ fn cut_and_restore(tag: &str, cut: Duration) {
         .get(&(ID.to_owned(), 2))
         .is_some_and(|v| v.iter().any(|x| x.segment_id == stale.id));
     let reconnected = count_lines(&s.pi.stderr()[log_at..], "connected to") > 0;
+    let stale_acks: Vec<AckOutcome> = rec
+        .acks_of(ID, stale.id)
+        .into_iter()
+        .map(|(_, o)| o)
+        .collect();
+    let expired = AckOutcome::Rejected(RejectReason::Expired);
     report(
         tag,
         &[
@@ -136,6 +152,10 @@ fn cut_and_restore(tag: &str, cut: Duration) {
                 u64::from(reason == Some(OfflineReason::Will)),
             ),
             ("stale_executed", u64::from(stale_executed)),
+            (
+                "stale_refused",
+                stale_acks.iter().filter(|a| **a == expired).count() as u64,
+            ),
             ("oldest_state_after_ms", oldest.max(0) as u64),
         ],
     );
@@ -152,17 +172,29 @@ fn cut_and_restore(tag: &str, cut: Duration) {
         "offline {detect:?} after the last heartbeat"
     );
     assert!(cut_lines <= 5, "{cut_lines} log lines during the cut");
+    assert!(
+        !stale_executed,
+        "segment {} was reported failed during the cut, yet driven after it (acks {stale_acks:?})",
+        stale.id
+    );
+    assert!(stale_acks.iter().all(|a| *a == expired), "{stale_acks:?}");
+    if delivered_late {
+        assert!(
+            stale_acks.contains(&expired),
+            "TCP delivered the segment after the cut; the Pi should refuse it: {stale_acks:?}"
+        );
+    }
     let _ = &s.broker;
 }
 
 #[test]
 #[ignore = "needs root (ip netns, tc): run by scripts/chaos.sh as root"]
 fn netns_short_cut_keeps_the_connection() {
-    cut_and_restore("netns_cut_4s", Duration::from_secs(4));
+    cut_and_restore("netns_cut_4s", Duration::from_secs(4), true);
 }
 
 #[test]
 #[ignore = "needs root (ip netns, tc): run by scripts/chaos.sh as root"]
 fn netns_long_cut_outlasts_the_keep_alive() {
-    cut_and_restore("netns_cut_20s", Duration::from_secs(20));
+    cut_and_restore("netns_cut_20s", Duration::from_secs(20), false);
 }

@@ -43,8 +43,9 @@ impl Entity {
             || self.recent.contains(&segment_id)
     }
 
-    /// Takes a segment for this entity; the answer to send at once.
-    pub fn offer(&mut self, seg: Segment, now: Instant) -> AckOutcome {
+    /// Takes a segment for this entity; the answer to send at once. `wall_ms` is this Pi's
+    /// clock, for the segment's deadline.
+    pub fn offer(&mut self, seg: Segment, now: Instant, wall_ms: u64) -> AckOutcome {
         if seg.segment_type != 0 {
             return AckOutcome::Rejected(RejectReason::UnsupportedType);
         }
@@ -56,6 +57,9 @@ impl Entity {
         }
         if self.knows(seg.segment_id) {
             return AckOutcome::Accepted;
+        }
+        if seg.expired_by(wall_ms).is_some() {
+            return AckOutcome::Rejected(RejectReason::Expired);
         }
         if self.current.is_none() {
             self.current = Some((seg, now));
@@ -145,6 +149,7 @@ mod tests {
             velocity_start: 100,
             velocity_end: 100,
             segment_type: 0,
+            deadline_ms: common::wire::NO_DEADLINE,
         }
     }
 
@@ -153,9 +158,9 @@ mod tests {
         let t0 = Instant::now();
         let st = Duration::from_millis(100);
         let mut e = Entity::new(1, Point::new(0, 0));
-        assert_eq!(e.offer(seg(1), t0), AckOutcome::Accepted);
-        assert_eq!(e.offer(seg(2), t0), AckOutcome::Accepted);
-        assert_eq!(e.offer(seg(1), t0), AckOutcome::Accepted, "duplicate");
+        assert_eq!(e.offer(seg(1), t0, 0), AckOutcome::Accepted);
+        assert_eq!(e.offer(seg(2), t0, 0), AckOutcome::Accepted);
+        assert_eq!(e.offer(seg(1), t0, 0), AckOutcome::Accepted, "duplicate");
         let (r, done) = e.sample(t0 + st / 2, 1, st);
         assert_eq!(
             (r.segment_id, r.progress, r.x, r.angle),
@@ -168,7 +173,7 @@ mod tests {
         let (r, done) = e.sample(t0 + st * 3, 3, st);
         assert_eq!(done, Some(2));
         assert_eq!((r.segment_id, r.x, r.vx), (0, 1000, 0));
-        assert_eq!(e.offer(seg(2), t0), AckOutcome::Accepted, "remembered");
+        assert_eq!(e.offer(seg(2), t0, 0), AckOutcome::Accepted, "remembered");
         // Every report is a valid payload.
         assert!(StateReport::decode(r.encode().as_slice()).is_ok());
     }
@@ -180,21 +185,21 @@ mod tests {
         let mut odd = seg(5);
         odd.segment_type = 3;
         assert_eq!(
-            e.offer(odd, t0),
+            e.offer(odd, t0, 0),
             AckOutcome::Rejected(RejectReason::UnsupportedType)
         );
         let mut still = seg(6);
         still.velocity_start = 0;
         still.velocity_end = 0;
         assert_eq!(
-            e.offer(still, t0),
+            e.offer(still, t0, 0),
             AckOutcome::Rejected(RejectReason::InvalidSegment)
         );
         for id in 10..10 + 1 + QUEUE_CAP as u32 {
-            assert_eq!(e.offer(seg(id), t0), AckOutcome::Accepted);
+            assert_eq!(e.offer(seg(id), t0, 0), AckOutcome::Accepted);
         }
         assert_eq!(
-            e.offer(seg(99), t0),
+            e.offer(seg(99), t0, 0),
             AckOutcome::Rejected(RejectReason::QueueFull)
         );
     }

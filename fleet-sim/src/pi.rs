@@ -335,7 +335,7 @@ fn answer(state: &Rc<RefCell<PiState>>, seg: Segment) -> AckOutcome {
     let mut s = state.borrow_mut();
     let now = Instant::now();
     match s.entities.iter_mut().find(|e| e.id == seg.entity_id) {
-        Some(e) => e.offer(seg, now),
+        Some(e) => e.offer(seg, now, now_ms()),
         None => AckOutcome::Rejected(common::RejectReason::UnknownEntity),
     }
 }

@@ -50,6 +50,7 @@ fn plays_the_protocol_at_the_configured_rates() {
         velocity_start: 100,
         velocity_end: 100,
         segment_type: 0,
+        deadline_ms: common::wire::NO_DEADLINE,
     };
     probe.publish(
         "server/t-0/segment",

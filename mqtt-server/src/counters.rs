@@ -94,6 +94,15 @@ pub struct Counters {
     pub acks_unknown: u64,
     /// Acks repeating what the server already knew (QoS 1 duplicates, re-sent Accepted).
     pub acks_duplicate: u64,
+    /// `Rejected(Expired)` for segments the server had already given up on: a late
+    /// delivery (after a silent outage) that the Pi refused, as the deadline intends.
+    pub late_refused: u64,
+    /// `Accepted`/`Completed` for segments already reported failed: an accepted segment the
+    /// Pi kept driving while it was offline, or an ack delayed past the deadline's grace.
+    pub late_outcomes: u64,
+    /// Segments sent without a deadline (a version 1 Pi, or no heartbeat yet to learn the
+    /// Pi's clock from): a late delivery of these would still be executed.
+    pub segments_without_deadline: u64,
     /// Publishes the MQTT client could not queue (request queue full or not connected).
     pub publish_failures: u64,
     /// Connections to the broker made (ConnAcks), and established ones lost.
@@ -157,7 +166,8 @@ impl Counters {
             format!("registry: {}", map(&self.registry)),
             format!(
                 "segments: sent={} acked={} retried={} completed={} rejected={} failed={} \
-                 refused={} acks_unknown={} acks_duplicate={} publish_failures={}",
+                 refused={} acks_unknown={} acks_duplicate={} late_refused={} late_outcomes={} \
+                 without_deadline={} publish_failures={}",
                 self.segments_sent,
                 self.segments_acked,
                 self.segments_retried,
@@ -167,6 +177,9 @@ impl Counters {
                 self.dispatch_refused,
                 self.acks_unknown,
                 self.acks_duplicate,
+                self.late_refused,
+                self.late_outcomes,
+                self.segments_without_deadline,
                 self.publish_failures,
             ),
             format!(

@@ -12,8 +12,18 @@
 //!   does not reuse recent ids (a Pi executes a given id at most once per entity).
 //! - The round trip is first publication -> `Accepted`; it is logged at debug and kept in the
 //!   counters (last, p50, p99 over a window).
-//! - When a Pi goes offline, its segments that are not finished fail (`PiOffline`): a Pi that
-//!   comes back has lost its queue or will answer for them on its own.
+//! - Every segment to a Pi that speaks protocol version 2 carries a deadline: the moment the
+//!   server gives up on delivering it (`ack_timeout x (segment_retries + 1)` after the first
+//!   publication), converted to the Pi's clock with the offset learnt from its heartbeats
+//!   (erring early, never late). A Pi refuses a segment that arrives later (`Rejected(Expired)`).
+//!   The server reports an unaccepted segment failed only [`ACK_GRACE`] after its deadline, so
+//!   a segment reported failed is one the Pi can no longer take: a segment stuck in a silent
+//!   Pi's socket or in the broker is never executed behind the server's back.
+//! - When a Pi goes offline, its accepted segments fail (`PiOffline`) at once: the Pi keeps
+//!   driving them (a vehicle does not stop on a Wi-Fi gap) and a late `Completed` is counted
+//!   in `late_outcomes`. Its unaccepted ones fail (`PiOffline`) at their deadline plus grace,
+//!   unless the Pi comes back and takes them in time. Segments without a deadline (version 1
+//!   Pis) fail at once.
 //! - At most `max_in_flight` segments are tracked; finished ones are kept for `grace` to
 //!   recognise duplicate acks, then forgotten.
 
@@ -22,12 +32,17 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::ratelimit::RateLimiter;
-use common::{AckOutcome, ClientId, Point, RejectReason, Segment, SegmentAck, TopicKind};
+use common::wire::NO_DEADLINE;
+use common::{AckOutcome, ClientId, Message, Point, RejectReason, Segment, SegmentAck, TopicKind};
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, info, warn};
 
 use crate::counters::Counters;
 use crate::fleet::Fleet;
+
+/// After a segment's deadline, how long the server still waits for an `Accepted` the Pi may
+/// have sent just before it: the time an ack may take to come back through the broker.
+pub const ACK_GRACE: Duration = Duration::from_millis(500);
 
 /// What to drive: a segment without its id (the dispatcher assigns it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -169,16 +184,41 @@ impl DispatchConfig {
             max_in_flight: 65_536,
         }
     }
+
+    /// How long after its first publication a segment may still be taken by the Pi: as long
+    /// as the server keeps trying to deliver it.
+    pub fn ttl(&self) -> Duration {
+        self.ack_timeout
+            .saturating_mul(self.retries.saturating_add(1))
+    }
+}
+
+/// The deadline of a segment in the Pi's clock: `server_wall_ms + ttl`, less the Pi's clock
+/// offset (`server - pi`, see [`crate::fleet::Pi::deadline_offset_ms`]). Heartbeats arrive
+/// after their timestamp, so the offset is over-estimated by the one-way delay and the
+/// deadline errs early.
+pub fn pi_deadline_ms(server_wall_ms: u64, ttl: Duration, clock_offset_ms: i64) -> u64 {
+    let d = i128::from(server_wall_ms) + ttl.as_millis() as i128 - i128::from(clock_offset_ms);
+    d.clamp(0, i128::from(NO_DEADLINE - 1)) as u64
 }
 
 struct Tracked {
     client: ClientId,
     segment: Segment,
+    /// The protocol version the Pi speaks (the segment is encoded in it).
+    version: u8,
     notify: Option<Sender<SegmentOutcome>>,
     first_sent: Instant,
-    last_sent: Instant,
+    /// When the next retry or give-up is due; heap entries for other instants are stale.
+    next_check: Instant,
+    /// The segment's deadline on the server's clock; None when it carries none.
+    expires: Option<Instant>,
     attempts: u32,
     accepted_at: Option<Instant>,
+    /// The Pi went offline while the segment was unaccepted: the reason if it fails.
+    pi_offline: bool,
+    /// Reported failed (kept until `grace` to recognise late acks).
+    failed: bool,
     done: bool,
 }
 
@@ -262,9 +302,11 @@ impl Dispatcher {
     }
 
     /// Checks the target, assigns an id and publishes. `notify` hears the outcomes.
+    #[allow(clippy::too_many_arguments)]
     pub fn dispatch(
         &mut self,
         now: Instant,
+        wall_ms: u64,
         fleet: &mut Fleet,
         client: &str,
         spec: SegmentSpec,
@@ -273,7 +315,7 @@ impl Dispatcher {
     ) -> Result<u32, DispatchError> {
         let checked = self.check(fleet, client, spec.entity_id, out);
         let counters = fleet.counters_mut();
-        let client = match checked {
+        let (client, version, offset) = match checked {
             Ok(c) => c,
             Err(e) => {
                 counters.dispatch_refused += 1;
@@ -281,6 +323,11 @@ impl Dispatcher {
             }
         };
         let id = self.allocate_id();
+        let ttl = self.cfg.ttl();
+        let (deadline_ms, expires) = match offset {
+            Some(off) if version >= 2 => (pi_deadline_ms(wall_ms, ttl, off), Some(now + ttl)),
+            _ => (NO_DEADLINE, None),
+        };
         let segment = Segment {
             entity_id: spec.entity_id,
             segment_id: id,
@@ -289,29 +336,46 @@ impl Dispatcher {
             velocity_start: spec.velocity_start,
             velocity_end: spec.velocity_end,
             segment_type: spec.segment_type,
+            deadline_ms,
         };
-        self.send(now, &client, &segment, counters, out);
+        self.send(now, &client, &segment, version, counters, out);
         counters.segments_sent += 1;
+        if expires.is_none() {
+            counters.segments_without_deadline += 1;
+        }
         debug!(
-            "segment {id} -> {client}/{}: ({}, {}) -> ({}, {})",
-            spec.entity_id, spec.start.x, spec.start.y, spec.end.x, spec.end.y
+            "segment {id} -> {client}/{}: ({}, {}) -> ({}, {}), {}",
+            spec.entity_id,
+            spec.start.x,
+            spec.start.y,
+            spec.end.x,
+            spec.end.y,
+            if expires.is_some() {
+                format!("deadline {deadline_ms} on the Pi's clock (in {ttl:?})")
+            } else {
+                format!("no deadline (protocol version {version})")
+            }
         );
         self.by_client
             .entry(client.as_str().to_owned())
             .or_default()
             .insert(id);
-        self.deadlines
-            .push(Reverse((now + self.cfg.ack_timeout, id)));
+        let next_check = now + self.cfg.ack_timeout;
+        self.deadlines.push(Reverse((next_check, id)));
         self.tracked.insert(
             id,
             Tracked {
                 client,
                 segment,
+                version,
                 notify,
                 first_sent: now,
-                last_sent: now,
+                next_check,
+                expires,
                 attempts: 1,
                 accepted_at: None,
+                pi_offline: false,
+                failed: false,
                 done: false,
             },
         );
@@ -324,7 +388,7 @@ impl Dispatcher {
         client: &str,
         entity_id: u32,
         out: &dyn Publisher,
-    ) -> Result<ClientId, DispatchError> {
+    ) -> Result<(ClientId, u8, Option<i64>), DispatchError> {
         if !out.connected() {
             return Err(DispatchError::NotConnected);
         }
@@ -338,7 +402,7 @@ impl Dispatcher {
         if self.tracked.len() >= self.cfg.max_in_flight {
             return Err(DispatchError::TooManyInFlight);
         }
-        Ok(pi.id.clone())
+        Ok((pi.id.clone(), pi.protocol, pi.deadline_offset_ms()))
     }
 
     fn send(
@@ -346,11 +410,16 @@ impl Dispatcher {
         now: Instant,
         client: &ClientId,
         segment: &Segment,
+        version: u8,
         counters: &mut Counters,
         out: &mut dyn Publisher,
     ) {
         let topic = client.topic(TopicKind::Segment);
-        if let Err(e) = out.publish(&topic, segment.encode().as_slice()) {
+        let sent = Message::Segment(*segment)
+            .encode_as(version)
+            .map_err(|e| e.to_string())
+            .and_then(|payload| out.publish(&topic, payload.as_slice()));
+        if let Err(e) = sent {
             counters.publish_failures += 1;
             if let Some(held) = self.publish_limit.check(now) {
                 warn!(
@@ -389,7 +458,29 @@ impl Dispatcher {
             return;
         }
         if t.done {
-            counters.acks_duplicate += 1;
+            match ack.outcome {
+                AckOutcome::Rejected(RejectReason::Expired) if t.failed => {
+                    counters.late_refused += 1;
+                    debug!(
+                        "{client}: segment {} arrived after its deadline and was refused, as \
+                         intended (reported failed already)",
+                        ack.segment_id
+                    );
+                }
+                AckOutcome::Accepted | AckOutcome::Completed if t.failed => {
+                    counters.late_outcomes += 1;
+                    if let Some(held) = self.ack_limit.check(now) {
+                        info!(
+                            "{client}: segment {} {:?} after it was reported failed (the Pi \
+                             kept it through an outage){}",
+                            ack.segment_id,
+                            ack.outcome,
+                            held_note(held)
+                        );
+                    }
+                }
+                _ => counters.acks_duplicate += 1,
+            }
             return;
         }
         let id = ack.segment_id;
@@ -464,10 +555,11 @@ impl Dispatcher {
     }
 
     fn fail(&mut self, now: Instant, id: u32, why: FailReason, counters: &mut Counters) {
-        if let Some(t) = self.tracked.get(&id) {
+        if let Some(t) = self.tracked.get_mut(&id) {
             if t.done {
                 return;
             }
+            t.failed = true;
             counters.segments_failed += 1;
             t.tell(SegmentOutcome::Failed(why));
             debug!(
@@ -478,12 +570,25 @@ impl Dispatcher {
         self.finish(now, id);
     }
 
-    /// Fails every unfinished segment of a Pi that went offline.
+    /// A Pi went offline: fails its accepted segments and those without a deadline now; the
+    /// others fail at their deadline plus [`ACK_GRACE`] unless the Pi takes them in time.
     pub fn on_pi_offline(&mut self, now: Instant, client: &str, counters: &mut Counters) {
-        if let Some(ids) = self.by_client.remove(client) {
-            for id in ids {
-                self.fail(now, id, FailReason::PiOffline, counters);
+        let Some(ids) = self.by_client.get(client) else {
+            return;
+        };
+        let mut now_failing = Vec::new();
+        for id in ids {
+            let Some(t) = self.tracked.get_mut(id) else {
+                continue;
+            };
+            if t.accepted_at.is_some() || t.expires.is_none() {
+                now_failing.push(*id);
+            } else {
+                t.pi_offline = true;
             }
+        }
+        for id in now_failing {
+            self.fail(now, id, FailReason::PiOffline, counters);
         }
     }
 
@@ -495,35 +600,46 @@ impl Dispatcher {
                 break;
             }
             self.deadlines.pop();
-            let Some(t) = self.tracked.get(&id) else {
+            let Some(t) = self.tracked.get_mut(&id) else {
                 continue;
             };
-            if t.done || t.accepted_at.is_some() || t.last_sent + self.cfg.ack_timeout != deadline {
+            if t.done || t.accepted_at.is_some() || t.next_check != deadline {
                 continue;
             }
-            if t.attempts > self.cfg.retries {
-                let attempts = t.attempts;
-                if let Some(held) = self.noack_limit.check(now) {
-                    warn!(
-                        "segment {id} to {}/{}: no ack after {attempts} attempt(s); giving up{}",
-                        t.client,
-                        t.segment.entity_id,
-                        held_note(held)
-                    );
+            let expired = t.expires.is_some_and(|e| now >= e);
+            if t.attempts > self.cfg.retries || expired {
+                // Not before the Pi can no longer take it (plus the time its ack may need).
+                if let Some(give_up) = t.expires.map(|e| e + ACK_GRACE) {
+                    if now < give_up {
+                        t.next_check = give_up;
+                        self.deadlines.push(Reverse((give_up, id)));
+                        continue;
+                    }
                 }
-                self.fail(now, id, FailReason::NoAck { attempts }, counters);
+                let attempts = t.attempts;
+                let why = if t.pi_offline {
+                    FailReason::PiOffline
+                } else {
+                    if let Some(held) = self.noack_limit.check(now) {
+                        warn!(
+                            "segment {id} to {}/{}: no ack after {attempts} attempt(s); giving up{}",
+                            t.client,
+                            t.segment.entity_id,
+                            held_note(held)
+                        );
+                    }
+                    FailReason::NoAck { attempts }
+                };
+                self.fail(now, id, why, counters);
                 continue;
             }
-            let (client, segment) = (t.client.clone(), t.segment);
-            self.send(now, &client, &segment, counters, out);
+            t.attempts += 1;
+            t.next_check = now + self.cfg.ack_timeout;
+            self.deadlines.push(Reverse((t.next_check, id)));
+            let (client, segment, version) = (t.client.clone(), t.segment, t.version);
+            debug!("segment {id} re-sent to {client} (attempt {})", t.attempts);
+            self.send(now, &client, &segment, version, counters, out);
             counters.segments_retried += 1;
-            if let Some(t) = self.tracked.get_mut(&id) {
-                t.attempts += 1;
-                t.last_sent = now;
-                debug!("segment {id} re-sent to {client} (attempt {})", t.attempts);
-            }
-            self.deadlines
-                .push(Reverse((now + self.cfg.ack_timeout, id)));
         }
         while let Some(&(at, id)) = self.finished.front() {
             if now.saturating_duration_since(at) < self.cfg.grace {
@@ -554,6 +670,7 @@ mod tests {
         down: bool,
         full: bool,
         sent: Vec<(String, Segment)>,
+        raw: Vec<Vec<u8>>,
     }
 
     impl Publisher for Recorder {
@@ -568,6 +685,7 @@ mod tests {
                 panic!("not a segment: {payload:?}");
             };
             self.sent.push((topic.to_owned(), s));
+            self.raw.push(payload.to_vec());
             Ok(())
         }
     }
@@ -575,6 +693,9 @@ mod tests {
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
+
+    /// The server's wall clock at `t0`, ms since the epoch.
+    const WALL: u64 = 1_764_000_000_000;
 
     fn fleet_with(t0: Instant, pis: &[(&str, &[u32])]) -> Fleet {
         let mut f = Fleet::new(FleetConfig::new(ms(1500), 100, Duration::from_secs(600)));
@@ -632,7 +753,7 @@ mod tests {
         let mut d = dispatcher();
         let mut out = Recorder::default();
         let go = |f: &mut Fleet, d: &mut Dispatcher, out: &mut Recorder, pi: &str, e: u32| {
-            d.dispatch(t0, f, pi, spec(e), None, out)
+            d.dispatch(t0, WALL, f, pi, spec(e), None, out)
         };
         assert_eq!(
             go(&mut f, &mut d, &mut out, "nope", 1),
@@ -666,7 +787,7 @@ mod tests {
         let mut out = Recorder::default();
         let (tx, rx) = crossbeam_channel::bounded(4);
         let id = d
-            .dispatch(t0, &mut f, "a", spec(2), Some(tx), &mut out)
+            .dispatch(t0, WALL, &mut f, "a", spec(2), Some(tx), &mut out)
             .unwrap();
         assert_eq!(id, 41);
         assert_eq!(out.sent.len(), 1);
@@ -713,7 +834,7 @@ mod tests {
         let mut out = Recorder::default();
         let (tx, rx) = crossbeam_channel::bounded(4);
         let id = d
-            .dispatch(t0, &mut f, "a", spec(1), Some(tx), &mut out)
+            .dispatch(t0, WALL, &mut f, "a", spec(1), Some(tx), &mut out)
             .unwrap();
         let c = f.counters_mut();
         d.tick(t0 + ms(999), c, &mut out);
@@ -736,9 +857,9 @@ mod tests {
             (c.segments_sent, c.segments_retried, c.segments_failed),
             (1, 2, 1)
         );
-        // A late Accepted after failure is a duplicate, not a new outcome.
+        // A late Accepted after failure is counted, not a new outcome.
         d.on_ack(t0 + ms(3100), "a", ack(1, id, AckOutcome::Accepted), c);
-        assert_eq!(c.acks_duplicate, 1);
+        assert_eq!((c.late_outcomes, c.acks_duplicate), (1, 0));
         assert_eq!(c.segments_acked, 0);
     }
 
@@ -753,7 +874,7 @@ mod tests {
         };
         let (tx, rx) = crossbeam_channel::bounded(4);
         let id = d
-            .dispatch(t0, &mut f, "a", spec(1), Some(tx), &mut out)
+            .dispatch(t0, WALL, &mut f, "a", spec(1), Some(tx), &mut out)
             .unwrap();
         assert_eq!(f.counters().publish_failures, 1);
         out.full = false;
@@ -778,7 +899,7 @@ mod tests {
         let mut out = Recorder::default();
         let (tx, rx) = crossbeam_channel::bounded(4);
         let id = d
-            .dispatch(t0, &mut f, "a", spec(1), Some(tx), &mut out)
+            .dispatch(t0, WALL, &mut f, "a", spec(1), Some(tx), &mut out)
             .unwrap();
         let c = f.counters_mut();
         d.on_ack(t0, "b", ack(1, id, AckOutcome::Accepted), c);
@@ -807,13 +928,13 @@ mod tests {
         let mut out = Recorder::default();
         let (tx, rx) = crossbeam_channel::unbounded();
         let a1 = d
-            .dispatch(t0, &mut f, "a", spec(1), Some(tx.clone()), &mut out)
+            .dispatch(t0, WALL, &mut f, "a", spec(1), Some(tx.clone()), &mut out)
             .unwrap();
         let a2 = d
-            .dispatch(t0, &mut f, "a", spec(2), Some(tx.clone()), &mut out)
+            .dispatch(t0, WALL, &mut f, "a", spec(2), Some(tx.clone()), &mut out)
             .unwrap();
         let b1 = d
-            .dispatch(t0, &mut f, "b", spec(1), Some(tx), &mut out)
+            .dispatch(t0, WALL, &mut f, "b", spec(1), Some(tx), &mut out)
             .unwrap();
         assert!(a1 != a2 && a2 != b1);
         let c = f.counters_mut();
@@ -832,6 +953,164 @@ mod tests {
         assert_eq!(c.segments_failed, 3);
     }
 
+    /// A fleet of version 2 Pis whose clocks run `pi_behind_ms` behind the server's, as the
+    /// server learns it from their heartbeats (sent `delay_ms` before they are received).
+    fn v2_fleet(t0: Instant, pis: &[&str], pi_behind_ms: u64, delay_ms: u64) -> Fleet {
+        let mut f = Fleet::new(FleetConfig::new(ms(1500), 100, Duration::from_secs(600)));
+        for id in pis {
+            let hb = Heartbeat {
+                seq: 1,
+                timestamp_ms: WALL - pi_behind_ms - delay_ms,
+            };
+            let topic = format!("rpi/{id}/heartbeat");
+            f.on_publish(t0, WALL, &topic, hb.encode().as_slice(), false);
+            let st = StateReport {
+                entity_id: 1,
+                timestamp_ms: 0,
+                x: 0,
+                y: 0,
+                angle: 0,
+                vx: 0,
+                vy: 0,
+                segment_id: 0,
+                progress: 0,
+            };
+            let topic = format!("rpi/{id}/state");
+            f.on_publish(t0, WALL, &topic, st.encode().as_slice(), false);
+            assert_eq!(f.pi(id).unwrap().protocol, 2);
+        }
+        f
+    }
+
+    #[test]
+    fn version_1_pis_get_version_1_segments_without_deadline() {
+        let t0 = Instant::now();
+        let mut f = fleet_with(t0, &[("old", &[1])]);
+        assert_eq!(f.pi("old").unwrap().protocol, 1);
+        let mut d = dispatcher();
+        let mut out = Recorder::default();
+        d.dispatch(t0, WALL, &mut f, "old", spec(1), None, &mut out)
+            .unwrap();
+        assert_eq!(out.raw[0].len(), Segment::LEN_V1, "version 1 layout");
+        assert_eq!(out.raw[0][0] >> 4, 1);
+        assert_eq!(out.sent[0].1.deadline_ms, NO_DEADLINE);
+        assert_eq!(f.counters().segments_without_deadline, 1);
+    }
+
+    #[test]
+    fn deadline_is_the_give_up_time_on_the_pis_clock() {
+        let t0 = Instant::now();
+        // The Pi's clock is an hour behind; heartbeats take 20 ms to arrive.
+        let mut f = v2_fleet(t0, &["a"], 3_600_000, 20);
+        let mut d = dispatcher(); // 1 s x (2 retries + 1) = 3 s to live
+        let mut out = Recorder::default();
+        d.dispatch(t0, WALL, &mut f, "a", spec(1), None, &mut out)
+            .unwrap();
+        assert_eq!(out.raw[0].len(), Segment::LEN);
+        assert_eq!(out.raw[0][0] >> 4, 2);
+        let deadline = out.sent[0].1.deadline_ms;
+        // The Pi's clock reads WALL - 1 h now; the deadline is 3 s later on it, earlier by
+        // the heartbeat's delay (the offset is over-estimated by it, never under).
+        assert_eq!(deadline, WALL - 3_600_000 + 3000 - 20);
+        assert_eq!(f.counters().segments_without_deadline, 0);
+        // Retries carry the same deadline (same bytes: the Pi sees duplicates).
+        let c = f.counters_mut();
+        d.tick(t0 + ms(1000), c, &mut out);
+        assert_eq!(out.raw[1], out.raw[0]);
+        assert_eq!(pi_deadline_ms(5, ms(10), 100), 0, "clamped at the epoch");
+    }
+
+    #[test]
+    fn unaccepted_segment_fails_only_after_its_deadline_and_grace() {
+        let t0 = Instant::now();
+        let mut f = v2_fleet(t0, &["a"], 0, 0);
+        let mut d = dispatcher(); // 3 s to live
+        let mut out = Recorder::default();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let id = d
+            .dispatch(t0, WALL, &mut f, "a", spec(1), Some(tx), &mut out)
+            .unwrap();
+        let c = f.counters_mut();
+        // The Pi goes silent; the server marks it offline 1.5 s later.
+        d.on_pi_offline(t0 + ms(1500), "a", c);
+        assert!(rx.try_recv().is_err(), "the Pi could still take it");
+        for t in [1000, 2000, 3000, 3499] {
+            d.tick(t0 + ms(t), c, &mut out);
+        }
+        assert!(rx.try_recv().is_err(), "not before the deadline + grace");
+        assert_eq!(out.sent.len(), 3, "retries go on: the Pi may be back");
+        d.tick(t0 + ms(3500), c, &mut out);
+        assert_eq!(
+            rx.try_recv(),
+            Ok(SegmentOutcome::Failed(FailReason::PiOffline))
+        );
+        // The Pi wakes up and refuses the late delivery: counted, not a new outcome.
+        d.on_ack(
+            t0 + ms(9000),
+            "a",
+            ack(1, id, AckOutcome::Rejected(RejectReason::Expired)),
+            c,
+        );
+        assert_eq!((c.late_refused, c.acks_duplicate), (1, 0));
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn pi_back_before_the_deadline_takes_the_segment() {
+        let t0 = Instant::now();
+        let mut f = v2_fleet(t0, &["a"], 0, 0);
+        let mut d = dispatcher();
+        let mut out = Recorder::default();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let id = d
+            .dispatch(t0, WALL, &mut f, "a", spec(1), Some(tx), &mut out)
+            .unwrap();
+        let c = f.counters_mut();
+        d.tick(t0 + ms(1000), c, &mut out);
+        d.on_pi_offline(t0 + ms(1500), "a", c);
+        d.tick(t0 + ms(2000), c, &mut out);
+        d.on_ack(t0 + ms(2600), "a", ack(1, id, AckOutcome::Accepted), c);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(SegmentOutcome::Accepted { attempts: 3, .. })
+        ));
+        d.tick(t0 + ms(10_000), c, &mut out);
+        assert!(
+            rx.try_recv().is_err(),
+            "accepted: no failure at the deadline"
+        );
+        d.on_ack(t0 + ms(12_000), "a", ack(1, id, AckOutcome::Completed), c);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(SegmentOutcome::Completed { .. })
+        ));
+    }
+
+    #[test]
+    fn no_ack_failure_waits_for_the_deadline_too() {
+        let t0 = Instant::now();
+        let mut f = v2_fleet(t0, &["a"], 0, 0);
+        let mut d = dispatcher();
+        let mut out = Recorder::default();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let id = d
+            .dispatch(t0, WALL, &mut f, "a", spec(1), Some(tx), &mut out)
+            .unwrap();
+        let c = f.counters_mut();
+        for t in [1000, 2000, 3000] {
+            d.tick(t0 + ms(t), c, &mut out);
+        }
+        assert!(rx.try_recv().is_err());
+        d.tick(t0 + ms(3500), c, &mut out);
+        assert_eq!(
+            rx.try_recv(),
+            Ok(SegmentOutcome::Failed(FailReason::NoAck { attempts: 3 }))
+        );
+        // An Accepted that was on its way after all: reported in the counters and the log.
+        d.on_ack(t0 + ms(3600), "a", ack(1, id, AckOutcome::Accepted), c);
+        assert_eq!(c.late_outcomes, 1);
+    }
+
     #[test]
     fn ids_never_zero_and_in_flight_is_bounded() {
         let t0 = Instant::now();
@@ -846,13 +1125,13 @@ mod tests {
         let mut out = Recorder::default();
         let ids: Vec<u32> = (0..3)
             .map(|_| {
-                d.dispatch(t0, &mut f, "a", spec(1), None, &mut out)
+                d.dispatch(t0, WALL, &mut f, "a", spec(1), None, &mut out)
                     .unwrap()
             })
             .collect();
         assert_eq!(ids, vec![u32::MAX, 1, 2]);
         assert_eq!(
-            d.dispatch(t0, &mut f, "a", spec(1), None, &mut out),
+            d.dispatch(t0, WALL, &mut f, "a", spec(1), None, &mut out),
             Err(DispatchError::TooManyInFlight)
         );
         // With no retries, they fail after one timeout and are forgotten after the grace.
@@ -861,7 +1140,10 @@ mod tests {
         assert_eq!(c.segments_failed, 3);
         d.tick(t0 + ms(1000) + Duration::from_secs(10), c, &mut out);
         assert_eq!(d.tracked(), 0);
-        assert!(d.dispatch(t0, &mut f, "a", spec(1), None, &mut out).is_ok());
+        assert!(
+            d.dispatch(t0, WALL, &mut f, "a", spec(1), None, &mut out)
+                .is_ok()
+        );
         assert!(seed_segment_id() % 2 == 1);
     }
 }

@@ -21,7 +21,7 @@
 //! refused when every Pi is online), Pis offline for `evict_after` are dropped, and at most
 //! `max_entities` entities per Pi are tracked. State reports of unknown Pis are not stored.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use common::ratelimit::RateLimiter;
@@ -41,6 +41,8 @@ pub const MAX_PLAUSIBLE_GAP: u32 = 10_000;
 /// A clock offset sample this far from the smoothed value replaces it (the Pi's clock
 /// stepped, e.g. NTP synced after boot) instead of being averaged in.
 pub const OFFSET_STEP_MS: u64 = 1000;
+/// Heartbeats whose clock offset samples make the deadline offset (4 s at 500 ms).
+pub const DEADLINE_OFFSET_WINDOW: usize = 8;
 
 /// Why a Pi is offline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -107,14 +109,30 @@ pub struct Pi {
     /// Smoothed `server_now_ms - pi_timestamp_ms` over heartbeats (includes the one-way delay,
     /// a few ms on a LAN); positive when the Pi's clock is behind.
     pub clock_offset_ms: Option<i64>,
+    /// The last [`DEADLINE_OFFSET_WINDOW`] raw offset samples, for
+    /// [`Pi::deadline_offset_ms`].
+    offset_samples: VecDeque<i64>,
     /// The newest session seen in a status.
     pub session: Option<u32>,
+    /// The protocol version of the Pi's last heartbeat; segments are sent in it (and carry a
+    /// deadline from version 2 on). 1 until a heartbeat says otherwise.
+    pub protocol: u8,
     /// Recent connections, to spot two devices sharing this id ([`crate::flapping`]).
     pub flapping: Flapping,
     pub entities: BTreeMap<u32, Entity>,
 }
 
 impl Pi {
+    /// The clock offset (`server - pi`) to put segment deadlines on the Pi's clock: the
+    /// smallest sample of the last few heartbeats. Every sample is the true offset plus the
+    /// heartbeat's delay, so the smallest is the closest and never below the truth: deadlines
+    /// err early, never late. A burst of delayed heartbeats (after a Wi-Fi gap) does not move
+    /// it; a forward step of the Pi's clock is followed at the next heartbeat; a backward step
+    /// of J ms can make deadlines up to J late until the window has passed (4 s).
+    pub fn deadline_offset_ms(&self) -> Option<i64> {
+        self.offset_samples.iter().copied().min()
+    }
+
     fn new(id: ClientId, now: Instant) -> Pi {
         Pi {
             id,
@@ -127,7 +145,9 @@ impl Pi {
             heartbeats: 0,
             heartbeats_lost: 0,
             clock_offset_ms: None,
+            offset_samples: VecDeque::with_capacity(DEADLINE_OFFSET_WINDOW),
             session: None,
+            protocol: 1,
             flapping: Flapping::default(),
             entities: BTreeMap::new(),
         }
@@ -395,6 +415,9 @@ impl Fleet {
             Message::Heartbeat(hb) => {
                 self.book.counters.message("heartbeat");
                 self.on_heartbeat(now, wall_ms, id, hb);
+                if let Some(pi) = self.pis.get_mut(id) {
+                    pi.protocol = incoming.version;
+                }
             }
             Message::State(s) => {
                 self.book.counters.message("state");
@@ -508,6 +531,10 @@ impl Fleet {
         pi.heartbeats += 1;
         let sample = (i128::from(wall_ms) - i128::from(hb.timestamp_ms))
             .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        if pi.offset_samples.len() == DEADLINE_OFFSET_WINDOW {
+            pi.offset_samples.pop_front();
+        }
+        pi.offset_samples.push_back(sample);
         pi.clock_offset_ms = Some(match pi.clock_offset_ms {
             Some(prev) if sample.abs_diff(prev) < OFFSET_STEP_MS => {
                 // Exponential average, weight 1/4 for the new sample.
@@ -901,6 +928,37 @@ mod tests {
         // Nonsense timestamps do not overflow.
         f.on_heartbeat(t0, server, "a", hb(4, u64::MAX));
         assert!(f.pi("a").unwrap().clock_offset_ms.unwrap() < 0);
+    }
+
+    #[test]
+    fn deadline_offset_is_the_least_delayed_recent_sample() {
+        let t0 = Instant::now();
+        let mut f = fleet(10);
+        let server = 1_764_000_000_000u64;
+        let off = |f: &Fleet| f.pi("a").unwrap().deadline_offset_ms();
+        // The Pi is 1000 ms behind; heartbeats take 5..30 ms.
+        for (i, delay) in [30u64, 5, 12, 20].into_iter().enumerate() {
+            let at = server + 500 * i as u64;
+            f.on_heartbeat(t0, at, "a", hb(i as u32, at - 1000 - delay));
+        }
+        assert_eq!(off(&f), Some(1005));
+        // After a Wi-Fi gap, heartbeats up to 4 s old arrive in a burst: no change.
+        for (i, age) in [4000u64, 3500, 3000].into_iter().enumerate() {
+            let at = server + 6000;
+            let made = at - age;
+            f.on_heartbeat(t0, at, "a", hb(10 + i as u32, made - 1000));
+        }
+        assert_eq!(off(&f), Some(1005));
+        // The Pi's clock steps forward 2 s (NTP): followed at once, deadlines stay early.
+        let at = server + 7000;
+        f.on_heartbeat(t0, at, "a", hb(20, at - 1000 - 10 + 2000));
+        assert_eq!(off(&f), Some(-990));
+        // Old samples leave the window after DEADLINE_OFFSET_WINDOW heartbeats.
+        for i in 0..DEADLINE_OFFSET_WINDOW as u64 {
+            let at = server + 8000 + 500 * i;
+            f.on_heartbeat(t0, at, "a", hb(30 + i as u32, at - 1000 - 8));
+        }
+        assert_eq!(off(&f), Some(1008));
     }
 
     #[test]

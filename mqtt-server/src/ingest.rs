@@ -2,7 +2,7 @@
 //! topic, then size, then kind against the topic, then the full decode. Pure and total.
 
 use common::topic::{TopicKind, parse_topic};
-use common::wire::{MAX_PAYLOAD, peek_kind};
+use common::wire::{MAX_PAYLOAD, peek};
 use common::{DecodeError, Message, TopicError};
 
 /// Why an incoming publish was dropped. Each has a stable label used as a counter name.
@@ -55,6 +55,8 @@ impl std::fmt::Display for InputError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incoming<'a> {
     pub client_id: &'a str,
+    /// The protocol version of the payload (the Pi's own version, for a heartbeat).
+    pub version: u8,
     pub message: Message,
 }
 
@@ -72,7 +74,7 @@ pub fn classify<'a>(topic: &'a str, payload: &[u8]) -> Result<Incoming<'a>, Inpu
         return Err(InputError::Oversized(payload.len()));
     }
     let want = kind.payload_kind();
-    let got = peek_kind(payload).map_err(InputError::Decode)?;
+    let (version, got) = peek(payload).map_err(InputError::Decode)?;
     if got != want {
         return Err(InputError::KindMismatch {
             topic: want.name(),
@@ -80,7 +82,11 @@ pub fn classify<'a>(topic: &'a str, payload: &[u8]) -> Result<Incoming<'a>, Inpu
         });
     }
     let message = Message::decode(payload).map_err(InputError::Decode)?;
-    Ok(Incoming { client_id, message })
+    Ok(Incoming {
+        client_id,
+        version,
+        message,
+    })
 }
 
 /// A topic fit for a log line: at most 80 characters, control characters escaped.

@@ -21,7 +21,9 @@ pub mod table;
 
 pub use config::{Command, ServerConfig};
 pub use counters::{Counters, RttSummary};
-pub use dispatch::{DispatchError, FailReason, SegmentOutcome, SegmentSpec, SegmentTicket};
+pub use dispatch::{
+    ACK_GRACE, DispatchError, FailReason, SegmentOutcome, SegmentSpec, SegmentTicket,
+};
 pub use fleet::OfflineReason;
 pub use server::{FleetHandle, Server, StartError};
 pub use snapshot::{EntityView, PiView, Snapshot};

@@ -252,6 +252,7 @@ impl Registry {
             } => {
                 let result = self.dispatcher.dispatch(
                     now,
+                    wall_ms(),
                     &mut self.fleet,
                     &client_id,
                     spec,

@@ -1,6 +1,7 @@
 //! Segment dispatch through the library API, in-process, against a real mosquitto: a segment
 //! reaches its entity, is acked (round trip reported) and completed; an unacknowledged one is
-//! re-sent with the same id and then fails; undeliverable ones are refused at once.
+//! re-sent with the same id and then fails; undeliverable ones are refused at once; each Pi
+//! gets segments in its own protocol version, with a deadline on its own clock from version 2.
 
 mod support;
 
@@ -101,15 +102,20 @@ fn segment_reaches_its_entity_is_acked_and_completed() {
 
 /// A "Pi" made of a probe: it heartbeats and reports one entity but never acks.
 fn mute_pi(broker: &Broker, id: &str) -> Probe {
+    mute_pi_speaking(broker, id, common::wire::VERSION, 0)
+}
+
+/// A mute Pi that speaks protocol `version` and whose clock is `behind_ms` behind.
+fn mute_pi_speaking(broker: &Broker, id: &str, version: u8, behind_ms: u64) -> Probe {
     let seg_topic = format!("server/{id}/segment");
     let p = Probe::connect(broker.port(), id, &[seg_topic.as_str()]);
-    let hb = Heartbeat {
+    let hb = Message::Heartbeat(Heartbeat {
         seq: 1,
-        timestamp_ms: now_ms(),
-    };
-    let state = StateReport {
+        timestamp_ms: now_ms() - behind_ms,
+    });
+    let state = Message::State(StateReport {
         entity_id: 1,
-        timestamp_ms: now_ms(),
+        timestamp_ms: now_ms() - behind_ms,
         x: 0,
         y: 0,
         angle: 0,
@@ -117,17 +123,17 @@ fn mute_pi(broker: &Broker, id: &str) -> Probe {
         vy: 0,
         segment_id: 0,
         progress: 0,
-    };
+    });
     let cid = common::ClientId::new(id).unwrap();
     p.publish(
         &cid.topic(TopicKind::Heartbeat),
-        hb.encode().as_slice(),
+        hb.encode_as(version).unwrap().as_slice(),
         QoS::AtMostOnce,
         false,
     );
     p.publish(
         &cid.topic(TopicKind::State),
-        state.encode().as_slice(),
+        state.encode_as(version).unwrap().as_slice(),
         QoS::AtMostOnce,
         false,
     );
@@ -214,4 +220,65 @@ fn undeliverable_segments_are_refused_at_once() {
     let c = server.shutdown().counters;
     assert_eq!(c.dispatch_refused, 3);
     assert_eq!(c.segments_failed, 1);
+}
+
+/// During a rollout the fleet mixes versions: a Pi that heartbeats in version 1 gets version
+/// 1 segments (34 bytes, no deadline); a version 2 Pi gets a deadline on its own clock (here an
+/// hour behind the server's) at the moment the server will give up re-sending.
+#[test]
+fn segments_follow_each_pis_protocol_version_and_clock() {
+    const HOUR: u64 = 3_600_000;
+    let broker = Broker::start();
+    let mut cfg = config(&broker);
+    cfg.heartbeat_timeout = Duration::from_secs(30);
+    cfg.ack_timeout = Duration::from_millis(500);
+    cfg.segment_retries = 3;
+    let ttl = 2000; // 500 ms x (3 retries + 1)
+    let server = start_server(&cfg);
+    let h = server.handle();
+    let old = mute_pi_speaking(&broker, "old", 1, HOUR);
+    let new = mute_pi_speaking(&broker, "new", 2, HOUR);
+    online_with_entities(&h, "old", 1);
+    online_with_entities(&h, "new", 1);
+
+    let line = SegmentSpec::line(1, Point::new(0, 0), Point::new(10, 0), 100, 100);
+    let sent_at = now_ms();
+    let t_old = h.dispatch("old", line).unwrap();
+    let t_new = h.dispatch("new", line).unwrap();
+    let got = |p: &Probe, id: u32| {
+        p.wait_for(Duration::from_secs(2), |s| {
+            matches!(Message::decode(&s.payload), Ok(Message::Segment(seg)) if seg.segment_id == id)
+        })
+        .expect("segment delivered")
+        .payload
+    };
+    let v1 = got(&old, t_old.id);
+    assert_eq!((v1[0] >> 4, v1.len()), (1, 34), "version 1 to the old Pi");
+    let v2 = got(&new, t_new.id);
+    assert_eq!((v2[0] >> 4, v2.len()), (2, 42), "version 2 to the new Pi");
+    let Ok(Message::Segment(seg)) = Message::decode(&v2) else {
+        unreachable!()
+    };
+    // On the Pi's clock (an hour behind): sent_at - 1 h + ttl, a little earlier (the heartbeat's
+    // delay makes the server over-estimate the offset), never later.
+    let expected = sent_at - HOUR + ttl;
+    assert!(
+        seg.deadline_ms <= expected + 50 && seg.deadline_ms + 250 >= expected,
+        "deadline {} vs expected about {expected} (diff {} ms)",
+        seg.deadline_ms,
+        seg.deadline_ms as i64 - expected as i64
+    );
+    let c = h.snapshot().unwrap().counters;
+    assert_eq!(c.segments_without_deadline, 1, "only the old Pi's");
+    // The new Pi's segment fails only after its deadline and the grace (2 s + 0.5 s).
+    let fin = t_new.wait_final(Duration::from_secs(4)).expect("final");
+    assert_eq!(
+        fin,
+        SegmentOutcome::Failed(FailReason::NoAck { attempts: 4 })
+    );
+    let failed_after = now_ms() - sent_at;
+    assert!(
+        failed_after >= ttl + 500,
+        "reported failed {failed_after} ms after sending, before deadline + grace"
+    );
 }

@@ -57,7 +57,9 @@ impl Entities {
     }
 
     /// Hands a segment to its entity (at most once per segment id) and says what to ack.
-    pub fn on_segment(&mut self, seg: &Segment) -> Routed {
+    /// `now_ms` is the Pi's wall clock: a segment past its deadline is refused (`Expired`),
+    /// unless it is a repeat of one already taken, which is answered from memory.
+    pub fn on_segment(&mut self, seg: &Segment, now_ms: u64) -> Routed {
         let Some(slot) = self.slots.iter_mut().find(|s| s.id == seg.entity_id) else {
             return Routed {
                 ack: ack(
@@ -74,9 +76,13 @@ impl Entities {
                 duplicate: true,
             };
         }
-        let outcome = match slot.vehicle.accept(seg) {
-            Ok(()) => AckOutcome::Accepted,
-            Err(reason) => AckOutcome::Rejected(reason),
+        let outcome = if seg.expired_by(now_ms).is_some() {
+            AckOutcome::Rejected(RejectReason::Expired)
+        } else {
+            match slot.vehicle.accept(seg) {
+                Ok(()) => AckOutcome::Accepted,
+                Err(reason) => AckOutcome::Rejected(reason),
+            }
         };
         slot.seen.record(seg.segment_id, outcome);
         Routed {
@@ -146,8 +152,12 @@ mod tests {
             velocity_start: 1000,
             velocity_end: 1000,
             segment_type: 0,
+            deadline_ms: common::wire::NO_DEADLINE,
         }
     }
+
+    /// The Pi's clock in the tests.
+    const NOW: u64 = 1_764_000_000_000;
 
     fn outcome(r: Routed) -> (AckOutcome, bool) {
         (r.ack.outcome, r.duplicate)
@@ -157,16 +167,16 @@ mod tests {
     fn duplicates_are_answered_not_executed() {
         let mut e = Entities::new(fleet(&[1, 2], 1), 1);
         assert_eq!(
-            outcome(e.on_segment(&seg(1, 10, 100))),
+            outcome(e.on_segment(&seg(1, 10, 100), NOW)),
             (AckOutcome::Accepted, false)
         );
         assert_eq!(
-            outcome(e.on_segment(&seg(1, 10, 100))),
+            outcome(e.on_segment(&seg(1, 10, 100), NOW)),
             (AckOutcome::Accepted, true)
         );
         // The same id for another entity is another segment.
         assert_eq!(
-            outcome(e.on_segment(&seg(2, 10, 100))),
+            outcome(e.on_segment(&seg(2, 10, 100), NOW)),
             (AckOutcome::Accepted, false)
         );
         let mut acks = Vec::new();
@@ -182,7 +192,7 @@ mod tests {
         );
         // Delivered again after it completed: the outcome is repeated, nothing moves.
         assert_eq!(
-            outcome(e.on_segment(&seg(1, 10, 100))),
+            outcome(e.on_segment(&seg(1, 10, 100), NOW)),
             (AckOutcome::Completed, true)
         );
         let mut reports = Vec::new();
@@ -194,21 +204,49 @@ mod tests {
     #[test]
     fn rejections_are_remembered_and_unknown_entities_refused() {
         let mut e = Entities::new(fleet(&[1], 1), 1);
-        let r = e.on_segment(&seg(9, 1, 100));
+        let r = e.on_segment(&seg(9, 1, 100), NOW);
         assert_eq!(
             outcome(r),
             (AckOutcome::Rejected(RejectReason::UnknownEntity), false)
         );
         assert_eq!(r.ack.entity_id, 9);
-        e.on_segment(&seg(1, 1, 100_000));
-        e.on_segment(&seg(1, 2, 100_000));
+        e.on_segment(&seg(1, 1, 100_000), NOW);
+        e.on_segment(&seg(1, 2, 100_000), NOW);
         let full = AckOutcome::Rejected(RejectReason::QueueFull);
-        assert_eq!(outcome(e.on_segment(&seg(1, 3, 100))), (full, false));
-        assert_eq!(outcome(e.on_segment(&seg(1, 3, 100))), (full, true));
+        assert_eq!(outcome(e.on_segment(&seg(1, 3, 100), NOW)), (full, false));
+        assert_eq!(outcome(e.on_segment(&seg(1, 3, 100), NOW)), (full, true));
         let mut acks = Vec::new();
         e.abandon(&mut acks);
         let down = AckOutcome::Rejected(RejectReason::ShuttingDown);
         assert_eq!(acks, vec![ack(1, 1, down), ack(1, 2, down)]);
-        assert_eq!(outcome(e.on_segment(&seg(1, 2, 100))), (down, true));
+        assert_eq!(outcome(e.on_segment(&seg(1, 2, 100), NOW)), (down, true));
+    }
+
+    #[test]
+    fn late_segments_are_refused_but_repeats_answered_from_memory() {
+        let mut e = Entities::new(fleet(&[1], 1), 4);
+        let mut on_time = seg(1, 1, 100);
+        on_time.deadline_ms = NOW;
+        assert_eq!(
+            outcome(e.on_segment(&on_time, NOW)),
+            (AckOutcome::Accepted, false),
+            "due at the deadline itself"
+        );
+        // Delivered again after the deadline: it was taken, so it is not refused now.
+        assert_eq!(
+            outcome(e.on_segment(&on_time, NOW + 5000)),
+            (AckOutcome::Accepted, true)
+        );
+        let mut late = seg(1, 2, 100);
+        late.deadline_ms = NOW - 1;
+        let expired = AckOutcome::Rejected(RejectReason::Expired);
+        assert_eq!(outcome(e.on_segment(&late, NOW)), (expired, false));
+        // Not queued: only segment 1 is driven, and a repeat says Expired again.
+        let mut acks = Vec::new();
+        for _ in 0..20 {
+            e.step(Duration::from_millis(20), &mut acks);
+        }
+        assert_eq!(acks, vec![ack(1, 1, AckOutcome::Completed)]);
+        assert_eq!(outcome(e.on_segment(&late, NOW - 10)), (expired, true));
     }
 }

@@ -243,6 +243,7 @@ mod tests {
             velocity_start: v0,
             velocity_end: v1,
             segment_type: 0,
+            deadline_ms: common::wire::NO_DEADLINE,
         }
     }
 

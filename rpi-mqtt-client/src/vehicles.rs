@@ -65,6 +65,17 @@ impl RejectLog {
     }
 
     fn log(&mut self, ack: &SegmentAck, reason: RejectReason) {
+        self.log_with(ack, reason, String::new());
+    }
+
+    /// A segment that arrived after its deadline (e.g. held in the socket while the Pi or
+    /// its link was frozen): the server has given up on it, so it must not be driven.
+    fn log_late(&mut self, ack: &SegmentAck, late_ms: u64) {
+        let why = format!(" (arrived {late_ms} ms after its deadline; the server gave up on it)");
+        self.log_with(ack, RejectReason::Expired, why);
+    }
+
+    fn log_with(&mut self, ack: &SegmentAck, reason: RejectReason, why: String) {
         let Some((_, limiter)) = self.limiters.iter_mut().find(|(r, _)| *r == reason) else {
             return;
         };
@@ -75,7 +86,7 @@ impl RejectLog {
                 String::new()
             };
             warn!(
-                "segment {} for entity {} rejected: {reason:?}{more}",
+                "segment {} for entity {} rejected: {reason:?}{why}{more}",
                 ack.segment_id, ack.entity_id
             );
         }
@@ -114,13 +125,17 @@ impl VehiclesLoop {
                         // Time spent idle is not driving time for the new segment.
                         last = Instant::now();
                     }
-                    let routed = self.entities.on_segment(&seg);
+                    let now_ms = clock::now_ms();
+                    let routed = self.entities.on_segment(&seg, now_ms);
                     let ack = routed.ack;
                     match ack.outcome {
                         _ if routed.duplicate => debug!(
                             "segment {} for entity {} delivered again: answered {:?}, not executed",
                             ack.segment_id, ack.entity_id, ack.outcome
                         ),
+                        AckOutcome::Rejected(RejectReason::Expired) => {
+                            rejects.log_late(&ack, seg.expired_by(now_ms).unwrap_or(0))
+                        }
                         AckOutcome::Rejected(reason) => rejects.log(&ack, reason),
                         outcome => debug!(
                             "segment {} for entity {}: {outcome:?}",

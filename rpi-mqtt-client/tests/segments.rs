@@ -215,3 +215,84 @@ fn garbage_on_the_segment_topic_is_logged_once_and_harmless() {
         "expected one rate-limited line for 50 bad payloads:\n{log}"
     );
 }
+
+/// Protocol version 2: a segment that arrives after its deadline (it sat in the broker or the
+/// socket while the Pi or its link was frozen, and the server has given up on it) is refused
+/// with `Expired` and never driven; one within its deadline is taken; a version 1 segment
+/// (no deadline, from a server not upgraded yet) is still taken.
+#[test]
+fn late_segment_is_refused_and_never_driven() {
+    let broker = Broker::start();
+    let probe = watch(&broker, "probe-late", "late-pi");
+    let mut pi = spawn(&broker, "late-pi", &[]);
+    wait_status(&probe, Duration::from_secs(5), Presence::Online);
+    let beat = probe
+        .wait_for(Duration::from_secs(2), |s| as_heartbeat(s).is_some())
+        .expect("a heartbeat");
+    assert_eq!(beat.payload[0] >> 4, 2, "the Pi speaks version 2");
+
+    let expired = AckOutcome::Rejected(RejectReason::Expired);
+    let mut late = segment(1, 5, (0, 0), (300, 0), 300, 300);
+    late.deadline_ms = now_ms() - 1000;
+    send_segment(&probe, "late-pi", &late);
+    // Delivered again: answered from memory, still refused.
+    send_segment(&probe, "late-pi", &late);
+    let mut on_time = segment(1, 6, (0, 0), (200, 0), 400, 400);
+    on_time.deadline_ms = now_ms() + 10_000;
+    send_segment(&probe, "late-pi", &on_time);
+    let v1 = segment(1, 7, (200, 0), (400, 0), 400, 400);
+    probe.publish(
+        "server/late-pi/segment",
+        common::Message::Segment(v1)
+            .encode_as(1)
+            .unwrap()
+            .as_slice(),
+        QoS::AtLeastOnce,
+        false,
+    );
+    // Everything until segment 7 is done (about 1 s of driving).
+    let mut seen = Vec::new();
+    let end = std::time::Instant::now() + Duration::from_secs(6);
+    while let Some(s) = probe.next(end.saturating_duration_since(std::time::Instant::now())) {
+        let last = as_ack(&s).is_some_and(|a| a.segment_id == 7 && a.outcome == COMPLETED);
+        seen.push(s);
+        if last {
+            break;
+        }
+    }
+    assert!(
+        seen.iter()
+            .filter_map(as_state)
+            .all(|r| !(r.entity_id == 1 && r.segment_id == 5)),
+        "the late segment was driven"
+    );
+    assert!(
+        seen.iter()
+            .filter_map(as_state)
+            .any(|r| r.entity_id == 1 && r.segment_id == 7),
+        "the version 1 segment was not driven"
+    );
+    let outcomes: Vec<(u32, AckOutcome)> = seen
+        .iter()
+        .filter_map(as_ack)
+        .map(|a| (a.segment_id, a.outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            (5, expired),
+            (5, expired),
+            (6, ACCEPTED),
+            (7, ACCEPTED),
+            (6, COMPLETED),
+            (7, COMPLETED)
+        ]
+    );
+    assert!(pi.wait_exit(Duration::ZERO).is_none(), "it crashed");
+    let log = pi.stderr();
+    assert_eq!(
+        count_lines(&log, "rejected: Expired (arrived"),
+        1,
+        "one line, the repeat is answered from memory without a log line:\n{log}"
+    );
+}

@@ -71,6 +71,7 @@ pub fn measure(
             velocity_start: 1000,
             velocity_end: 1000,
             segment_type: 0,
+            deadline_ms: common::wire::NO_DEADLINE,
         };
         let sent_at = Instant::now();
         probe.publish(&topic, seg.encode().as_slice(), QoS::AtLeastOnce, false);

@@ -132,6 +132,7 @@ pub fn segment(
         velocity_start: v0,
         velocity_end: v1,
         segment_type: 0,
+        deadline_ms: common::wire::NO_DEADLINE,
     }
 }
 
