@@ -6,7 +6,6 @@
 # after `make test` (same build; 5 as root).
 #
 #   CHAOS_DAEMON_PROFILE=release  run release builds of the daemons (builds them first)
-#   CHAOS_GAPS=1                  also run the tests of known gaps (gap_*; they fail today)
 #   CHAOS_FILTER=name             only the scenarios whose test name contains `name`
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +14,6 @@ jsonl="$PWD/bench-out/chaos.jsonl"
 rm -f "$jsonl" bench-out/chaos.json
 
 args=(--include-ignored --test-threads=1)
-[ "${CHAOS_GAPS:-0}" = 1 ] || args+=(--skip gap_)
 # The cut-link scenarios need network namespaces, so root.
 if [ "$(id -u)" != 0 ]; then
   echo "chaos: not root, skipping the network-namespace scenarios (netns_*)" >&2
