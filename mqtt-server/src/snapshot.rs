@@ -40,6 +40,8 @@ pub struct PiView {
     pub heartbeats_lost: u64,
     pub clock_offset_ms: Option<i64>,
     pub session: Option<u32>,
+    /// The protocol version of the Pi's heartbeats (1 until one says otherwise).
+    pub protocol: u8,
     pub entities: Vec<EntityView>,
 }
 
@@ -80,6 +82,7 @@ impl Snapshot {
                     heartbeats_lost: p.heartbeats_lost,
                     clock_offset_ms: p.clock_offset_ms,
                     session: p.session,
+                    protocol: p.protocol,
                     entities: p
                         .entities
                         .iter()

@@ -9,7 +9,9 @@
 //!   rpi_client_002: offline (will) for 3.2s, entities=3, lost_hb=0
 //! ```
 //!
-//! A Pi suspected of sharing its client id with another device ([`crate::flapping`]) has
+//! A Pi that still speaks protocol version 1 (not upgraded yet; its segments carry no
+//! deadline) has `, protocol=1 (no segment deadlines)` after its columns. A Pi suspected of
+//! sharing its client id with another device ([`crate::flapping`]) has
 //! `, SUSPECTED DUPLICATE ID (N connections in 30.0s)` at the end of its line.
 //!
 //! Pis sorted by id, entities by id; an empty line ends the table. The offline section lists
@@ -51,11 +53,12 @@ fn active_line(out: &mut String, pi: &Pi, since: Instant, now: Instant) {
         .unwrap_or_else(|| "?".into());
     let _ = writeln!(
         out,
-        "  {}: last_hb={}ms ago, entities={}, lost_hb={}, clock_offset={offset}, session={session}{}",
+        "  {}: last_hb={}ms ago, entities={}, lost_hb={}, clock_offset={offset}, session={session}{}{}",
         pi.id,
         age.as_millis(),
         pi.entities.len(),
         pi.heartbeats_lost,
+        protocol_marker(pi),
         flapping_marker(pi, now),
     );
     for (id, e) in &pi.entities {
@@ -76,6 +79,14 @@ fn active_line(out: &mut String, pi: &Pi, since: Instant, now: Instant) {
             now.saturating_duration_since(e.updated).as_millis(),
         );
     }
+}
+
+/// `, protocol=1 (no segment deadlines)` for a Pi not upgraded to the current version yet.
+fn protocol_marker(pi: &Pi) -> String {
+    if pi.protocol >= common::wire::VERSION {
+        return String::new();
+    }
+    format!(", protocol={} (no segment deadlines)", pi.protocol)
 }
 
 /// `, SUSPECTED DUPLICATE ID (N connections in 30s)` after a flapping Pi's columns.
@@ -137,7 +148,7 @@ pub fn render(fleet: &Fleet, now: Instant) -> String {
 mod tests {
     use super::*;
     use crate::fleet::FleetConfig;
-    use common::{Heartbeat, Presence, StateReport, Status};
+    use common::{Heartbeat, Message, Presence, StateReport, Status};
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -179,16 +190,20 @@ mod tests {
                 },
                 false,
             );
-            f.on_heartbeat(
-                t0,
-                wall,
-                id,
-                Heartbeat {
-                    seq: 1,
-                    timestamp_ms: wall - 3,
-                },
-            );
+            let hb = Heartbeat {
+                seq: 1,
+                timestamp_ms: wall - 3,
+            };
+            let topic = format!("rpi/{id}/heartbeat");
+            f.on_publish(t0, wall, &topic, hb.encode().as_slice(), false);
         }
+        // A Pi not upgraded yet: version 1 heartbeats.
+        let old = Message::Heartbeat(Heartbeat {
+            seq: 1,
+            timestamp_ms: wall,
+        });
+        let v1 = old.encode_as(1).unwrap();
+        f.on_publish(t0, wall, "rpi/rpi_old/heartbeat", v1.as_slice(), false);
         for (entity_id, x, segment_id) in [(3, 5, 0), (1, 123, 7)] {
             f.on_state(
                 t0 + ms(100),
@@ -228,10 +243,11 @@ mod tests {
         );
         let got = render(&f, t0 + ms(127));
         let want = "\
-=== Active Clients: 1 ===
+=== Active Clients: 2 ===
   rpi_client_001: last_hb=127ms ago, entities=2, lost_hb=0, clock_offset=+3ms, session=1764000000
     Entity 1: pos=(123, 456), angle=45000, vel=(250, -250), seg=7@50.0%, age=27ms
     Entity 3: pos=(5, 456), angle=45000, vel=(250, -250), seg=idle, age=27ms
+  rpi_old: last_hb=127ms ago, entities=0, lost_hb=0, clock_offset=+0ms, session=?, protocol=1 (no segment deadlines)
 === Offline Clients: 2 ===
   rpi_client_002: offline (clean shutdown) for 0ms, entities=0, lost_hb=0
   rpi_client_003: offline (will) for 0ms, entities=0, lost_hb=0
