@@ -4,6 +4,9 @@
 //! speeding up from 300 to 500 mm/s. A leg starts at the entity's reported position, so a
 //! vehicle that drifted or restarted still heads for the next corner. A rejected or failed leg
 //! is sent again (with a new id) at the next interval; a completed one advances the route.
+//! An entity that reports driving a segment the planner is not waiting for (one the server
+//! reported failed while its Pi was offline, and the Pi kept driving; or another caller's)
+//! gets no leg until it is idle: a leg queued behind it would start from a stale position.
 //!
 //! It uses the same API as any other caller ([`SegmentSink`], implemented by
 //! [`crate::FleetHandle`]), and runs on its own thread (`planner`).
@@ -111,13 +114,22 @@ impl Planner {
                 route: Route::around(pose.pos),
                 pending: None,
             });
+            let mut completed = None;
             if let Some(ticket) = &plan.pending {
                 match latest_final(ticket) {
                     Pending::Waiting => continue,
-                    Pending::Done(SegmentOutcome::Completed { .. }) => plan.route.advance(),
+                    Pending::Done(SegmentOutcome::Completed { .. }) => {
+                        plan.route.advance();
+                        completed = Some(ticket.id);
+                    }
                     Pending::Done(_) | Pending::Lost => {}
                 }
                 plan.pending = None;
+            }
+            // The report may still show the leg that just completed; anything else running
+            // is finished first.
+            if pose.segment_id != 0 && Some(pose.segment_id) != completed {
+                continue;
             }
             match sink.dispatch(&pose.client_id, plan.route.leg(pose.entity_id, pose.pos)) {
                 Ok(ticket) => {
@@ -213,7 +225,34 @@ mod tests {
             client_id: "pi".into(),
             entity_id: 1,
             pos: Point::new(x, y),
+            segment_id: 0,
         }
+    }
+
+    #[test]
+    fn an_entity_still_driving_something_else_gets_no_leg() {
+        let fake = Fake::default();
+        // Back from an outage, still driving segment 77 (reported failed, driven anyway).
+        *fake.poses.borrow_mut() = vec![EntityPose {
+            segment_id: 77,
+            ..pose(10, 0)
+        }];
+        let mut p = Planner::new();
+        assert_eq!(p.step(&fake), Some(0));
+        *fake.poses.borrow_mut() = vec![pose(1010, 0)];
+        assert_eq!(p.step(&fake), Some(1), "idle: the route goes on");
+        // Its own leg completed while the report still shows it: no wait.
+        fake.sent.borrow()[0]
+            .2
+            .send(SegmentOutcome::Completed {
+                after: Duration::from_secs(2),
+            })
+            .unwrap();
+        *fake.poses.borrow_mut() = vec![EntityPose {
+            segment_id: 1,
+            ..pose(2000, 0)
+        }];
+        assert_eq!(p.step(&fake), Some(1));
     }
 
     #[test]

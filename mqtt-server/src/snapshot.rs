@@ -134,6 +134,8 @@ pub struct EntityPose {
     pub client_id: String,
     pub entity_id: u32,
     pub pos: Point,
+    /// The segment the entity reports driving, 0 when idle.
+    pub segment_id: u32,
 }
 
 /// Every entity of every online Pi.
@@ -146,6 +148,7 @@ pub fn online_poses(fleet: &Fleet) -> Vec<EntityPose> {
                 client_id: p.id.to_string(),
                 entity_id: *id,
                 pos: Point::new(e.report.x, e.report.y),
+                segment_id: e.report.segment_id,
             })
         })
         .collect()
