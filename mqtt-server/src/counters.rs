@@ -97,8 +97,8 @@ pub struct Counters {
     /// `Rejected(Expired)` for segments the server had already given up on: a late
     /// delivery (after a silent outage) that the Pi refused, as the deadline intends.
     pub late_refused: u64,
-    /// `Accepted`/`Completed` for segments already reported failed: an accepted segment the
-    /// Pi kept driving while it was offline, or an ack delayed past the deadline's grace.
+    /// `Accepted`/`Completed` for segments already reported failed: an ack delayed past the
+    /// deadline's grace, or a segment the Pi finished after the server gave up on it.
     pub late_outcomes: u64,
     /// Segments sent without a deadline (a version 1 Pi, or no heartbeat yet to learn the
     /// Pi's clock from): a late delivery of these would still be executed.

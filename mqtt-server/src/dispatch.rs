@@ -19,11 +19,13 @@
 //!   The server reports an unaccepted segment failed only [`ACK_GRACE`] after its deadline, so
 //!   a segment reported failed is one the Pi can no longer take: a segment stuck in a silent
 //!   Pi's socket or in the broker is never executed behind the server's back.
-//! - When a Pi goes offline, its accepted segments fail (`PiOffline`) at once: the Pi keeps
-//!   driving them (a vehicle does not stop on a Wi-Fi gap) and a late `Completed` is counted
-//!   in `late_outcomes`. Its unaccepted ones fail (`PiOffline`) at their deadline plus grace,
-//!   unless the Pi comes back and takes them in time. Segments without a deadline (version 1
-//!   Pis) fail at once.
+//! - When a Pi goes offline, its accepted segments are *stranded*, not failed: the Pi keeps
+//!   driving them (a vehicle does not stop on a Wi-Fi gap) and reports `Completed` when it is
+//!   back. A stranded segment fails (`PiOffline`) only when the Pi shows it no longer has it:
+//!   back online, the entity reports idle for [`ACK_GRACE`] without a `Completed` (the Pi
+//!   restarted, or dropped it), or the Pi is forgotten by the registry. Unaccepted segments fail
+//!   (`PiOffline`) at their deadline plus grace, unless the Pi comes back and takes them in
+//!   time; those without a deadline (version 1 Pis) fail at once.
 //! - At most `max_in_flight` segments are tracked; finished ones are kept for `grace` to
 //!   recognise duplicate acks, then forgotten.
 
@@ -106,7 +108,8 @@ impl std::error::Error for DispatchError {}
 pub enum FailReason {
     /// No ack after this many publications.
     NoAck { attempts: u32 },
-    /// The Pi went offline before the segment finished.
+    /// The Pi went offline and cannot have the segment any more: an unaccepted one whose
+    /// deadline passed, or an accepted one the Pi came back without (or never came back).
     PiOffline,
     /// The server stopped before the segment finished.
     ShuttingDown,
@@ -217,6 +220,11 @@ struct Tracked {
     accepted_at: Option<Instant>,
     /// The Pi went offline while the segment was unaccepted: the reason if it fails.
     pi_offline: bool,
+    /// Accepted, and then the Pi went offline: settled by the Pi's later word
+    /// ([`Dispatcher::settle_stranded`]).
+    stranded: bool,
+    /// Since when the stranded segment's entity has reported idle (Pi back online).
+    idle_since: Option<Instant>,
     /// Reported failed (kept until `grace` to recognise late acks).
     failed: bool,
     done: bool,
@@ -257,6 +265,8 @@ pub struct Dispatcher {
     by_client: HashMap<String, BTreeSet<u32>>,
     /// Ack deadlines (lazy: stale entries are skipped when popped).
     deadlines: BinaryHeap<Reverse<(Instant, u32)>>,
+    /// Accepted segments whose Pi went offline, until they are settled.
+    stranded: BTreeSet<u32>,
     /// Finished segments in the order they finished, forgotten after `grace`.
     finished: VecDeque<(Instant, u32)>,
     publish_limit: RateLimiter,
@@ -273,6 +283,7 @@ impl Dispatcher {
             tracked: HashMap::new(),
             by_client: HashMap::new(),
             deadlines: BinaryHeap::new(),
+            stranded: BTreeSet::new(),
             finished: VecDeque::new(),
             publish_limit: RateLimiter::new(Duration::from_secs(10)),
             noack_limit: RateLimiter::new(Duration::from_secs(10)),
@@ -375,6 +386,8 @@ impl Dispatcher {
                 attempts: 1,
                 accepted_at: None,
                 pi_offline: false,
+                stranded: false,
+                idle_since: None,
                 failed: false,
                 done: false,
             },
@@ -471,8 +484,8 @@ impl Dispatcher {
                     counters.late_outcomes += 1;
                     if let Some(held) = self.ack_limit.check(now) {
                         info!(
-                            "{client}: segment {} {:?} after it was reported failed (the Pi \
-                             kept it through an outage){}",
+                            "{client}: segment {} {:?} after it was reported failed (an ack \
+                             later than the deadline's grace){}",
                             ack.segment_id,
                             ack.outcome,
                             held_note(held)
@@ -545,6 +558,7 @@ impl Dispatcher {
         };
         t.done = true;
         t.notify = None;
+        self.stranded.remove(&id);
         if let Some(set) = self.by_client.get_mut(t.client.as_str()) {
             set.remove(&id);
             if set.is_empty() {
@@ -570,8 +584,9 @@ impl Dispatcher {
         self.finish(now, id);
     }
 
-    /// A Pi went offline: fails its accepted segments and those without a deadline now; the
-    /// others fail at their deadline plus [`ACK_GRACE`] unless the Pi takes them in time.
+    /// A Pi went offline: its accepted segments are stranded (the Pi keeps driving them), its
+    /// unaccepted ones without a deadline fail now, the others fail at their deadline plus
+    /// [`ACK_GRACE`] unless the Pi takes them in time.
     pub fn on_pi_offline(&mut self, now: Instant, client: &str, counters: &mut Counters) {
         let Some(ids) = self.by_client.get(client) else {
             return;
@@ -581,7 +596,17 @@ impl Dispatcher {
             let Some(t) = self.tracked.get_mut(id) else {
                 continue;
             };
-            if t.accepted_at.is_some() || t.expires.is_none() {
+            if t.accepted_at.is_some() {
+                if !t.stranded {
+                    t.stranded = true;
+                    t.idle_since = None;
+                    self.stranded.insert(*id);
+                    debug!(
+                        "segment {id}: {} went offline while driving it; waiting for its word",
+                        t.client
+                    );
+                }
+            } else if t.expires.is_none() {
                 now_failing.push(*id);
             } else {
                 t.pi_offline = true;
@@ -647,6 +672,51 @@ impl Dispatcher {
             }
             self.finished.pop_front();
             self.tracked.remove(&id);
+        }
+    }
+
+    /// Settles stranded segments (accepted, then their Pi went offline) that the Pi no longer
+    /// has: its entity, back online, reports idle for [`ACK_GRACE`] in reports received since
+    /// the Pi came back, with no `Completed` (the Pi restarted or dropped it); or the Pi was
+    /// forgotten by the registry. They fail `PiOffline`. Call every tick.
+    pub fn settle_stranded(&mut self, now: Instant, fleet: &mut Fleet) {
+        if self.stranded.is_empty() {
+            return;
+        }
+        let mut lost = Vec::new();
+        for id in &self.stranded {
+            let Some(t) = self.tracked.get_mut(id) else {
+                continue;
+            };
+            let Some(pi) = fleet.pi(t.client.as_str()) else {
+                lost.push(*id);
+                continue;
+            };
+            let idle = match pi.state {
+                crate::fleet::PiState::Online { since } => pi
+                    .entities
+                    .get(&t.segment.entity_id)
+                    .is_some_and(|e| e.updated > since && e.report.segment_id == 0),
+                crate::fleet::PiState::Offline { .. } => false,
+            };
+            if !idle {
+                t.idle_since = None;
+                continue;
+            }
+            let since = *t.idle_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= ACK_GRACE {
+                lost.push(*id);
+            }
+        }
+        let counters = fleet.counters_mut();
+        for id in lost {
+            if let Some(t) = self.tracked.get(&id) {
+                info!(
+                    "segment {id}: {}/{} is back without it (idle, no Completed): failed",
+                    t.client, t.segment.entity_id
+                );
+            }
+            self.fail(now, id, FailReason::PiOffline, counters);
         }
     }
 
@@ -921,7 +991,7 @@ mod tests {
     }
 
     #[test]
-    fn pi_going_offline_fails_its_segments_only() {
+    fn pi_going_offline_strands_accepted_segments_and_fails_undeliverable_ones() {
         let t0 = Instant::now();
         let mut f = fleet_with(t0, &[("a", &[1, 2]), ("b", &[1])]);
         let mut d = dispatcher();
@@ -944,13 +1014,120 @@ mod tests {
         let got: Vec<_> = rx.try_iter().collect();
         assert_eq!(
             got,
-            vec![SegmentOutcome::Failed(FailReason::PiOffline); 2],
-            "accepted-but-unfinished segments fail too"
+            vec![SegmentOutcome::Failed(FailReason::PiOffline)],
+            "the unaccepted one (no deadline: version 1) fails; the accepted one is the Pi's"
         );
-        assert_eq!(d.in_flight(), 1);
-        d.shutdown(t0 + ms(6), c);
+        assert_eq!(d.in_flight(), 2);
+        // The Pi reports Completed when it is back: the outcome is reported as it happened.
+        d.on_ack(t0 + ms(9000), "a", ack(2, a2, AckOutcome::Completed), c);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(SegmentOutcome::Completed { .. })
+        ));
+        assert_eq!(c.late_outcomes, 0);
+        d.shutdown(t0 + ms(9001), c);
         assert_eq!(d.in_flight(), 0);
-        assert_eq!(c.segments_failed, 3);
+        assert_eq!(c.segments_failed, 2);
+    }
+
+    fn idle_report(entity_id: u32, segment_id: u32) -> StateReport {
+        StateReport {
+            entity_id,
+            timestamp_ms: 0,
+            x: 0,
+            y: 0,
+            angle: 0,
+            vx: 0,
+            vy: 0,
+            segment_id,
+            progress: 0,
+        }
+    }
+
+    #[test]
+    fn a_stranded_segment_fails_when_the_pi_is_back_without_it() {
+        let t0 = Instant::now();
+        let mut f = fleet_with(t0, &[("a", &[1])]);
+        let mut d = dispatcher();
+        let mut out = Recorder::default();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let id = d
+            .dispatch(t0, WALL, &mut f, "a", spec(1), Some(tx), &mut out)
+            .unwrap();
+        d.on_ack(t0, "a", ack(1, id, AckOutcome::Accepted), f.counters_mut());
+        let _ = rx.try_recv();
+        // Silent: offline at the heartbeat timeout; the old report (driving) is still there.
+        f.tick(t0 + ms(1600));
+        for went in f.take_went_offline() {
+            d.on_pi_offline(t0 + ms(1600), &went, f.counters_mut());
+        }
+        for t in [2000, 5000, 60_000] {
+            d.settle_stranded(t0 + ms(t), &mut f);
+        }
+        assert!(rx.try_recv().is_err(), "offline: only the Pi can tell");
+        // Back (a restarted process): its entity reports idle, and no Completed comes.
+        let back = t0 + ms(60_000);
+        let hb = Heartbeat {
+            seq: 9,
+            timestamp_ms: 0,
+        };
+        f.on_heartbeat(back, 0, "a", hb);
+        d.settle_stranded(back, &mut f);
+        f.on_state(back + ms(100), "a", idle_report(1, 0));
+        d.settle_stranded(back + ms(100), &mut f);
+        d.settle_stranded(back + ms(599), &mut f);
+        assert!(
+            rx.try_recv().is_err(),
+            "a Completed may still be on its way"
+        );
+        f.on_state(back + ms(600), "a", idle_report(1, 0));
+        d.settle_stranded(back + ms(600), &mut f);
+        assert_eq!(
+            rx.try_recv(),
+            Ok(SegmentOutcome::Failed(FailReason::PiOffline))
+        );
+        assert_eq!(d.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_stranded_segment_still_driven_waits_and_a_forgotten_pi_fails_it() {
+        let t0 = Instant::now();
+        let mut f = fleet_with(t0, &[("a", &[1])]);
+        let mut d = dispatcher();
+        let mut out = Recorder::default();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let id = d
+            .dispatch(t0, WALL, &mut f, "a", spec(1), Some(tx), &mut out)
+            .unwrap();
+        d.on_ack(t0, "a", ack(1, id, AckOutcome::Accepted), f.counters_mut());
+        let _ = rx.try_recv();
+        d.on_pi_offline(t0 + ms(1600), "a", f.counters_mut());
+        // Back and still driving it: nothing to settle.
+        let back = t0 + ms(3000);
+        f.on_heartbeat(
+            back,
+            0,
+            "a",
+            Heartbeat {
+                seq: 9,
+                timestamp_ms: 0,
+            },
+        );
+        for t in 1..=10 {
+            f.on_state(back + ms(100 * t), "a", idle_report(1, id));
+            d.settle_stranded(back + ms(100 * t), &mut f);
+        }
+        assert!(rx.try_recv().is_err());
+        // Gone again, for good: the registry forgets it, and the segment fails.
+        f.tick(back + ms(3000));
+        assert!(rx.try_recv().is_err());
+        f.tick(back + Duration::from_secs(700));
+        assert!(f.pi("a").is_none(), "evicted");
+        d.settle_stranded(back + Duration::from_secs(700), &mut f);
+        assert_eq!(
+            rx.try_recv(),
+            Ok(SegmentOutcome::Failed(FailReason::PiOffline))
+        );
     }
 
     /// A fleet of version 2 Pis whose clocks run `pi_behind_ms` behind the server's, as the

@@ -193,6 +193,7 @@ impl Registry {
                     self.fail_offline(now);
                     self.dispatcher
                         .tick(now, self.fleet.counters_mut(), &mut self.out);
+                    self.dispatcher.settle_stranded(now, &mut self.fleet);
                     expiry = match self.fleet.next_expiry() {
                         // Just past the deadline: the timeout is "more than".
                         Some(t) => {

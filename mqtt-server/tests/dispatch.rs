@@ -201,7 +201,8 @@ fn undeliverable_segments_are_refused_at_once() {
         h.dispatch("pi-2", spec(9)).unwrap_err(),
         DispatchError::UnknownEntity
     );
-    // A long segment in progress fails when its Pi dies.
+    // A long segment in progress when its Pi dies: the will says the connection is gone,
+    // not that the vehicle stopped, so it is stranded, not failed...
     let long = SegmentSpec::line(1, Point::new(0, 0), Point::new(0, 50_000), 300, 300);
     let ticket = h.dispatch("pi-2", long).unwrap();
     assert!(matches!(
@@ -209,14 +210,24 @@ fn undeliverable_segments_are_refused_at_once() {
         Ok(SegmentOutcome::Accepted { .. })
     ));
     pi.kill();
-    assert_eq!(
-        ticket.wait_final(Duration::from_secs(3)),
-        Some(SegmentOutcome::Failed(FailReason::PiOffline))
-    );
+    wait_for(Duration::from_secs(3), || {
+        (!h.snapshot()?.pi("pi-2")?.online).then_some(())
+    })
+    .expect("offline after the will");
     assert_eq!(
         h.dispatch("pi-2", spec(1)).unwrap_err(),
         DispatchError::PiOffline
     );
+    assert_eq!(ticket.wait_final(Duration::from_secs(1)), None);
+    // ...until the Pi comes back (a new process) without it: its entity reports idle.
+    let back = std::time::Instant::now();
+    let _pi = SimPi::start(broker.port(), "pi-2", &[1, 2]);
+    assert_eq!(
+        ticket.wait_final(Duration::from_secs(3)),
+        Some(SegmentOutcome::Failed(FailReason::PiOffline))
+    );
+    let settled = back.elapsed();
+    eprintln!("stranded segment settled {settled:?} after the Pi came back");
     let c = server.shutdown().counters;
     assert_eq!(c.dispatch_refused, 3);
     assert_eq!(c.segments_failed, 1);
