@@ -44,7 +44,7 @@ fn frozen_broker_is_detected_and_recovered_from() {
     let offline_after = gone.at.duration_since(paused);
     for id in PIS {
         assert_eq!(
-            gone.offline.get(id).map(|(r, _)| r.as_str()),
+            gone.offline.get(id).map(String::as_str),
             Some("heartbeat timeout"),
             "{}",
             gone.text

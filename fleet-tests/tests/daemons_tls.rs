@@ -146,7 +146,7 @@ fn daemons_run_over_tls_and_ignore_forged_messages() {
     let seg_of = |t: &Table, id: &str| {
         t.active
             .get(id)
-            .is_some_and(|p| p.entities.values().any(|e| e.segment.is_some()))
+            .is_some_and(|p| p.entities.values().any(|e| e.seg.is_some()))
     };
     wait_table(&server, SHOW, |t| seg_of(t, PI_A) && seg_of(t, PI_B)).unwrap_or_else(|last| {
         panic!(

@@ -1,10 +1,12 @@
 //! Dev-only test harness shared by every crate's integration tests: a real `mosquitto` per
 //! test ([`broker`]), MQTT probes to publish and watch topics ([`probe`]), and daemon child
-//! processes with signals and captured logs ([`process`]).
+//! processes with signals and captured logs ([`process`]), and the mqtt-server status table
+//! read from its stdout ([`table`]).
 
 pub mod broker;
 pub mod probe;
 pub mod process;
+pub mod table;
 
 pub use broker::Broker;
 pub use probe::Probe;

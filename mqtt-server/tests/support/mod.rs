@@ -5,7 +5,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -129,177 +129,11 @@ pub fn now_ms() -> u64 {
 }
 
 // ---------------------------------------------------------------------------------------
-// The status table
+// The status table (parsed by testkit)
 
-/// One entity line of the table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EntityRow {
-    pub x: i32,
-    pub y: i32,
-    pub angle: i32,
-    /// The `seg=` column: `Some((id, percent))` or None when idle.
-    pub seg: Option<(u32, String)>,
-}
-
-/// One active Pi of the table.
-#[derive(Debug, Clone, Default)]
-pub struct ActiveRow {
-    pub last_hb_ms: u64,
-    pub entities_count: usize,
-    pub entities: BTreeMap<u32, EntityRow>,
-}
-
-/// A whole table as printed, and when the test read it.
-#[derive(Debug, Clone)]
-pub struct Table {
-    pub at: Instant,
-    pub active_count: usize,
-    pub active: BTreeMap<String, ActiveRow>,
-    pub offline_count: usize,
-    /// id -> reason
-    pub offline: BTreeMap<String, String>,
-    pub text: String,
-}
-
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let start = line.find(key)? + key.len();
-    let rest = &line[start..];
-    let end = rest.find([',', ' ']).unwrap_or(rest.len());
-    Some(&rest[..end])
-}
-
-/// Parses a table in the seed's format; panics (with the text) on anything unexpected.
-pub fn parse_table(text: &str, at: Instant) -> Table {
-    let mut t = Table {
-        at,
-        active_count: 0,
-        active: BTreeMap::new(),
-        offline_count: 0,
-        offline: BTreeMap::new(),
-        text: text.to_owned(),
-    };
-    let mut section = "";
-    let mut current: Option<String> = None;
-    let bad = |l: &str| -> ! { panic!("unexpected table line {l:?} in:\n{text}") };
-    for line in text.lines() {
-        if let Some(n) = line
-            .strip_prefix("=== Active Clients: ")
-            .and_then(|r| r.strip_suffix(" ==="))
-        {
-            t.active_count = n.parse().unwrap_or_else(|_| bad(line));
-            section = "active";
-        } else if let Some(n) = line
-            .strip_prefix("=== Offline Clients: ")
-            .and_then(|r| r.strip_suffix(" ==="))
-        {
-            t.offline_count = n.parse().unwrap_or_else(|_| bad(line));
-            section = "offline";
-        } else if line.is_empty() {
-        } else if let Some(rest) = line.strip_prefix("    Entity ") {
-            let (id, rest) = rest.split_once(": ").unwrap_or_else(|| bad(line));
-            let pos = rest
-                .strip_prefix("pos=(")
-                .and_then(|r| r.split_once(')'))
-                .map(|(p, _)| p)
-                .unwrap_or_else(|| bad(line));
-            let (x, y) = pos.split_once(", ").unwrap_or_else(|| bad(line));
-            let seg = field(line, "seg=").unwrap_or_else(|| bad(line));
-            let seg = if seg == "idle" {
-                None
-            } else {
-                let (id, pct) = seg.split_once('@').unwrap_or_else(|| bad(line));
-                Some((id.parse().unwrap_or_else(|_| bad(line)), pct.to_owned()))
-            };
-            let row = EntityRow {
-                x: x.parse().unwrap_or_else(|_| bad(line)),
-                y: y.parse().unwrap_or_else(|_| bad(line)),
-                angle: field(line, "angle=")
-                    .and_then(|a| a.parse().ok())
-                    .unwrap_or_else(|| bad(line)),
-                seg,
-            };
-            let pi = current.as_ref().unwrap_or_else(|| bad(line));
-            t.active
-                .get_mut(pi)
-                .unwrap()
-                .entities
-                .insert(id.parse().unwrap_or_else(|_| bad(line)), row);
-        } else if let Some(rest) = line.strip_prefix("  ") {
-            if rest.starts_with("... and ") {
-                continue;
-            }
-            let (id, rest) = rest.split_once(": ").unwrap_or_else(|| bad(line));
-            match section {
-                "active" => {
-                    let hb = field(rest, "last_hb=")
-                        .and_then(|v| v.strip_suffix("ms"))
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or_else(|| bad(line));
-                    let n = field(rest, "entities=")
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or_else(|| bad(line));
-                    t.active.insert(
-                        id.to_owned(),
-                        ActiveRow {
-                            last_hb_ms: hb,
-                            entities_count: n,
-                            entities: BTreeMap::new(),
-                        },
-                    );
-                    current = Some(id.to_owned());
-                }
-                "offline" => {
-                    let reason = rest
-                        .strip_prefix("offline (")
-                        .and_then(|r| r.split_once(") for "))
-                        .map(|(r, _)| r)
-                        .unwrap_or_else(|| bad(line));
-                    t.offline.insert(id.to_owned(), reason.to_owned());
-                }
-                _ => bad(line),
-            }
-        } else {
-            bad(line);
-        }
-    }
-    t
-}
-
-/// The next complete table on the daemon's stdout (tables end with an empty line).
-pub fn next_table(d: &Daemon, timeout: Duration) -> Option<Table> {
-    let mut buf = String::new();
-    d.wait_stdout(timeout, |l| {
-        if l.is_empty() {
-            return !buf.is_empty();
-        }
-        if l.starts_with("=== Active Clients") {
-            buf.clear();
-        }
-        buf.push_str(l);
-        buf.push('\n');
-        false
-    })?;
-    Some(parse_table(&buf, Instant::now()))
-}
-
-/// Reads tables until one satisfies `pred`, for at most `timeout`.
-pub fn wait_table(
-    d: &Daemon,
-    timeout: Duration,
-    mut pred: impl FnMut(&Table) -> bool,
-) -> Option<Table> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        let t = next_table(d, left)?;
-        if pred(&t) {
-            return Some(t);
-        }
-    }
-}
+// Not every test binary reads the table.
+#[allow(unused_imports)]
+pub use testkit::table::{ActiveRow, EntityRow, Table, next_table, wait_table};
 
 // ---------------------------------------------------------------------------------------
 // A simulated Pi
