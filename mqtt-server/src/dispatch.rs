@@ -780,21 +780,7 @@ mod tests {
                 },
             );
             for e in *entities {
-                f.on_state(
-                    t0,
-                    id,
-                    StateReport {
-                        entity_id: *e,
-                        timestamp_ms: 0,
-                        x: 0,
-                        y: 0,
-                        angle: 0,
-                        vx: 0,
-                        vy: 0,
-                        segment_id: 0,
-                        progress: 0,
-                    },
-                );
+                f.on_state(t0, id, idle_report(*e, 0));
             }
         }
         f
@@ -1044,18 +1030,40 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_stranded_segment_fails_when_the_pi_is_back_without_it() {
-        let t0 = Instant::now();
+    /// Pi "a" with entity 1 has accepted a segment sent at `t0`.
+    fn accepted_by_a(t0: Instant) -> (Fleet, Dispatcher, Receiver<SegmentOutcome>, u32) {
         let mut f = fleet_with(t0, &[("a", &[1])]);
         let mut d = dispatcher();
-        let mut out = Recorder::default();
         let (tx, rx) = crossbeam_channel::unbounded();
         let id = d
-            .dispatch(t0, WALL, &mut f, "a", spec(1), Some(tx), &mut out)
+            .dispatch(
+                t0,
+                WALL,
+                &mut f,
+                "a",
+                spec(1),
+                Some(tx),
+                &mut Recorder::default(),
+            )
             .unwrap();
         d.on_ack(t0, "a", ack(1, id, AckOutcome::Accepted), f.counters_mut());
         let _ = rx.try_recv();
+        (f, d, rx, id)
+    }
+
+    /// Pi "a" heartbeats again at `at`.
+    fn heartbeat_again(f: &mut Fleet, at: Instant) {
+        let hb = Heartbeat {
+            seq: 9,
+            timestamp_ms: 0,
+        };
+        f.on_heartbeat(at, 0, "a", hb);
+    }
+
+    #[test]
+    fn a_stranded_segment_fails_when_the_pi_is_back_without_it() {
+        let t0 = Instant::now();
+        let (mut f, mut d, rx, _) = accepted_by_a(t0);
         // Silent: offline at the heartbeat timeout; the old report (driving) is still there.
         f.tick(t0 + ms(1600));
         for went in f.take_went_offline() {
@@ -1067,11 +1075,7 @@ mod tests {
         assert!(rx.try_recv().is_err(), "offline: only the Pi can tell");
         // Back (a restarted process): its entity reports idle, and no Completed comes.
         let back = t0 + ms(60_000);
-        let hb = Heartbeat {
-            seq: 9,
-            timestamp_ms: 0,
-        };
-        f.on_heartbeat(back, 0, "a", hb);
+        heartbeat_again(&mut f, back);
         d.settle_stranded(back, &mut f);
         f.on_state(back + ms(100), "a", idle_report(1, 0));
         d.settle_stranded(back + ms(100), &mut f);
@@ -1092,27 +1096,11 @@ mod tests {
     #[test]
     fn a_stranded_segment_still_driven_waits_and_a_forgotten_pi_fails_it() {
         let t0 = Instant::now();
-        let mut f = fleet_with(t0, &[("a", &[1])]);
-        let mut d = dispatcher();
-        let mut out = Recorder::default();
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let id = d
-            .dispatch(t0, WALL, &mut f, "a", spec(1), Some(tx), &mut out)
-            .unwrap();
-        d.on_ack(t0, "a", ack(1, id, AckOutcome::Accepted), f.counters_mut());
-        let _ = rx.try_recv();
+        let (mut f, mut d, rx, id) = accepted_by_a(t0);
         d.on_pi_offline(t0 + ms(1600), "a", f.counters_mut());
         // Back and still driving it: nothing to settle.
         let back = t0 + ms(3000);
-        f.on_heartbeat(
-            back,
-            0,
-            "a",
-            Heartbeat {
-                seq: 9,
-                timestamp_ms: 0,
-            },
-        );
+        heartbeat_again(&mut f, back);
         for t in 1..=10 {
             f.on_state(back + ms(100 * t), "a", idle_report(1, id));
             d.settle_stranded(back + ms(100 * t), &mut f);
@@ -1141,17 +1129,7 @@ mod tests {
             };
             let topic = format!("rpi/{id}/heartbeat");
             f.on_publish(t0, WALL, &topic, hb.encode().as_slice(), false);
-            let st = StateReport {
-                entity_id: 1,
-                timestamp_ms: 0,
-                x: 0,
-                y: 0,
-                angle: 0,
-                vx: 0,
-                vy: 0,
-                segment_id: 0,
-                progress: 0,
-            };
+            let st = idle_report(1, 0);
             let topic = format!("rpi/{id}/state");
             f.on_publish(t0, WALL, &topic, st.encode().as_slice(), false);
             assert_eq!(f.pi(id).unwrap().protocol, 2);
@@ -1232,9 +1210,8 @@ mod tests {
         assert!(rx.try_recv().is_err());
     }
 
-    #[test]
-    fn pi_back_before_the_deadline_takes_the_segment() {
-        let t0 = Instant::now();
+    /// A segment (3 s to live) sent at `t0` to version 2 Pi "a", clocks in step.
+    fn sent_to_v2_pi(t0: Instant) -> (Fleet, Dispatcher, Recorder, Receiver<SegmentOutcome>, u32) {
         let mut f = v2_fleet(t0, &["a"], 0, 0);
         let mut d = dispatcher();
         let mut out = Recorder::default();
@@ -1242,6 +1219,13 @@ mod tests {
         let id = d
             .dispatch(t0, WALL, &mut f, "a", spec(1), Some(tx), &mut out)
             .unwrap();
+        (f, d, out, rx, id)
+    }
+
+    #[test]
+    fn pi_back_before_the_deadline_takes_the_segment() {
+        let t0 = Instant::now();
+        let (mut f, mut d, mut out, rx, id) = sent_to_v2_pi(t0);
         let c = f.counters_mut();
         d.tick(t0 + ms(1000), c, &mut out);
         d.on_pi_offline(t0 + ms(1500), "a", c);
@@ -1266,13 +1250,7 @@ mod tests {
     #[test]
     fn no_ack_failure_waits_for_the_deadline_too() {
         let t0 = Instant::now();
-        let mut f = v2_fleet(t0, &["a"], 0, 0);
-        let mut d = dispatcher();
-        let mut out = Recorder::default();
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let id = d
-            .dispatch(t0, WALL, &mut f, "a", spec(1), Some(tx), &mut out)
-            .unwrap();
+        let (mut f, mut d, mut out, rx, id) = sent_to_v2_pi(t0);
         let c = f.counters_mut();
         for t in [1000, 2000, 3000] {
             d.tick(t0 + ms(t), c, &mut out);
