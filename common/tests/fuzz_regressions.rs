@@ -21,7 +21,9 @@ fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
 fn decode_regressions() {
     for (name, data) in inputs("decode") {
         if let Ok(m) = common::Message::decode(&data) {
-            let again = m.encode_as(data[0] >> 4).expect("encodes in its own version");
+            let again = m
+                .encode_as(data[0] >> 4)
+                .expect("encodes in its own version");
             assert_eq!(again.as_slice(), &data[..], "{name}");
         }
         if let Ok(s) = std::str::from_utf8(&data) {

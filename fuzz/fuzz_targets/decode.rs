@@ -7,7 +7,9 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(m) = common::Message::decode(data) {
         // In the payload's own version (1 is still decoded).
-        let again = m.encode_as(data[0] >> 4).expect("a decoded message encodes in its version");
+        let again = m
+            .encode_as(data[0] >> 4)
+            .expect("a decoded message encodes in its version");
         assert_eq!(again.as_slice(), data);
     }
     // Topic parsing sees attacker-chosen strings too.
