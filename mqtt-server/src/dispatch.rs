@@ -22,8 +22,9 @@
 //! - When a Pi goes offline, its accepted segments are *stranded*, not failed: the Pi keeps
 //!   driving them (a vehicle does not stop on a Wi-Fi gap) and reports `Completed` when it is
 //!   back. A stranded segment fails (`PiOffline`) only when the Pi shows it no longer has it:
-//!   back online, the entity reports idle for [`ACK_GRACE`] without a `Completed` (the Pi
-//!   restarted, or dropped it), or the Pi is forgotten by the registry. Unaccepted segments fail
+//!   back online, the entity reports idle, or driving a segment sent after it, for
+//!   [`ACK_GRACE`] without a `Completed` (the Pi restarted, or dropped it), or the Pi is
+//!   forgotten by the registry. Unaccepted segments fail
 //!   (`PiOffline`) at their deadline plus grace, unless the Pi comes back and takes them in
 //!   time; those without a deadline (version 1 Pis) fail at once.
 //! - At most `max_in_flight` segments are tracked; finished ones are kept for `grace` to
@@ -40,7 +41,7 @@ use crossbeam_channel::{Receiver, Sender};
 use log::{debug, info, warn};
 
 use crate::counters::Counters;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, PiState};
 
 /// After a segment's deadline, how long the server still waits for an `Accepted` the Pi may
 /// have sent just before it: the time an ack may take to come back through the broker.
@@ -676,48 +677,72 @@ impl Dispatcher {
     }
 
     /// Settles stranded segments (accepted, then their Pi went offline) that the Pi no longer
-    /// has: its entity, back online, reports idle for [`ACK_GRACE`] in reports received since
-    /// the Pi came back, with no `Completed` (the Pi restarted or dropped it); or the Pi was
-    /// forgotten by the registry. They fail `PiOffline`. Call every tick.
+    /// has: for [`ACK_GRACE`], in reports received since the Pi came back, its entity is idle
+    /// or drives a segment sent after it, with no `Completed` (the Pi restarted or dropped
+    /// it); or the Pi was forgotten by the registry. They fail `PiOffline`. Call every tick.
     pub fn settle_stranded(&mut self, now: Instant, fleet: &mut Fleet) {
         if self.stranded.is_empty() {
             return;
         }
-        let mut lost = Vec::new();
+        // First look (the fleet and the other segments), then update.
+        let mut seen = Vec::with_capacity(self.stranded.len());
         for id in &self.stranded {
-            let Some(t) = self.tracked.get_mut(id) else {
+            let Some(t) = self.tracked.get(id) else {
                 continue;
             };
             let Some(pi) = fleet.pi(t.client.as_str()) else {
-                lost.push(*id);
+                seen.push((*id, None)); // forgotten by the registry
                 continue;
             };
-            let idle = match pi.state {
-                crate::fleet::PiState::Online { since } => pi
+            let without_it = match pi.state {
+                PiState::Online { since } => pi
                     .entities
                     .get(&t.segment.entity_id)
-                    .is_some_and(|e| e.updated > since && e.report.segment_id == 0),
-                crate::fleet::PiState::Offline { .. } => false,
+                    .is_some_and(|e| e.updated > since && self.moved_past(t, e.report.segment_id)),
+                PiState::Offline { .. } => false,
             };
-            if !idle {
-                t.idle_since = None;
+            seen.push((*id, Some(without_it)));
+        }
+        let mut lost = Vec::new();
+        for (id, without_it) in seen {
+            let Some(t) = self.tracked.get_mut(&id) else {
                 continue;
-            }
-            let since = *t.idle_since.get_or_insert(now);
-            if now.saturating_duration_since(since) >= ACK_GRACE {
-                lost.push(*id);
+            };
+            match without_it {
+                None => lost.push(id),
+                Some(false) => t.idle_since = None,
+                Some(true) => {
+                    let since = *t.idle_since.get_or_insert(now);
+                    if now.saturating_duration_since(since) >= ACK_GRACE {
+                        lost.push(id);
+                    }
+                }
             }
         }
         let counters = fleet.counters_mut();
         for id in lost {
             if let Some(t) = self.tracked.get(&id) {
                 info!(
-                    "segment {id}: {}/{} is back without it (idle, no Completed): failed",
+                    "segment {id}: {}/{} is back without it (no Completed): failed",
                     t.client, t.segment.entity_id
                 );
             }
             self.fail(now, id, FailReason::PiOffline, counters);
         }
+    }
+
+    /// The entity of `t` reports driving `current` (0: idle): is `t` behind it? Idle, or a
+    /// segment this server sent the entity after `t` (an entity's queue is first in, first out,
+    /// so `t` is done or dropped).
+    fn moved_past(&self, t: &Tracked, current: u32) -> bool {
+        if current == 0 {
+            return true;
+        }
+        self.tracked.get(&current).is_some_and(|later| {
+            later.client == t.client
+                && later.segment.entity_id == t.segment.entity_id
+                && later.first_sent > t.first_sent
+        })
     }
 
     /// Fails everything unfinished (the server is stopping).
@@ -1091,6 +1116,32 @@ mod tests {
             Ok(SegmentOutcome::Failed(FailReason::PiOffline))
         );
         assert_eq!(d.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_stranded_segment_fails_when_the_entity_drives_a_later_one() {
+        let t0 = Instant::now();
+        let (mut f, mut d, rx, first) = accepted_by_a(t0);
+        d.on_pi_offline(t0 + ms(1600), "a", f.counters_mut());
+        // Back as a new process, and at once busy with a segment sent after the first.
+        let back = t0 + ms(5000);
+        heartbeat_again(&mut f, back);
+        let mut out = Recorder::default();
+        let later = d
+            .dispatch(back, WALL, &mut f, "a", spec(1), None, &mut out)
+            .unwrap();
+        for t in 1..=5 {
+            f.on_state(back + ms(100 * t), "a", idle_report(1, later));
+            d.settle_stranded(back + ms(100 * t), &mut f);
+        }
+        assert!(rx.try_recv().is_err(), "within the grace");
+        f.on_state(back + ms(600), "a", idle_report(1, later));
+        d.settle_stranded(back + ms(600), &mut f);
+        assert_eq!(
+            rx.try_recv(),
+            Ok(SegmentOutcome::Failed(FailReason::PiOffline)),
+            "segment {first} cannot be queued behind {later}"
+        );
     }
 
     #[test]
