@@ -298,6 +298,11 @@ impl Dispatcher {
         self.tracked.len()
     }
 
+    /// Accepted segments whose Pi went offline, not settled yet.
+    pub fn stranded(&self) -> usize {
+        self.stranded.len()
+    }
+
     /// Segments sent and not finished.
     pub fn in_flight(&self) -> usize {
         self.by_client.values().map(BTreeSet::len).sum()
@@ -1098,6 +1103,7 @@ mod tests {
             d.settle_stranded(t0 + ms(t), &mut f);
         }
         assert!(rx.try_recv().is_err(), "offline: only the Pi can tell");
+        assert_eq!(d.stranded(), 1);
         // Back (a restarted process): its entity reports idle, and no Completed comes.
         let back = t0 + ms(60_000);
         heartbeat_again(&mut f, back);

@@ -56,6 +56,8 @@ pub struct Snapshot {
     pub max_pis: usize,
     /// Segments sent and not finished.
     pub segments_in_flight: usize,
+    /// Of those, accepted by a Pi that then went offline: waiting for its word.
+    pub segments_stranded: usize,
     /// Segments remembered (in flight, plus finished ones within the grace period).
     pub segments_tracked: usize,
     pub broker_connected: bool,
@@ -107,6 +109,7 @@ impl Snapshot {
             registry_len: fleet.len(),
             max_pis: fleet.config().max_pis,
             segments_in_flight: dispatcher.in_flight(),
+            segments_stranded: dispatcher.stranded(),
             segments_tracked: dispatcher.tracked(),
             broker_connected: connected,
             counters: fleet.counters().clone(),
