@@ -24,9 +24,9 @@
 //!   back. A stranded segment fails (`PiOffline`) only when the Pi shows it no longer has it:
 //!   back online, the entity reports idle, or driving a segment sent after it, for
 //!   [`ACK_GRACE`] without a `Completed` (the Pi restarted, or dropped it), or the Pi is
-//!   forgotten by the registry. Unaccepted segments fail
-//!   (`PiOffline`) at their deadline plus grace, unless the Pi comes back and takes them in
-//!   time; those without a deadline (version 1 Pis) fail at once.
+//!   forgotten by the registry. Unaccepted segments fail (`PiOffline`) at their deadline plus
+//!   grace, unless the Pi comes back and takes them in time; those without a deadline
+//!   (version 1 Pis) fail at once.
 //! - At most `max_in_flight` segments are tracked; finished ones are kept for `grace` to
 //!   recognise duplicate acks, then forgotten.
 
