@@ -1,6 +1,7 @@
 //! What every fleet daemon's `main` needs besides its own logic: logging to stderr that reads
 //! well in journald, a shutdown channel fed by SIGINT/SIGTERM/SIGHUP, configuration loading
-//! from args + environment + file, and errors printed with their cause chain.
+//! from args + environment + file, errors printed with their cause chain, and the wall clock
+//! in the protocol's unit.
 
 use std::io::IsTerminal;
 
@@ -11,6 +12,15 @@ use log::LevelFilter;
 use simplelog::{ConfigBuilder, LevelPadding, WriteLogger};
 
 /// Parses a log level name (`error`, `warn`, `info`, `debug`, `trace`, `off`).
+/// The wall clock in the wire protocol's unit: ms since the Unix epoch (0 before 1970).
+/// Both daemons stamp and compare protocol timestamps with it.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 pub fn parse_level(s: &str) -> Result<LevelFilter, String> {
     s.trim().parse::<LevelFilter>().map_err(|_| {
         format!("unknown log level {s:?} (use error, warn, info, debug, trace or off)")

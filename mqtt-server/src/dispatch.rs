@@ -32,7 +32,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::ratelimit::RateLimiter;
 use common::wire::NO_DEADLINE;
@@ -251,11 +251,7 @@ fn held_note(held: u64) -> String {
 
 /// The first segment id: the server's clock in ms (mod 2^32), odd, so never 0.
 pub fn seed_segment_id() -> u32 {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(1);
-    (ms as u32) | 1
+    (mqtt_link::daemon::wall_ms() as u32) | 1
 }
 
 pub struct Dispatcher {

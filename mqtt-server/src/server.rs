@@ -21,11 +21,12 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::topic::SERVER_SUBSCRIPTION;
 use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, tick};
 use log::{debug, info, warn};
+use mqtt_link::daemon::wall_ms;
 use mqtt_link::{Client, Link, LinkConfig, LinkEvent, QoS, SetupError};
 
 use crate::config::ServerConfig;
@@ -135,13 +136,6 @@ impl Publisher for LinkPublisher {
             .try_publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
             .map_err(|e| e.to_string())
     }
-}
-
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// The registry thread's state.

@@ -3,12 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch (0 if the clock is before 1970).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use mqtt_link::daemon::wall_ms as now_ms;
 
 /// Seconds since the Unix epoch, truncated to `u32` (the session counter's seed).
 pub fn now_secs_u32() -> u32 {
