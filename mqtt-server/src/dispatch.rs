@@ -221,10 +221,8 @@ struct Tracked {
     accepted_at: Option<Instant>,
     /// The Pi went offline while the segment was unaccepted: the reason if it fails.
     pi_offline: bool,
-    /// Accepted, and then the Pi went offline: settled by the Pi's later word
-    /// ([`Dispatcher::settle_stranded`]).
-    stranded: bool,
-    /// Since when the stranded segment's entity has reported idle (Pi back online).
+    /// Since when the entity of a stranded segment (see [`Dispatcher::settle_stranded`]) has
+    /// shown, back online, that it no longer has it.
     idle_since: Option<Instant>,
     /// Reported failed (kept until `grace` to recognise late acks).
     failed: bool,
@@ -262,7 +260,8 @@ pub struct Dispatcher {
     by_client: HashMap<String, BTreeSet<u32>>,
     /// Ack deadlines (lazy: stale entries are skipped when popped).
     deadlines: BinaryHeap<Reverse<(Instant, u32)>>,
-    /// Accepted segments whose Pi went offline, until they are settled.
+    /// Accepted segments whose Pi went offline, until they are settled: settled by the Pi's
+    /// later word ([`Dispatcher::settle_stranded`]).
     stranded: BTreeSet<u32>,
     /// Finished segments in the order they finished, forgotten after `grace`.
     finished: VecDeque<(Instant, u32)>,
@@ -388,7 +387,6 @@ impl Dispatcher {
                 attempts: 1,
                 accepted_at: None,
                 pi_offline: false,
-                stranded: false,
                 idle_since: None,
                 failed: false,
                 done: false,
@@ -599,10 +597,8 @@ impl Dispatcher {
                 continue;
             };
             if t.accepted_at.is_some() {
-                if !t.stranded {
-                    t.stranded = true;
+                if self.stranded.insert(*id) {
                     t.idle_since = None;
-                    self.stranded.insert(*id);
                     debug!(
                         "segment {id}: {} went offline while driving it; waiting for its word",
                         t.client
