@@ -439,6 +439,21 @@ impl Heartbeat {
 impl StateReport {
     pub const LEN: usize = 1 + 4 + 8 + 5 * 4 + 4 + 2;
 
+    /// An entity standing still at `pos`, facing `angle`, executing nothing.
+    pub fn at_rest(entity_id: u32, timestamp_ms: u64, pos: Point, angle: i32) -> StateReport {
+        StateReport {
+            entity_id,
+            timestamp_ms,
+            x: pos.x,
+            y: pos.y,
+            angle,
+            vx: 0,
+            vy: 0,
+            segment_id: 0,
+            progress: 0,
+        }
+    }
+
     pub fn encode(&self) -> Encoded {
         self.write(VERSION)
     }

@@ -3,7 +3,7 @@
 //! ids, plus bad ids and unknown leaves), each with the server's label for it, so a scenario
 //! can count what it sent per kind and compare with the server's `input errors` counters.
 
-use common::{Heartbeat, StateReport};
+use common::{Heartbeat, Point, StateReport};
 
 /// The leaves the server reads, with their payload kind code.
 const LEAVES: [(&str, u8); 4] = [("heartbeat", 1), ("state", 2), ("status", 5), ("ack", 4)];
@@ -49,19 +49,9 @@ fn heartbeat() -> Vec<u8> {
 }
 
 fn state() -> Vec<u8> {
-    StateReport {
-        entity_id: 1,
-        timestamp_ms: 1_764_000_000_000,
-        x: 0,
-        y: 0,
-        angle: 0,
-        vx: 0,
-        vy: 0,
-        segment_id: 0,
-        progress: 0,
-    }
-    .encode()
-    .to_vec()
+    StateReport::at_rest(1, 1_764_000_000_000, Point::new(0, 0), 0)
+        .encode()
+        .to_vec()
 }
 
 /// Kinds of garbage per (id, leaf); two more kinds use their own topics.

@@ -93,17 +93,7 @@ impl Entity {
             }
         }
         let report = match self.current {
-            None => StateReport {
-                entity_id: self.id,
-                timestamp_ms,
-                x: self.pos.x,
-                y: self.pos.y,
-                angle: self.angle,
-                vx: 0,
-                vy: 0,
-                segment_id: 0,
-                progress: 0,
-            },
+            None => StateReport::at_rest(self.id, timestamp_ms, self.pos, self.angle),
             Some((seg, started)) => {
                 let t = now.saturating_duration_since(started).as_secs_f64()
                     / segment_time.as_secs_f64();

@@ -58,19 +58,9 @@ pub fn as_pi(victim: &str, last_seq: u32, segment_id: u32) -> Vec<Forged> {
         },
         Forged {
             topic: t("state"),
-            payload: StateReport {
-                entity_id: FORGED_ENTITY,
-                timestamp_ms: now,
-                x: 9_999,
-                y: 9_999,
-                angle: 0,
-                vx: 0,
-                vy: 0,
-                segment_id: 0,
-                progress: 0,
-            }
-            .encode()
-            .to_vec(),
+            payload: StateReport::at_rest(FORGED_ENTITY, now, Point::new(9_999, 9_999), 0)
+                .encode()
+                .to_vec(),
             qos: QoS::AtMostOnce,
             retain: false,
         },

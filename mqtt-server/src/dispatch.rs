@@ -802,7 +802,7 @@ mod tests {
                 },
             );
             for e in *entities {
-                f.on_state(t0, id, idle_report(*e, 0));
+                f.on_state(t0, id, report(*e, 0));
             }
         }
         f
@@ -1038,17 +1038,11 @@ mod tests {
         assert_eq!(c.segments_failed, 2);
     }
 
-    fn idle_report(entity_id: u32, segment_id: u32) -> StateReport {
+    /// Entity `entity_id` standing at the origin, reporting `segment_id` (0: idle).
+    fn report(entity_id: u32, segment_id: u32) -> StateReport {
         StateReport {
-            entity_id,
-            timestamp_ms: 0,
-            x: 0,
-            y: 0,
-            angle: 0,
-            vx: 0,
-            vy: 0,
             segment_id,
-            progress: 0,
+            ..StateReport::at_rest(entity_id, 0, Point::new(0, 0), 0)
         }
     }
 
@@ -1100,14 +1094,14 @@ mod tests {
         let back = t0 + ms(60_000);
         heartbeat_again(&mut f, back);
         d.settle_stranded(back, &mut f);
-        f.on_state(back + ms(100), "a", idle_report(1, 0));
+        f.on_state(back + ms(100), "a", report(1, 0));
         d.settle_stranded(back + ms(100), &mut f);
         d.settle_stranded(back + ms(599), &mut f);
         assert!(
             rx.try_recv().is_err(),
             "a Completed may still be on its way"
         );
-        f.on_state(back + ms(600), "a", idle_report(1, 0));
+        f.on_state(back + ms(600), "a", report(1, 0));
         d.settle_stranded(back + ms(600), &mut f);
         assert_eq!(
             rx.try_recv(),
@@ -1129,11 +1123,11 @@ mod tests {
             .dispatch(back, WALL, &mut f, "a", spec(1), None, &mut out)
             .unwrap();
         for t in 1..=5 {
-            f.on_state(back + ms(100 * t), "a", idle_report(1, later));
+            f.on_state(back + ms(100 * t), "a", report(1, later));
             d.settle_stranded(back + ms(100 * t), &mut f);
         }
         assert!(rx.try_recv().is_err(), "within the grace");
-        f.on_state(back + ms(600), "a", idle_report(1, later));
+        f.on_state(back + ms(600), "a", report(1, later));
         d.settle_stranded(back + ms(600), &mut f);
         assert_eq!(
             rx.try_recv(),
@@ -1151,7 +1145,7 @@ mod tests {
         let back = t0 + ms(3000);
         heartbeat_again(&mut f, back);
         for t in 1..=10 {
-            f.on_state(back + ms(100 * t), "a", idle_report(1, id));
+            f.on_state(back + ms(100 * t), "a", report(1, id));
             d.settle_stranded(back + ms(100 * t), &mut f);
         }
         assert!(rx.try_recv().is_err());
@@ -1178,7 +1172,7 @@ mod tests {
             };
             let topic = format!("rpi/{id}/heartbeat");
             f.on_publish(t0, WALL, &topic, hb.encode().as_slice(), false);
-            let st = idle_report(1, 0);
+            let st = report(1, 0);
             let topic = format!("rpi/{id}/state");
             f.on_publish(t0, WALL, &topic, st.encode().as_slice(), false);
             assert_eq!(f.pi(id).unwrap().protocol, 2);

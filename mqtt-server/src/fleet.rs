@@ -724,17 +724,7 @@ mod tests {
     }
 
     fn state(entity_id: u32, x: i32) -> StateReport {
-        StateReport {
-            entity_id,
-            timestamp_ms: 0,
-            x,
-            y: 0,
-            angle: 0,
-            vx: 0,
-            vy: 0,
-            segment_id: 0,
-            progress: 0,
-        }
+        StateReport::at_rest(entity_id, 0, common::Point::new(x, 0), 0)
     }
 
     fn ms(n: u64) -> Duration {

@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Heartbeat, StateReport};
+use common::{Heartbeat, Point, StateReport};
 use rumqttc::QoS;
 use support::*;
 use testkit::{Broker, Probe, wait_for};
@@ -38,19 +38,9 @@ fn heartbeat() -> Vec<u8> {
 }
 
 fn state() -> Vec<u8> {
-    StateReport {
-        entity_id: 1,
-        timestamp_ms: now_ms(),
-        x: 0,
-        y: 0,
-        angle: 0,
-        vx: 0,
-        vy: 0,
-        segment_id: 0,
-        progress: 0,
-    }
-    .encode()
-    .to_vec()
+    StateReport::at_rest(1, now_ms(), Point::new(0, 0), 0)
+        .encode()
+        .to_vec()
 }
 
 /// The leaf's kind code (low nibble of a valid header on that topic).

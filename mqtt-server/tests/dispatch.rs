@@ -113,17 +113,12 @@ fn mute_pi_speaking(broker: &Broker, id: &str, version: u8, behind_ms: u64) -> P
         seq: 1,
         timestamp_ms: now_ms() - behind_ms,
     });
-    let state = Message::State(StateReport {
-        entity_id: 1,
-        timestamp_ms: now_ms() - behind_ms,
-        x: 0,
-        y: 0,
-        angle: 0,
-        vx: 0,
-        vy: 0,
-        segment_id: 0,
-        progress: 0,
-    });
+    let state = Message::State(StateReport::at_rest(
+        1,
+        now_ms() - behind_ms,
+        Point::new(0, 0),
+        0,
+    ));
     let cid = common::ClientId::new(id).unwrap();
     p.publish(
         &cid.topic(TopicKind::Heartbeat),
