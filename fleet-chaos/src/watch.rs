@@ -11,6 +11,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::{AckOutcome, Message, SegmentAck, Status};
+use mqtt_link::daemon::wall_ms;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
 /// One state report as seen.
@@ -284,13 +285,6 @@ impl Drop for Watch {
             let _ = h.join();
         }
     }
-}
-
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn lock(r: &Mutex<Record>) -> std::sync::MutexGuard<'_, Record> {

@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::backoff::{Backoff, fnv1a};
 use common::topic::TopicKind;
@@ -26,12 +26,7 @@ use crate::stats::{Progress, ShardStats};
 /// shows it as failed publishes instead of hiding it in a queue.
 const REQUEST_CAP: usize = 64;
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use mqtt_link::daemon::wall_ms as now_ms;
 
 /// When this Pi does what, all derived from the run's schedule.
 #[derive(Debug, Clone, Copy)]

@@ -3,8 +3,6 @@
 //! through (a made-up entity, a clock an hour off, a heartbeat gap, a retained "offline", an ack
 //! or segment with an id nobody else uses).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use common::{AckOutcome, Heartbeat, Point, Presence, Segment, SegmentAck, StateReport, Status};
 use rumqttc::QoS;
 use testkit::Probe;
@@ -31,12 +29,7 @@ impl Forged {
     }
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use mqtt_link::daemon::wall_ms as now_ms;
 
 /// Everything a Pi publishes, forged in `victim`'s name: a heartbeat `FORGED_SEQ_JUMP` after
 /// `last_seq` with a clock an hour behind, a state of [`FORGED_ENTITY`], a retained `Offline`

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::{
     AckOutcome, ClientId, Heartbeat, Message, Point, Presence, RejectReason, Segment, SegmentAck,
@@ -121,12 +121,7 @@ pub fn start_server(cfg: &ServerConfig) -> Server {
     server
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+pub use mqtt_link::daemon::wall_ms as now_ms;
 
 // ---------------------------------------------------------------------------------------
 // The status table (parsed by testkit)

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::{
     AckOutcome, Heartbeat, Message, Point, Presence, Segment, SegmentAck, StateReport, Status,
@@ -38,12 +38,7 @@ pub fn watch(broker: &Broker, probe_id: &str, id: &str) -> Probe {
     Probe::connect(broker.port(), probe_id, &[topic.as_str()])
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+pub use mqtt_link::daemon::wall_ms as now_ms;
 
 /// The wall clock (ms) at the moment a probe saw a message.
 pub fn wall_ms_at(at: Instant) -> u64 {
