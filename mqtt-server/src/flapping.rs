@@ -194,10 +194,10 @@ mod tests {
 
     #[test]
     fn the_registry_counts_marks_and_quiets_a_flapping_pi() {
-        use crate::fleet::{Fleet, FleetConfig};
+        use crate::fleet::{FleetConfig, TestFleet};
         use common::{Presence, Status};
         let t0 = Instant::now();
-        let mut fleet = Fleet::new(FleetConfig::new(ms(1500), 10, Duration::from_secs(600)));
+        let mut fleet = TestFleet::new(FleetConfig::new(ms(1500), 10, Duration::from_secs(600)));
         let status = |presence, session| Status {
             presence,
             session,

@@ -1,6 +1,9 @@
 //! The fleet registry: every Pi's presence (online, or offline and why), heartbeat age, lost
-//! heartbeats, clock offset and session, and every entity's last state. A plain struct whose
-//! methods take `now`, so every rule is unit-tested without threads or a broker.
+//! heartbeats, clock offset ([`crate::clock_offset`]) and session, and every entity's last
+//! state. A plain struct whose methods take `now` and the shared [`Counters`], so every rule is
+//! unit-tested without threads or a broker. It holds presence only: the registry thread
+//! ([`crate::registry`]) routes each message here or to the dispatcher, and hands the
+//! dispatcher each [`WentOffline`] these methods return.
 //!
 //! Presence rules:
 //! - A heartbeat from an unknown or offline Pi brings it online; so does a live (not
@@ -21,28 +24,29 @@
 //! refused when every Pi is online), Pis offline for `evict_after` are dropped, and at most
 //! `max_entities` entities per Pi are tracked. State reports of unknown Pis are not stored.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::ratelimit::RateLimiter;
-use common::{ClientId, Heartbeat, Message, Presence, SegmentAck, StateReport, Status};
+use common::{ClientId, Heartbeat, Message, Presence, StateReport, Status};
 use log::{debug, info, warn};
 
 use crate::budget::LineBudget;
+use crate::clock_offset::ClockOffset;
 use crate::counters::Counters;
 use crate::flapping::{Flapping, Verdict};
-use crate::ingest::{InputError, classify, printable_topic};
+use crate::ingest::Incoming;
 
 /// The Pi's own limit of entities; the server tracks no more per Pi.
 pub const MAX_ENTITIES_PER_PI: usize = 64;
 /// A forward jump in heartbeat `seq` larger than this is a reset (Pi restart), not loss:
 /// at 500 ms per heartbeat it would be 80+ minutes of heartbeats lost.
 pub const MAX_PLAUSIBLE_GAP: u32 = 10_000;
-/// A clock offset sample this far from the smoothed value replaces it (the Pi's clock
-/// stepped, e.g. NTP synced after boot) instead of being averaged in.
-pub const OFFSET_STEP_MS: u64 = 1000;
-/// Heartbeats whose clock offset samples make the deadline offset (4 s at 500 ms).
-pub const DEADLINE_OFFSET_WINDOW: usize = 8;
+
+/// A Pi that was online has just gone offline: the registry thread hands it to the
+/// dispatcher ([`crate::dispatch::Dispatcher::on_pi_offline`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WentOffline(pub ClientId);
 
 /// Why a Pi is offline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -106,12 +110,8 @@ pub struct Pi {
     pub heartbeats: u64,
     /// Heartbeats missing from the sequence (gaps), since the server first saw the Pi.
     pub heartbeats_lost: u64,
-    /// Smoothed `server_now_ms - pi_timestamp_ms` over heartbeats (includes the one-way delay,
-    /// a few ms on a LAN); positive when the Pi's clock is behind.
-    pub clock_offset_ms: Option<i64>,
-    /// The last [`DEADLINE_OFFSET_WINDOW`] raw offset samples, for
-    /// [`Pi::deadline_offset_ms`].
-    offset_samples: VecDeque<i64>,
+    /// The Pi's clock offset (`server - pi`), learnt from its heartbeats.
+    pub clock: ClockOffset,
     /// The newest session seen in a status.
     pub session: Option<u32>,
     /// The protocol version of the Pi's last heartbeat; segments are sent in it (and carry a
@@ -123,16 +123,6 @@ pub struct Pi {
 }
 
 impl Pi {
-    /// The clock offset (`server - pi`) to put segment deadlines on the Pi's clock: the
-    /// smallest sample of the last few heartbeats. Every sample is the true offset plus the
-    /// heartbeat's delay, so the smallest is the closest and never below the truth: deadlines
-    /// err early, never late. A burst of delayed heartbeats (after a Wi-Fi gap) does not move
-    /// it; a forward step of the Pi's clock is followed at the next heartbeat; a backward step
-    /// of J ms can make deadlines up to J late until the window has passed (4 s).
-    pub fn deadline_offset_ms(&self) -> Option<i64> {
-        self.offset_samples.iter().copied().min()
-    }
-
     fn new(id: ClientId, now: Instant) -> Pi {
         Pi {
             id,
@@ -144,8 +134,7 @@ impl Pi {
             last_seq: None,
             heartbeats: 0,
             heartbeats_lost: 0,
-            clock_offset_ms: None,
-            offset_samples: VecDeque::with_capacity(DEADLINE_OFFSET_WINDOW),
+            clock: ClockOffset::default(),
             session: None,
             protocol: 1,
             flapping: Flapping::default(),
@@ -190,28 +179,24 @@ impl FleetConfig {
     }
 }
 
-/// Counters, presence bookkeeping and log limits, apart from the map so that a `&mut Pi` and
-/// this can be borrowed together.
+/// Presence bookkeeping and log limits, apart from the map so that a `&mut Pi` and this can
+/// be borrowed together.
 struct Book {
     online: usize,
-    counters: Counters,
-    went_offline: Vec<String>,
     /// Presence changes: each one logged, up to a budget per second.
     transitions: LineBudget,
-    /// Bad input: one line per error kind per 10 s.
-    input_limits: BTreeMap<&'static str, RateLimiter>,
     /// Registry problems (full, too many entities): one line per kind per 10 s.
     registry_limits: BTreeMap<&'static str, RateLimiter>,
 }
 
 impl Book {
-    fn set_online(&mut self, pi: &mut Pi, now: Instant, why: &str) {
+    fn set_online(&mut self, c: &mut Counters, pi: &mut Pi, now: Instant, why: &str) {
         if pi.is_online() {
             return;
         }
         pi.state = PiState::Online { since: now };
         self.online += 1;
-        self.counters.registry_event("went_online", 1);
+        c.registry_event("went_online", 1);
         if pi.flapping.is_suspected() {
             pi.flapping.quiet_lines += 1;
         } else if self.transitions.allow(now) {
@@ -222,13 +207,19 @@ impl Book {
         }
     }
 
-    fn set_offline(&mut self, pi: &mut Pi, now: Instant, reason: OfflineReason) {
+    /// Takes `pi` offline; a Pi that was online is returned as a [`WentOffline`].
+    fn set_offline(
+        &mut self,
+        c: &mut Counters,
+        pi: &mut Pi,
+        now: Instant,
+        reason: OfflineReason,
+    ) -> Option<WentOffline> {
         match pi.state {
             PiState::Online { .. } => {
                 pi.state = PiState::Offline { since: now, reason };
                 self.online -= 1;
-                self.counters.registry_event("went_offline", 1);
-                self.went_offline.push(pi.id.as_str().to_owned());
+                c.registry_event("went_offline", 1);
                 if pi.flapping.is_suspected() {
                     pi.flapping.quiet_lines += 1;
                 } else if self.transitions.allow(now) {
@@ -238,18 +229,20 @@ impl Book {
                         .unwrap_or_default();
                     info!("{}: offline ({reason}{age})", pi.id);
                 }
+                Some(WentOffline(pi.id.clone()))
             }
             PiState::Offline { since, reason: old } if old != reason => {
                 // Already gone: keep when, refine why (e.g. the will after a timeout).
                 pi.state = PiState::Offline { since, reason };
                 debug!("{}: still offline, now known why: {reason}", pi.id);
+                None
             }
-            PiState::Offline { .. } => {}
+            PiState::Offline { .. } => None,
         }
     }
 
     /// A new connection of `pi` (a live `Online`): flapping detection.
-    fn on_connect(&mut self, pi: &mut Pi, now: Instant, session: u32) {
+    fn on_connect(&mut self, c: &mut Counters, pi: &mut Pi, now: Instant, session: u32) {
         if let Verdict::Warn {
             newly,
             connects,
@@ -257,7 +250,7 @@ impl Book {
         } = pi.flapping.on_connect(now, session)
         {
             if newly {
-                self.counters.registry_event("suspected_duplicate_id", 1);
+                c.registry_event("suspected_duplicate_id", 1);
             }
             let looks = if session_repeats > 0 {
                 format!(
@@ -279,8 +272,14 @@ impl Book {
         }
     }
 
-    fn registry_warn(&mut self, now: Instant, label: &'static str, line: impl FnOnce() -> String) {
-        self.counters.registry_event(label, 1);
+    fn registry_warn(
+        &mut self,
+        c: &mut Counters,
+        now: Instant,
+        label: &'static str,
+        line: impl FnOnce() -> String,
+    ) {
+        c.registry_event(label, 1);
         let lim = self
             .registry_limits
             .entry(label)
@@ -315,10 +314,7 @@ impl Fleet {
             pis: BTreeMap::new(),
             book: Book {
                 online: 0,
-                counters: Counters::default(),
-                went_offline: Vec::new(),
                 transitions: LineBudget::new(50, Duration::from_secs(1)),
-                input_limits: BTreeMap::new(),
                 registry_limits: BTreeMap::new(),
             },
             next_expiry: None,
@@ -358,14 +354,6 @@ impl Fleet {
         &self.cfg
     }
 
-    pub fn counters(&self) -> &Counters {
-        &self.book.counters
-    }
-
-    pub fn counters_mut(&mut self) -> &mut Counters {
-        &mut self.book.counters
-    }
-
     /// Pis tracked (online and offline).
     pub fn len(&self) -> usize {
         self.pis.len()
@@ -388,95 +376,53 @@ impl Fleet {
         self.pis.values()
     }
 
-    /// Pis that went offline since the last call (the dispatcher fails their segments).
-    pub fn take_went_offline(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.book.went_offline)
-    }
-
-    /// Handles one publish received on `rpi/+/+`; returns a segment ack for the dispatcher.
-    /// Bad input is counted and logged (rate-limited), never fatal.
-    pub fn on_publish(
+    /// A heartbeat, state report or status (the registry thread routes acks to the
+    /// dispatcher); returns the Pi if it has just gone offline.
+    pub fn on_message(
         &mut self,
         now: Instant,
         wall_ms: u64,
-        topic: &str,
-        payload: &[u8],
+        m: &Incoming<'_>,
         retained: bool,
-    ) -> Option<(String, SegmentAck)> {
-        let incoming = match classify(topic, payload) {
-            Ok(i) => i,
-            Err(e) => {
-                self.bad_input(now, topic, &e);
-                return None;
-            }
-        };
-        let id = incoming.client_id;
-        match incoming.message {
+        c: &mut Counters,
+    ) -> Option<WentOffline> {
+        let id = m.client_id;
+        match m.message {
             Message::Heartbeat(hb) => {
-                self.book.counters.message("heartbeat");
-                self.on_heartbeat(now, wall_ms, id, hb);
+                self.on_heartbeat(now, wall_ms, id, hb, c);
                 if let Some(pi) = self.pis.get_mut(id) {
-                    pi.protocol = incoming.version;
+                    pi.protocol = m.version;
                 }
+                None
             }
             Message::State(s) => {
-                self.book.counters.message("state");
-                self.on_state(now, id, s);
+                self.on_state(now, id, s, c);
+                None
             }
-            Message::Status(s) => {
-                self.book.counters.message("status");
-                self.on_status(now, id, s, retained);
-            }
-            Message::Ack(a) => {
-                self.book.counters.message("ack");
-                return Some((id.to_owned(), a));
-            }
-            // `classify` only lets through the kind that belongs on the topic.
-            Message::Segment(_) => self.bad_input(now, topic, &InputError::BadTopic),
-        }
-        None
-    }
-
-    fn bad_input(&mut self, now: Instant, topic: &str, e: &InputError) {
-        let label = e.label();
-        self.book.counters.input_error(label);
-        let lim = self
-            .book
-            .input_limits
-            .entry(label)
-            .or_insert_with(|| RateLimiter::new(Duration::from_secs(10)));
-        if let Some(held) = lim.check(now) {
-            let more = if held > 0 {
-                format!(" ({held} more {label} not logged)")
-            } else {
-                String::new()
-            };
-            warn!(
-                "dropped a message on topic {}: {e}{more}",
-                printable_topic(topic)
-            );
+            Message::Status(s) => self.on_status(now, id, s, retained, c),
+            Message::Ack(_) | Message::Segment(_) => None,
         }
     }
 
     /// The Pi with this id, added if new and there is room (evicting the Pi offline longest
     /// when full). None when full of online Pis: the newcomer is refused.
-    fn entry(&mut self, now: Instant, id: &str) -> Option<&mut Pi> {
+    fn entry(&mut self, now: Instant, id: &str, c: &mut Counters) -> Option<&mut Pi> {
         if !self.pis.contains_key(id) {
             let client = ClientId::new(id).ok()?; // ids come from `parse_topic`: always valid
-            if self.pis.len() >= self.cfg.max_pis && !self.evict_one_for(now, id) {
+            if self.pis.len() >= self.cfg.max_pis && !self.evict_one_for(now, id, c) {
                 return None;
             }
             self.pis.insert(id.to_owned(), Pi::new(client, now));
-            self.book.counters.registry_event("pis_added", 1);
+            c.registry_event("pis_added", 1);
         }
         self.pis.get_mut(id)
     }
 
     /// Makes room for `newcomer` by evicting the Pi offline longest; false if none is offline.
-    fn evict_one_for(&mut self, now: Instant, newcomer: &str) -> bool {
+    fn evict_one_for(&mut self, now: Instant, newcomer: &str, c: &mut Counters) -> bool {
         let max = self.cfg.max_pis;
         if self.pis.len() == self.book.online {
-            self.book.registry_warn(now, "registry_full", || {
+            self.book.registry_warn(c, now, "registry_full", || {
                 format!(
                     "registry full ({max} Pis, all online): not tracking {newcomer} \
                      (raise max_pis if the fleet is really this big)"
@@ -497,15 +443,22 @@ impl Fleet {
             return false;
         };
         self.pis.remove(&victim);
-        self.book.counters.registry_event("pis_evicted", 1);
+        c.registry_event("pis_evicted", 1);
         if self.book.transitions.allow(now) {
             info!("{victim}: forgotten (registry full, offline longest) to track {newcomer}");
         }
         true
     }
 
-    pub fn on_heartbeat(&mut self, now: Instant, wall_ms: u64, id: &str, hb: Heartbeat) {
-        if self.entry(now, id).is_none() {
+    pub fn on_heartbeat(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        id: &str,
+        hb: Heartbeat,
+        c: &mut Counters,
+    ) {
+        if self.entry(now, id, c).is_none() {
             return;
         }
         let Fleet { pis, book, .. } = self;
@@ -520,38 +473,26 @@ impl Fleet {
                 let lost = u64::from(gap - 1);
                 pi.heartbeats_lost += lost;
                 if lost > 0 {
-                    book.counters.registry_event("heartbeats_lost", lost);
+                    c.registry_event("heartbeats_lost", lost);
                 }
             } else {
                 // Backwards or an absurd jump: the Pi restarted its counter.
-                book.counters.registry_event("seq_resets", 1);
+                c.registry_event("seq_resets", 1);
             }
         }
         pi.last_seq = Some(hb.seq);
         pi.heartbeats += 1;
-        let sample = (i128::from(wall_ms) - i128::from(hb.timestamp_ms))
-            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
-        if pi.offset_samples.len() == DEADLINE_OFFSET_WINDOW {
-            pi.offset_samples.pop_front();
-        }
-        pi.offset_samples.push_back(sample);
-        pi.clock_offset_ms = Some(match pi.clock_offset_ms {
-            Some(prev) if sample.abs_diff(prev) < OFFSET_STEP_MS => {
-                // Exponential average, weight 1/4 for the new sample.
-                prev + (sample - prev) / 4
-            }
-            _ => sample,
-        });
+        pi.clock.sample(wall_ms, hb.timestamp_ms);
         pi.last_alive = Some(now);
-        book.set_online(pi, now, "heartbeat");
+        book.set_online(c, pi, now, "heartbeat");
     }
 
-    pub fn on_state(&mut self, now: Instant, id: &str, s: StateReport) {
+    pub fn on_state(&mut self, now: Instant, id: &str, s: StateReport, c: &mut Counters) {
         let max_entities = self.cfg.max_entities;
         let Fleet { pis, book, .. } = self;
         let Some(pi) = pis.get_mut(id) else {
             // Heartbeats announce Pis; a state report alone does not grow the registry.
-            book.counters.registry_event("state_from_unknown_pi", 1);
+            c.registry_event("state_from_unknown_pi", 1);
             return;
         };
         if let Some(e) = pi.entities.get_mut(&s.entity_id) {
@@ -559,7 +500,7 @@ impl Fleet {
             e.updated = now;
         } else if pi.entities.len() >= max_entities {
             let pid = pi.id.clone();
-            book.registry_warn(now, "entities_full", || {
+            book.registry_warn(c, now, "entities_full", || {
                 format!(
                     "{pid}: more than {max_entities} entities; not tracking entity {}",
                     s.entity_id
@@ -576,22 +517,27 @@ impl Fleet {
         }
     }
 
-    pub fn on_status(&mut self, now: Instant, id: &str, st: Status, retained: bool) {
+    /// A status; returns the Pi if it has just gone offline.
+    pub fn on_status(
+        &mut self,
+        now: Instant,
+        id: &str,
+        st: Status,
+        retained: bool,
+        c: &mut Counters,
+    ) -> Option<WentOffline> {
         let is_new = !self.pis.contains_key(id);
-        if self.entry(now, id).is_none() {
-            return;
-        }
+        self.entry(now, id, c)?;
         let Fleet { pis, book, .. } = self;
-        let Some(pi) = pis.get_mut(id) else {
-            return;
-        };
+        let pi = pis.get_mut(id)?;
         match st.presence {
             Presence::Online => {
                 pi.session = Some(st.session);
                 if retained {
                     // Not proof of life: wait for a heartbeat (see the module comment).
                     if !pi.is_online() {
-                        book.set_offline(pi, now, OfflineReason::AwaitingHeartbeat);
+                        // Offline already: never a transition.
+                        book.set_offline(c, pi, now, OfflineReason::AwaitingHeartbeat);
                         if is_new {
                             debug!(
                                 "{id}: retained online (session {}); awaiting heartbeat",
@@ -601,18 +547,19 @@ impl Fleet {
                     }
                 } else {
                     pi.last_alive = Some(now);
-                    book.on_connect(pi, now, st.session);
-                    book.set_online(pi, now, "online status");
+                    book.on_connect(c, pi, now, st.session);
+                    book.set_online(c, pi, now, "online status");
                 }
+                None
             }
             Presence::Offline | Presence::ConnectionLost => {
                 if pi.session.is_some_and(|newest| st.session < newest) {
-                    book.counters.registry_event("stale_status", 1);
+                    c.registry_event("stale_status", 1);
                     debug!(
                         "{id}: ignored a stale {:?} of session {} (newest is {:?})",
                         st.presence, st.session, pi.session
                     );
-                    return;
+                    return None;
                 }
                 pi.session = Some(st.session);
                 let reason = if st.presence == Presence::Offline {
@@ -623,15 +570,17 @@ impl Fleet {
                 if is_new {
                     pi.state = PiState::Offline { since: now, reason };
                     debug!("{id}: known offline ({reason}) from a retained status");
+                    None
                 } else {
-                    book.set_offline(pi, now, reason);
+                    book.set_offline(c, pi, now, reason)
                 }
             }
         }
     }
 
     /// Heartbeat timeouts and eviction of Pis offline for `evict_after`; call every ~50 ms.
-    pub fn tick(&mut self, now: Instant) {
+    /// Returns the Pis that timed out.
+    pub fn tick(&mut self, now: Instant, c: &mut Counters) -> Vec<WentOffline> {
         let timeout = self.cfg.heartbeat_timeout;
         let evict_after = self.cfg.evict_after;
         let held = self.link_down_since.is_some();
@@ -642,6 +591,7 @@ impl Fleet {
             ..
         } = self;
         let mut evict = Vec::new();
+        let mut gone = Vec::new();
         *next_expiry = None;
         for pi in pis.values_mut() {
             if pi.flapping.settle(now) {
@@ -656,7 +606,7 @@ impl Fleet {
                 PiState::Online { since } => {
                     let alive = pi.last_alive.unwrap_or(since);
                     if now.saturating_duration_since(alive) > timeout {
-                        book.set_offline(pi, now, OfflineReason::HeartbeatTimeout);
+                        gone.extend(book.set_offline(c, pi, now, OfflineReason::HeartbeatTimeout));
                     } else {
                         let deadline = alive + timeout;
                         *next_expiry = Some(next_expiry.map_or(deadline, |d| d.min(deadline)));
@@ -673,8 +623,7 @@ impl Fleet {
             for id in &evict {
                 pis.remove(id);
             }
-            book.counters
-                .registry_event("pis_evicted", evict.len() as u64);
+            c.registry_event("pis_evicted", evict.len() as u64);
             info!(
                 "forgot {} Pi(s) offline for more than {}: {}{}",
                 evict.len(),
@@ -691,6 +640,97 @@ impl Fleet {
         if let Some(n) = book.transitions.flush(now) {
             info!("{n} presence changes not logged (too many at once)");
         }
+        gone
+    }
+}
+
+/// A [`Fleet`] with its own counters and a record of the Pis that went offline, so unit tests
+/// (here, in the dispatcher and the table) drive it as the registry thread does.
+#[cfg(test)]
+pub(crate) struct TestFleet {
+    pub fleet: Fleet,
+    pub counters: Counters,
+    went_offline: Vec<String>,
+}
+
+#[cfg(test)]
+impl TestFleet {
+    pub fn new(cfg: FleetConfig) -> TestFleet {
+        TestFleet {
+            fleet: Fleet::new(cfg),
+            counters: Counters::default(),
+            went_offline: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, gone: impl IntoIterator<Item = WentOffline>) {
+        self.went_offline
+            .extend(gone.into_iter().map(|w| w.0.as_str().to_owned()));
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn counters_mut(&mut self) -> &mut Counters {
+        &mut self.counters
+    }
+
+    /// Pis that went offline since the last call.
+    pub fn take_went_offline(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.went_offline)
+    }
+
+    pub fn on_heartbeat(&mut self, now: Instant, wall_ms: u64, id: &str, hb: Heartbeat) {
+        self.fleet
+            .on_heartbeat(now, wall_ms, id, hb, &mut self.counters);
+    }
+
+    pub fn on_state(&mut self, now: Instant, id: &str, s: StateReport) {
+        self.fleet.on_state(now, id, s, &mut self.counters);
+    }
+
+    pub fn on_status(&mut self, now: Instant, id: &str, st: Status, retained: bool) {
+        let gone = self
+            .fleet
+            .on_status(now, id, st, retained, &mut self.counters);
+        self.record(gone);
+    }
+
+    pub fn tick(&mut self, now: Instant) {
+        let gone = self.fleet.tick(now, &mut self.counters);
+        self.record(gone);
+    }
+
+    /// A valid publish on `rpi/{id}/{kind}`, as the registry thread hands it over.
+    pub fn on_publish(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        topic: &str,
+        payload: &[u8],
+        retained: bool,
+    ) {
+        let m = crate::ingest::classify(topic, payload).expect("a valid publish");
+        let gone = self
+            .fleet
+            .on_message(now, wall_ms, &m, retained, &mut self.counters);
+        self.record(gone);
+    }
+}
+
+#[cfg(test)]
+impl std::ops::Deref for TestFleet {
+    type Target = Fleet;
+    fn deref(&self) -> &Fleet {
+        &self.fleet
+    }
+}
+
+#[cfg(test)]
+impl std::ops::DerefMut for TestFleet {
+    fn deref_mut(&mut self) -> &mut Fleet {
+        &mut self.fleet
     }
 }
 
@@ -700,8 +740,8 @@ mod tests {
 
     const HB_TIMEOUT: Duration = Duration::from_millis(1500);
 
-    fn fleet(max_pis: usize) -> Fleet {
-        Fleet::new(FleetConfig::new(
+    fn fleet(max_pis: usize) -> TestFleet {
+        TestFleet::new(FleetConfig::new(
             HB_TIMEOUT,
             max_pis,
             Duration::from_secs(600),
@@ -904,54 +944,6 @@ mod tests {
     }
 
     #[test]
-    fn clock_offset_is_smoothed_and_follows_steps() {
-        let t0 = Instant::now();
-        let mut f = fleet(10);
-        let server = 1_764_000_000_000u64;
-        f.on_heartbeat(t0, server, "a", hb(1, server - 40));
-        assert_eq!(f.pi("a").unwrap().clock_offset_ms, Some(40));
-        f.on_heartbeat(t0, server + 500, "a", hb(2, server + 500 - 48));
-        assert_eq!(f.pi("a").unwrap().clock_offset_ms, Some(42));
-        // The Pi's clock is ahead by an hour after NTP: the estimate jumps, not crawls.
-        f.on_heartbeat(t0, server + 1000, "a", hb(3, server + 1000 + 3_600_000));
-        assert_eq!(f.pi("a").unwrap().clock_offset_ms, Some(-3_600_000));
-        // Nonsense timestamps do not overflow.
-        f.on_heartbeat(t0, server, "a", hb(4, u64::MAX));
-        assert!(f.pi("a").unwrap().clock_offset_ms.unwrap() < 0);
-    }
-
-    #[test]
-    fn deadline_offset_is_the_least_delayed_recent_sample() {
-        let t0 = Instant::now();
-        let mut f = fleet(10);
-        let server = 1_764_000_000_000u64;
-        let off = |f: &Fleet| f.pi("a").unwrap().deadline_offset_ms();
-        // The Pi is 1000 ms behind; heartbeats take 5..30 ms.
-        for (i, delay) in [30u64, 5, 12, 20].into_iter().enumerate() {
-            let at = server + 500 * i as u64;
-            f.on_heartbeat(t0, at, "a", hb(i as u32, at - 1000 - delay));
-        }
-        assert_eq!(off(&f), Some(1005));
-        // After a Wi-Fi gap, heartbeats up to 4 s old arrive in a burst: no change.
-        for (i, age) in [4000u64, 3500, 3000].into_iter().enumerate() {
-            let at = server + 6000;
-            let made = at - age;
-            f.on_heartbeat(t0, at, "a", hb(10 + i as u32, made - 1000));
-        }
-        assert_eq!(off(&f), Some(1005));
-        // The Pi's clock steps forward 2 s (NTP): followed at once, deadlines stay early.
-        let at = server + 7000;
-        f.on_heartbeat(t0, at, "a", hb(20, at - 1000 - 10 + 2000));
-        assert_eq!(off(&f), Some(-990));
-        // Old samples leave the window after DEADLINE_OFFSET_WINDOW heartbeats.
-        for i in 0..DEADLINE_OFFSET_WINDOW as u64 {
-            let at = server + 8000 + 500 * i;
-            f.on_heartbeat(t0, at, "a", hb(30 + i as u32, at - 1000 - 8));
-        }
-        assert_eq!(off(&f), Some(1008));
-    }
-
-    #[test]
     fn entities_are_tracked_per_pi_and_capped() {
         let t0 = Instant::now();
         let mut f = fleet(10);
@@ -1018,7 +1010,7 @@ mod tests {
     #[test]
     fn long_offline_pis_are_forgotten() {
         let t0 = Instant::now();
-        let mut f = Fleet::new(FleetConfig::new(HB_TIMEOUT, 10, Duration::from_secs(60)));
+        let mut f = TestFleet::new(FleetConfig::new(HB_TIMEOUT, 10, Duration::from_secs(60)));
         f.on_heartbeat(t0, 0, "a", hb(1, 0));
         f.on_heartbeat(t0 + ms(59_000), 0, "b", hb(1, 0));
         f.tick(t0 + ms(2000)); // a times out at ~1.5 s
@@ -1029,35 +1021,5 @@ mod tests {
         assert!(f.pi("b").is_some());
         assert_eq!(f.counters().registry_of("pis_evicted"), 1);
         assert_eq!(f.online_count(), 0);
-    }
-
-    #[test]
-    fn garbage_is_counted_by_kind_and_acks_are_passed_on() {
-        let t0 = Instant::now();
-        let mut f = fleet(10);
-        assert!(
-            f.on_publish(t0, 0, "rpi/a/heartbeat", b"text", false)
-                .is_none()
-        );
-        assert!(
-            f.on_publish(t0, 0, "rpi/a/state", &[0u8; 10_000], false)
-                .is_none()
-        );
-        assert!(f.on_publish(t0, 0, "rpi/bad id/ack", &[], false).is_none());
-        assert!(f.on_publish(t0, 0, "rpi/a/state", &[], false).is_none());
-        let c = f.counters();
-        assert_eq!(c.input_errors_of("unknown_version"), 1);
-        assert_eq!(c.input_errors_of("oversized"), 1);
-        assert_eq!(c.input_errors_of("bad_client_id"), 1);
-        assert_eq!(c.input_errors_of("empty"), 1);
-        assert!(f.is_empty());
-        let ack = SegmentAck {
-            entity_id: 1,
-            segment_id: 9,
-            outcome: common::AckOutcome::Accepted,
-        };
-        let got = f.on_publish(t0, 0, "rpi/a/ack", ack.encode().as_slice(), false);
-        assert_eq!(got, Some(("a".to_string(), ack)));
-        assert_eq!(f.counters().messages_of("ack"), 1);
     }
 }

@@ -1,13 +1,15 @@
 //! mqtt-server: the fleet monitor and segment dispatcher.
 //!
 //! It subscribes to `rpi/+/+`, keeps a registry of every Pi (presence, heartbeat age, lost
-//! heartbeats, clock offset) and entity (pose, velocity, segment progress) ([`fleet`]), prints
+//! heartbeats, clock offset) and entity (pose, velocity, segment progress) ([`fleet`],
+//! [`clock_offset`]), routes what it receives on the `registry` thread ([`registry`]), prints
 //! it as a table on stdout ([`table`]), sends segments and tracks their acks ([`dispatch`]),
 //! and drives every online entity around a square in demo mode ([`planner`]). Bad input is
 //! counted per kind and never fatal ([`ingest`], [`counters`]). The threads are wired in
 //! [`server`]; [`run`] is what `main` calls, [`Server`] what tests and other code embed.
 
 pub mod budget;
+pub mod clock_offset;
 pub mod config;
 pub mod counters;
 pub mod dispatch;
@@ -15,6 +17,7 @@ pub mod flapping;
 pub mod fleet;
 pub mod ingest;
 pub mod planner;
+pub mod registry;
 pub mod server;
 pub mod snapshot;
 pub mod table;
@@ -22,7 +25,7 @@ pub mod table;
 pub use config::{Command, ServerConfig};
 pub use counters::{Counters, RttSummary};
 pub use dispatch::{
-    ACK_GRACE, DispatchError, FailReason, SegmentOutcome, SegmentSpec, SegmentTicket,
+    ACK_GRACE, DispatchError, FailReason, Order, SegmentOutcome, SegmentSpec, SegmentTicket,
 };
 pub use fleet::OfflineReason;
 pub use server::{FleetHandle, Server, StartError};

@@ -10,10 +10,8 @@
 //!  FleetHandle users (tests, the HTTP API to come) ───────┘
 //! ```
 //!
-//! `registry` is the only owner of the [`Fleet`] and the [`Dispatcher`]: it selects over link
-//! events, requests from [`FleetHandle`]s, a 50 ms tick (heartbeat timeouts, eviction,
-//! retries), a timer armed for the next heartbeat deadline (so a timeout is on time, not up
-//! to a tick late) and its stop channel. `status` renders the table through the registry and
+//! `registry` ([`crate::registry`]) is the only owner of the [`Fleet`], the [`Dispatcher`] and
+//! the counters, and routes every incoming message itself. `status` renders the table through the registry and
 //! writes it to stdout in one write, so a stuck stdout never stalls the registry. `planner` is
 //! the demo planner, a client of the same API as everyone else.
 
@@ -21,46 +19,30 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::topic::SERVER_SUBSCRIPTION;
-use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, tick};
-use log::{debug, info, warn};
-use mqtt_link::daemon::wall_ms;
-use mqtt_link::{Client, Link, LinkConfig, LinkEvent, QoS, SetupError};
+use crossbeam_channel::{Receiver, Sender, bounded, select, tick};
+use log::{info, warn};
+use mqtt_link::{Client, Link, LinkConfig, QoS, SetupError};
 
 use crate::config::ServerConfig;
 use crate::dispatch::{
-    DispatchConfig, DispatchError, Dispatcher, Publisher, SegmentOutcome, SegmentSpec,
-    SegmentTicket, seed_segment_id,
+    DispatchConfig, DispatchError, Dispatcher, Order, Publisher, SegmentSpec, SegmentTicket,
+    seed_segment_id,
 };
 use crate::fleet::{Fleet, FleetConfig};
 use crate::planner::SegmentSink;
-use crate::snapshot::{EntityPose, Snapshot, online_poses};
+use crate::registry::{Registry, Request};
+use crate::snapshot::{EntityPose, Snapshot};
 
 /// Link events waiting for the registry; when full, the link thread waits (no loss).
 pub const EVENT_CAPACITY: usize = 65_536;
-/// The registry's housekeeping period (retries, eviction, and heartbeat timeouts of Pis that
-/// came online since the last deadline timer was armed).
-pub const TICK: Duration = Duration::from_millis(50);
 /// Largest incoming packet: far above the 64-byte payloads, so a 10 kB garbage publish is
 /// counted as `oversized` instead of costing the connection.
 pub const MAX_PACKET: usize = 1 << 20;
 /// rumqttc's request queue: segments waiting to be written to the socket.
 pub const REQUEST_CAPACITY: usize = 4096;
-
-/// A request to the registry thread.
-enum Request {
-    Dispatch {
-        client_id: String,
-        spec: SegmentSpec,
-        notify: Sender<SegmentOutcome>,
-        reply: Sender<Result<u32, DispatchError>>,
-    },
-    Snapshot(Sender<Snapshot>),
-    Render(Sender<String>),
-    Poses(Sender<Vec<EntityPose>>),
-}
 
 /// The server's library API, cheap to clone and usable from any thread: send segments, read
 /// the registry. Every call fails (None or `ShuttingDown`) once the server has stopped.
@@ -87,9 +69,11 @@ impl FleetHandle {
         let (notify, outcomes) = bounded(4);
         let id = self
             .ask(|reply| Request::Dispatch {
-                client_id: client_id.to_owned(),
-                spec,
-                notify,
+                order: Order {
+                    client_id: client_id.to_owned(),
+                    spec,
+                    notify: Some(notify),
+                },
                 reply,
             })
             .ok_or(DispatchError::ShuttingDown)??;
@@ -135,142 +119,6 @@ impl Publisher for LinkPublisher {
         self.client
             .try_publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
             .map_err(|e| e.to_string())
-    }
-}
-
-/// The registry thread's state.
-struct Registry {
-    fleet: Fleet,
-    dispatcher: Dispatcher,
-    out: LinkPublisher,
-}
-
-/// What wakes the registry.
-enum Event {
-    Link(LinkEvent),
-    LinkGone,
-    Request(Request),
-    RequestsGone,
-    Tick,
-    Stop,
-}
-
-impl Registry {
-    fn run(
-        mut self,
-        events: Receiver<LinkEvent>,
-        requests: Receiver<Request>,
-        stop: Receiver<()>,
-    ) -> Snapshot {
-        let mut events = events;
-        let mut requests = requests;
-        let ticker = tick(TICK);
-        // Fires at the next heartbeat deadline, so timeouts are not late by up to a tick.
-        let mut expiry: Receiver<Instant> = never();
-        loop {
-            let event = select! {
-                recv(stop) -> _ => Event::Stop,
-                recv(events) -> e => e.map_or(Event::LinkGone, Event::Link),
-                recv(requests) -> r => r.map_or(Event::RequestsGone, Event::Request),
-                recv(ticker) -> _ => Event::Tick,
-                recv(expiry) -> _ => Event::Tick,
-            };
-            let now = Instant::now();
-            match event {
-                Event::Stop => break,
-                Event::Link(e) => self.on_link(now, e),
-                Event::LinkGone => events = never(),
-                Event::Request(r) => self.on_request(now, r),
-                Event::RequestsGone => requests = never(),
-                Event::Tick => {
-                    self.fleet.tick(now);
-                    self.fail_offline(now);
-                    self.dispatcher
-                        .tick(now, self.fleet.counters_mut(), &mut self.out);
-                    self.dispatcher.settle_stranded(now, &mut self.fleet);
-                    expiry = match self.fleet.next_expiry() {
-                        // Just past the deadline: the timeout is "more than".
-                        Some(t) => {
-                            after(t.saturating_duration_since(now) + Duration::from_millis(1))
-                        }
-                        None => never(),
-                    };
-                }
-            }
-        }
-        let now = Instant::now();
-        self.dispatcher.shutdown(now, self.fleet.counters_mut());
-        Snapshot::of(&self.fleet, &self.dispatcher, self.out.connected(), now)
-    }
-
-    fn fail_offline(&mut self, now: Instant) {
-        for id in self.fleet.take_went_offline() {
-            self.dispatcher
-                .on_pi_offline(now, &id, self.fleet.counters_mut());
-        }
-    }
-
-    fn on_link(&mut self, now: Instant, e: LinkEvent) {
-        match e {
-            LinkEvent::Connected { session } => {
-                self.fleet.counters_mut().broker_connects += 1;
-                self.fleet.link_up(now);
-                debug!(
-                    "link session {session}: subscribed to {SERVER_SUBSCRIPTION}; retained statuses rebuild the fleet view"
-                );
-            }
-            LinkEvent::Disconnected { reason } => {
-                self.fleet.counters_mut().broker_disconnects += 1;
-                self.fleet.link_down(now);
-                debug!("link down ({reason}); heartbeat timeouts held until it is back");
-            }
-            LinkEvent::Message(p) => {
-                if let Some((client, ack)) =
-                    self.fleet
-                        .on_publish(now, wall_ms(), &p.topic, &p.payload, p.retain)
-                {
-                    self.dispatcher
-                        .on_ack(now, &client, ack, self.fleet.counters_mut());
-                }
-                self.fail_offline(now);
-            }
-        }
-    }
-
-    fn on_request(&mut self, now: Instant, r: Request) {
-        match r {
-            Request::Dispatch {
-                client_id,
-                spec,
-                notify,
-                reply,
-            } => {
-                let result = self.dispatcher.dispatch(
-                    now,
-                    wall_ms(),
-                    &mut self.fleet,
-                    &client_id,
-                    spec,
-                    Some(notify),
-                    &mut self.out,
-                );
-                let _ = reply.send(result);
-            }
-            Request::Snapshot(reply) => {
-                let _ = reply.send(Snapshot::of(
-                    &self.fleet,
-                    &self.dispatcher,
-                    self.out.connected(),
-                    now,
-                ));
-            }
-            Request::Render(reply) => {
-                let _ = reply.send(crate::table::render(&self.fleet, now));
-            }
-            Request::Poses(reply) => {
-                let _ = reply.send(online_poses(&self.fleet));
-            }
-        }
     }
 }
 
@@ -364,18 +212,18 @@ impl Server {
             status: None,
             planner: None,
         };
-        let registry = Registry {
-            fleet: Fleet::new(FleetConfig::new(
+        let registry = Registry::new(
+            Fleet::new(FleetConfig::new(
                 cfg.heartbeat_timeout,
                 cfg.max_pis,
                 cfg.evict_after,
             )),
-            dispatcher: Dispatcher::new(
+            Dispatcher::new(
                 DispatchConfig::new(cfg.ack_timeout, cfg.segment_retries),
                 seed_segment_id(),
             ),
             out,
-        };
+        );
         server.registry = Some(Worker::spawn("registry", move |stop| {
             registry.run(event_rx, req_rx, stop)
         })?);

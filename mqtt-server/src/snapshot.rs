@@ -66,7 +66,13 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn of(fleet: &Fleet, dispatcher: &Dispatcher, connected: bool, now: Instant) -> Self {
+    pub fn of(
+        fleet: &Fleet,
+        dispatcher: &Dispatcher,
+        counters: &Counters,
+        connected: bool,
+        now: Instant,
+    ) -> Self {
         let ms = |d: std::time::Duration| d.as_millis() as u64;
         let pis = fleet
             .pis()
@@ -82,7 +88,7 @@ impl Snapshot {
                     last_heartbeat_age_ms: p.last_alive_age(now).map(ms),
                     heartbeats: p.heartbeats,
                     heartbeats_lost: p.heartbeats_lost,
-                    clock_offset_ms: p.clock_offset_ms,
+                    clock_offset_ms: p.clock.smoothed_ms(),
                     session: p.session,
                     protocol: p.protocol,
                     entities: p
@@ -112,8 +118,8 @@ impl Snapshot {
             segments_stranded: dispatcher.stranded(),
             segments_tracked: dispatcher.tracked(),
             broker_connected: connected,
-            counters: fleet.counters().clone(),
-            rtt: fleet.counters().rtt.summary(),
+            counters: counters.clone(),
+            rtt: counters.rtt.summary(),
         }
     }
 

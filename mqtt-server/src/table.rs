@@ -43,7 +43,7 @@ pub fn human(d: Duration) -> String {
 
 fn active_line(out: &mut String, pi: &Pi, since: Instant, now: Instant) {
     let age = now.saturating_duration_since(pi.last_alive.unwrap_or(since));
-    let offset = match pi.clock_offset_ms {
+    let offset = match pi.clock.smoothed_ms() {
         Some(o) => format!("{o:+}ms"),
         None => "?".into(),
     };
@@ -147,15 +147,15 @@ pub fn render(fleet: &Fleet, now: Instant) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::FleetConfig;
+    use crate::fleet::{FleetConfig, TestFleet};
     use common::{Heartbeat, Message, Presence, StateReport, Status};
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
 
-    fn fleet() -> Fleet {
-        Fleet::new(FleetConfig::new(ms(1500), 1000, Duration::from_secs(600)))
+    fn fleet() -> TestFleet {
+        TestFleet::new(FleetConfig::new(ms(1500), 1000, Duration::from_secs(600)))
     }
 
     #[test]

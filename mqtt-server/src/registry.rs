@@ -1,0 +1,300 @@
+//! The `registry` thread: the only owner of the [`Fleet`] (presence), the [`Dispatcher`]
+//! (segments) and the [`Counters`] they share. It routes every incoming publish itself:
+//! classified by [`crate::ingest`], acks go to the dispatcher, heartbeats, states and statuses
+//! to the fleet, bad input is counted and logged (rate-limited). A Pi that goes offline, by a
+//! status or a heartbeat timeout, is handed to the dispatcher in one place
+//! ([`Registry::went_offline`]).
+//!
+//! It selects over link events, requests from [`crate::FleetHandle`]s, a 50 ms tick
+//! (heartbeat timeouts, eviction, retries), a timer armed for the next heartbeat deadline (so
+//! a timeout is on time, not up to a tick late) and its stop channel.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::Message;
+use common::ratelimit::RateLimiter;
+use common::topic::SERVER_SUBSCRIPTION;
+use crossbeam_channel::{Receiver, Sender, after, never, select, tick};
+use log::{debug, warn};
+use mqtt_link::LinkEvent;
+use mqtt_link::daemon::wall_ms;
+
+use crate::counters::Counters;
+use crate::dispatch::{DispatchError, Dispatcher, Order, Publisher};
+use crate::fleet::{Fleet, WentOffline};
+use crate::ingest::{InputError, classify, printable_topic};
+use crate::snapshot::{EntityPose, Snapshot, online_poses};
+
+/// The registry's housekeeping period (retries, eviction, and heartbeat timeouts of Pis that
+/// came online since the last deadline timer was armed).
+pub const TICK: Duration = Duration::from_millis(50);
+
+/// A request to the registry thread.
+pub(crate) enum Request {
+    Dispatch {
+        order: Order,
+        reply: Sender<Result<u32, DispatchError>>,
+    },
+    Snapshot(Sender<Snapshot>),
+    Render(Sender<String>),
+    Poses(Sender<Vec<EntityPose>>),
+}
+
+/// The registry thread's state.
+pub(crate) struct Registry<P> {
+    pub fleet: Fleet,
+    pub dispatcher: Dispatcher,
+    pub counters: Counters,
+    /// Where segments go: the link's gated publisher.
+    pub out: P,
+    /// Bad input: one line per error kind per 10 s.
+    input_limits: BTreeMap<&'static str, RateLimiter>,
+}
+
+/// What wakes the registry.
+enum Event {
+    Link(LinkEvent),
+    LinkGone,
+    Request(Request),
+    RequestsGone,
+    Tick,
+    Stop,
+}
+
+impl<P: Publisher> Registry<P> {
+    pub fn new(fleet: Fleet, dispatcher: Dispatcher, out: P) -> Self {
+        Registry {
+            fleet,
+            dispatcher,
+            counters: Counters::default(),
+            out,
+            input_limits: BTreeMap::new(),
+        }
+    }
+
+    /// The thread's loop, until `stop` receives or disconnects; returns the final state after
+    /// failing unfinished segments with `ShuttingDown`.
+    pub fn run(
+        mut self,
+        events: Receiver<LinkEvent>,
+        requests: Receiver<Request>,
+        stop: Receiver<()>,
+    ) -> Snapshot {
+        let mut events = events;
+        let mut requests = requests;
+        let ticker = tick(TICK);
+        // Fires at the next heartbeat deadline, so timeouts are not late by up to a tick.
+        let mut expiry: Receiver<Instant> = never();
+        loop {
+            let event = select! {
+                recv(stop) -> _ => Event::Stop,
+                recv(events) -> e => e.map_or(Event::LinkGone, Event::Link),
+                recv(requests) -> r => r.map_or(Event::RequestsGone, Event::Request),
+                recv(ticker) -> _ => Event::Tick,
+                recv(expiry) -> _ => Event::Tick,
+            };
+            let now = Instant::now();
+            match event {
+                Event::Stop => break,
+                Event::Link(e) => self.on_link(now, e),
+                Event::LinkGone => events = never(),
+                Event::Request(r) => self.on_request(now, r),
+                Event::RequestsGone => requests = never(),
+                Event::Tick => {
+                    self.tick(now);
+                    expiry = match self.fleet.next_expiry() {
+                        // Just past the deadline: the timeout is "more than".
+                        Some(t) => {
+                            after(t.saturating_duration_since(now) + Duration::from_millis(1))
+                        }
+                        None => never(),
+                    };
+                }
+            }
+        }
+        let now = Instant::now();
+        self.dispatcher.shutdown(now, &mut self.counters);
+        self.snapshot(now)
+    }
+
+    fn snapshot(&self, now: Instant) -> Snapshot {
+        Snapshot::of(
+            &self.fleet,
+            &self.dispatcher,
+            &self.counters,
+            self.out.connected(),
+            now,
+        )
+    }
+
+    /// Timeouts, retries, stranded segments.
+    fn tick(&mut self, now: Instant) {
+        let gone = self.fleet.tick(now, &mut self.counters);
+        self.went_offline(now, gone);
+        self.dispatcher.tick(now, &mut self.counters, &mut self.out);
+        self.dispatcher
+            .settle_stranded(now, &self.fleet, &mut self.counters);
+    }
+
+    /// The one place a presence transition reaches the dispatcher.
+    fn went_offline(&mut self, now: Instant, gone: impl IntoIterator<Item = WentOffline>) {
+        for WentOffline(id) in gone {
+            self.dispatcher
+                .on_pi_offline(now, id.as_str(), &mut self.counters);
+        }
+    }
+
+    fn on_link(&mut self, now: Instant, e: LinkEvent) {
+        match e {
+            LinkEvent::Connected { session } => {
+                self.counters.broker_connects += 1;
+                self.fleet.link_up(now);
+                debug!(
+                    "link session {session}: subscribed to {SERVER_SUBSCRIPTION}; retained statuses rebuild the fleet view"
+                );
+            }
+            LinkEvent::Disconnected { reason } => {
+                self.counters.broker_disconnects += 1;
+                self.fleet.link_down(now);
+                debug!("link down ({reason}); heartbeat timeouts held until it is back");
+            }
+            LinkEvent::Message(p) => {
+                self.on_publish(now, wall_ms(), &p.topic, &p.payload, p.retain);
+            }
+        }
+    }
+
+    /// Routes one publish received on `rpi/+/+`. Bad input is counted and logged
+    /// (rate-limited), never fatal.
+    fn on_publish(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        topic: &str,
+        payload: &[u8],
+        retained: bool,
+    ) {
+        let incoming = match classify(topic, payload) {
+            Ok(i) => i,
+            Err(e) => return self.bad_input(now, topic, &e),
+        };
+        let c = &mut self.counters;
+        match incoming.message {
+            Message::Heartbeat(_) => c.message("heartbeat"),
+            Message::State(_) => c.message("state"),
+            Message::Status(_) => c.message("status"),
+            Message::Ack(ack) => {
+                c.message("ack");
+                return self.dispatcher.on_ack(now, incoming.client_id, ack, c);
+            }
+            // `classify` only lets through the kind that belongs on the topic.
+            Message::Segment(_) => return self.bad_input(now, topic, &InputError::BadTopic),
+        }
+        let gone = self.fleet.on_message(now, wall_ms, &incoming, retained, c);
+        self.went_offline(now, gone);
+    }
+
+    fn bad_input(&mut self, now: Instant, topic: &str, e: &InputError) {
+        let label = e.label();
+        self.counters.input_error(label);
+        let lim = self
+            .input_limits
+            .entry(label)
+            .or_insert_with(|| RateLimiter::new(Duration::from_secs(10)));
+        if let Some(held) = lim.check(now) {
+            let more = if held > 0 {
+                format!(" ({held} more {label} not logged)")
+            } else {
+                String::new()
+            };
+            warn!(
+                "dropped a message on topic {}: {e}{more}",
+                printable_topic(topic)
+            );
+        }
+    }
+
+    fn on_request(&mut self, now: Instant, r: Request) {
+        match r {
+            Request::Dispatch { order, reply } => {
+                let result = self.dispatcher.dispatch(
+                    order,
+                    now,
+                    wall_ms(),
+                    &self.fleet,
+                    &mut self.counters,
+                    &mut self.out,
+                );
+                let _ = reply.send(result);
+            }
+            Request::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot(now));
+            }
+            Request::Render(reply) => {
+                let _ = reply.send(crate::table::render(&self.fleet, now));
+            }
+            Request::Poses(reply) => {
+                let _ = reply.send(online_poses(&self.fleet));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::DispatchConfig;
+    use crate::fleet::FleetConfig;
+    use common::SegmentAck;
+
+    /// A publisher with no broker behind it.
+    struct Nowhere;
+
+    impl Publisher for Nowhere {
+        fn connected(&self) -> bool {
+            false
+        }
+        fn publish(&mut self, _: &str, _: &[u8]) -> Result<(), String> {
+            Err("not connected".into())
+        }
+    }
+
+    fn registry() -> Registry<Nowhere> {
+        Registry::new(
+            Fleet::new(FleetConfig::new(
+                Duration::from_millis(1500),
+                10,
+                Duration::from_secs(600),
+            )),
+            Dispatcher::new(DispatchConfig::new(Duration::from_secs(1), 2), 41),
+            Nowhere,
+        )
+    }
+
+    #[test]
+    fn garbage_is_counted_by_kind_and_acks_are_passed_on() {
+        let t0 = Instant::now();
+        let mut r = registry();
+        r.on_publish(t0, 0, "rpi/a/heartbeat", b"text", false);
+        r.on_publish(t0, 0, "rpi/a/state", &[0u8; 10_000], false);
+        r.on_publish(t0, 0, "rpi/bad id/ack", &[], false);
+        r.on_publish(t0, 0, "rpi/a/state", &[], false);
+        let c = &r.counters;
+        assert_eq!(c.input_errors_of("unknown_version"), 1);
+        assert_eq!(c.input_errors_of("oversized"), 1);
+        assert_eq!(c.input_errors_of("bad_client_id"), 1);
+        assert_eq!(c.input_errors_of("empty"), 1);
+        assert!(r.fleet.is_empty());
+        let ack = SegmentAck {
+            entity_id: 1,
+            segment_id: 9,
+            outcome: common::AckOutcome::Accepted,
+        };
+        r.on_publish(t0, 0, "rpi/a/ack", ack.encode().as_slice(), false);
+        assert_eq!(r.counters.messages_of("ack"), 1);
+        // Passed on to the dispatcher, which does not know segment 9.
+        assert_eq!(r.counters.acks_unknown, 1);
+        assert!(r.fleet.is_empty(), "an ack is not presence");
+    }
+}
