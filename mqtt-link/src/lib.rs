@@ -1,14 +1,22 @@
-//! The fleet's MQTT transport, shared by both daemons: connection settings and TLS
-//! ([`broker`]), the event-loop thread that keeps a connection alive ([`link`]), and what
-//! every daemon's `main` needs: logging, signals, config loading ([`daemon`]).
+//! The fleet's MQTT transport and the daemon plumbing both daemons share: connection
+//! settings and TLS ([`broker`]), the event-loop thread that keeps a connection alive
+//! ([`link`]), the connection-gated publisher ([`publisher`]), named worker threads that
+//! announce their exit ([`worker`]), the "(N not logged)" of rate-limited logs ([`held`]), and
+//! what every daemon's `main` needs: logging, signals, config loading ([`daemon`]).
 //!
 //! Invariant: this is the only crate besides the daemons' `main`s that touches the network;
 //! the daemons see MQTT only as [`LinkEvent`]s in and `rumqttc::Client` publishes out.
 
 pub mod broker;
 pub mod daemon;
+pub mod held;
 pub mod link;
+pub mod publisher;
+pub mod worker;
 
 pub use broker::{BROKER_KEYS, BrokerAddr, BrokerConfig, SetupError, TlsFiles};
+pub use held::Held;
 pub use link::{Link, LinkConfig, LinkEvent, WillFn};
+pub use publisher::{NotSent, Publisher};
 pub use rumqttc::{Client, ClientError, LastWill, QoS};
+pub use worker::Worker;

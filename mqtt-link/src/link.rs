@@ -20,6 +20,7 @@ use rumqttc::{
     Publish, QoS, SubscribeReasonCode,
 };
 
+use crate::Held;
 use crate::broker::{BrokerConfig, SetupError};
 
 /// Builds the Last Will for the connection with the given session number.
@@ -144,6 +145,11 @@ impl Link {
     /// while connected, so nothing stale piles up in rumqttc's queue during an outage.
     pub fn connected_flag(&self) -> Arc<AtomicBool> {
         self.connected.clone()
+    }
+
+    /// A publisher that sends only while this link is connected, without blocking.
+    pub fn publisher(&self) -> crate::Publisher {
+        crate::Publisher::new(self.client(), self.connected_flag())
     }
 
     /// Publishes `last` (if connected), disconnects cleanly and joins the thread, waiting at
@@ -346,11 +352,7 @@ impl Runner {
                     } else {
                         failures += 1;
                         if let Some(held) = limiter.check(Instant::now()) {
-                            let more = if held > 0 {
-                                format!(" ({held} similar failures not logged)")
-                            } else {
-                                String::new()
-                            };
+                            let more = Held(held).note("similar failures");
                             warn!(
                                 "cannot connect to {}: {}; retrying{more}",
                                 self.addr,
@@ -425,11 +427,7 @@ const DRAIN_AFTER_DISCONNECT: Duration = Duration::from_millis(500);
 
 /// ` (N connection lines not logged)` when the flap limiter held some back.
 fn not_logged(held: u64) -> String {
-    if held > 0 {
-        format!(" ({held} connection lines not logged)")
-    } else {
-        String::new()
-    }
+    Held(held).note("connection lines")
 }
 
 /// An error with its causes, `a: b: c`.

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use common::ratelimit::RateLimiter;
 use common::{ClientId, Heartbeat, Message, Presence, StateReport, Status};
 use log::{debug, info, warn};
+use mqtt_link::Held;
 
 use crate::budget::LineBudget;
 use crate::clock_offset::ClockOffset;
@@ -261,7 +262,7 @@ impl Book {
             };
             let held = match std::mem::take(&mut pi.flapping.quiet_lines) {
                 0 => String::new(),
-                n => format!(", {n} not logged since the last warning"),
+                n => format!(", {} since the last warning", Held(n).count("")),
             };
             warn!(
                 "{}: suspected duplicate client id: {connects} connections within {} ({looks}); \
@@ -285,12 +286,7 @@ impl Book {
             .entry(label)
             .or_insert_with(|| RateLimiter::new(Duration::from_secs(10)));
         if let Some(held) = lim.check(now) {
-            let more = if held > 0 {
-                format!(" ({held} more like this not logged)")
-            } else {
-                String::new()
-            };
-            warn!("{}{more}", line());
+            warn!("{}{}", line(), Held(held).note("more like this"));
         }
     }
 }
@@ -638,7 +634,7 @@ impl Fleet {
             );
         }
         if let Some(n) = book.transitions.flush(now) {
-            info!("{n} presence changes not logged (too many at once)");
+            info!("{} (too many at once)", Held(n).count("presence changes"));
         }
         gone
     }

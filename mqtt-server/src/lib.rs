@@ -32,13 +32,23 @@ pub use server::{FleetHandle, Server, StartError};
 pub use snapshot::{EntityView, PiView, Snapshot};
 
 use crossbeam_channel::Receiver;
-use log::info;
+use log::{error, info};
 
 /// Runs the server until `shutdown` receives (or its senders are gone), then stops cleanly,
-/// logs the counters and returns the final registry state.
+/// logs the counters and returns the final registry state. If the registry thread dies first
+/// (a panic), stops the rest and re-raises the panic, instead of waiting for a signal.
 pub fn run(config: ServerConfig, shutdown: Receiver<()>) -> Result<Snapshot, StartError> {
     let server = Server::start(&config)?;
-    let _ = shutdown.recv();
+    run_until(server, &shutdown)
+}
+
+/// The part of [`run`] after the start: wait, stop, report.
+pub fn run_until(server: Server, shutdown: &Receiver<()>) -> Result<Snapshot, StartError> {
+    if let Some(name) = server.wait(shutdown) {
+        error!("thread {name} stopped unexpectedly; shutting down");
+        server.shutdown();
+        return Err(StartError::Stopped(name));
+    }
     info!("shutting down");
     let last = server.shutdown();
     info!(

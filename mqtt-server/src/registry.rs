@@ -17,8 +17,8 @@ use common::ratelimit::RateLimiter;
 use common::topic::SERVER_SUBSCRIPTION;
 use crossbeam_channel::{Receiver, Sender, after, never, select, tick};
 use log::{debug, warn};
-use mqtt_link::LinkEvent;
 use mqtt_link::daemon::wall_ms;
+use mqtt_link::{Held, LinkEvent};
 
 use crate::counters::Counters;
 use crate::dispatch::{DispatchError, Dispatcher, Order, Publisher};
@@ -39,6 +39,9 @@ pub(crate) enum Request {
     Snapshot(Sender<Snapshot>),
     Render(Sender<String>),
     Poses(Sender<Vec<EntityPose>>),
+    /// Unit tests only: the registry thread panics, as a bug would make it.
+    #[cfg(test)]
+    Crash,
 }
 
 /// The registry thread's state.
@@ -203,14 +206,10 @@ impl<P: Publisher> Registry<P> {
             .entry(label)
             .or_insert_with(|| RateLimiter::new(Duration::from_secs(10)));
         if let Some(held) = lim.check(now) {
-            let more = if held > 0 {
-                format!(" ({held} more {label} not logged)")
-            } else {
-                String::new()
-            };
             warn!(
-                "dropped a message on topic {}: {e}{more}",
-                printable_topic(topic)
+                "dropped a message on topic {}: {e}{}",
+                printable_topic(topic),
+                Held(held).note(format_args!("more {label}"))
             );
         }
     }
@@ -237,6 +236,8 @@ impl<P: Publisher> Registry<P> {
             Request::Poses(reply) => {
                 let _ = reply.send(online_poses(&self.fleet));
             }
+            #[cfg(test)]
+            Request::Crash => panic!("registry crash, asked for by a test"),
         }
     }
 }

@@ -16,15 +16,12 @@
 //! the demo planner, a client of the same API as everyone else.
 
 use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use common::topic::SERVER_SUBSCRIPTION;
 use crossbeam_channel::{Receiver, Sender, bounded, select, tick};
-use log::{info, warn};
-use mqtt_link::{Client, Link, LinkConfig, QoS, SetupError};
+use log::{debug, info, warn};
+use mqtt_link::{Link, LinkConfig, QoS, SetupError, Worker};
 
 use crate::config::ServerConfig;
 use crate::dispatch::{
@@ -101,32 +98,25 @@ impl SegmentSink for FleetHandle {
     }
 }
 
-/// Publishes segments through the link, only while connected (nothing stale piles up).
-struct LinkPublisher {
-    client: Client,
-    connected: Arc<AtomicBool>,
-}
-
-impl Publisher for LinkPublisher {
+/// Segments go out through the link's connection-gated publisher, at QoS 1, not retained.
+impl Publisher for mqtt_link::Publisher {
     fn connected(&self) -> bool {
-        self.connected.load(Ordering::Acquire)
+        self.is_connected()
     }
 
     fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<(), String> {
-        if !self.connected() {
-            return Err("not connected to the broker".into());
-        }
-        self.client
-            .try_publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
+        self.try_send(topic, QoS::AtLeastOnce, false, payload)
             .map_err(|e| e.to_string())
     }
 }
 
-/// Why the server could not start.
+/// Why the server could not start, or stopped without being asked to.
 #[derive(Debug)]
 pub enum StartError {
     Link(SetupError),
     Spawn(&'static str, std::io::Error),
+    /// A thread the server cannot run without ended on its own.
+    Stopped(&'static str),
 }
 
 impl std::fmt::Display for StartError {
@@ -134,6 +124,7 @@ impl std::fmt::Display for StartError {
         match self {
             StartError::Link(_) => write!(f, "cannot set up the broker connection"),
             StartError::Spawn(name, _) => write!(f, "cannot start thread {name}"),
+            StartError::Stopped(name) => write!(f, "thread {name} stopped unexpectedly"),
         }
     }
 }
@@ -143,40 +134,7 @@ impl std::error::Error for StartError {
         match self {
             StartError::Link(e) => Some(e),
             StartError::Spawn(_, e) => Some(e),
-        }
-    }
-}
-
-/// A named thread with a stop channel (dropping the sender stops it).
-struct Worker<T> {
-    stop: Option<Sender<()>>,
-    handle: Option<JoinHandle<T>>,
-}
-
-impl<T: Send + 'static> Worker<T> {
-    fn spawn(
-        name: &'static str,
-        f: impl FnOnce(Receiver<()>) -> T + Send + 'static,
-    ) -> Result<Worker<T>, StartError> {
-        let (stop_tx, stop_rx) = bounded::<()>(0);
-        let handle = thread::Builder::new()
-            .name(name.into())
-            .spawn(move || f(stop_rx))
-            .map_err(|e| StartError::Spawn(name, e))?;
-        Ok(Worker {
-            stop: Some(stop_tx),
-            handle: Some(handle),
-        })
-    }
-
-    /// Stops the thread and joins it, re-raising its panic.
-    fn stop_join(&mut self) -> Option<T> {
-        drop(self.stop.take());
-        let handle = self.handle.take()?;
-        match handle.join() {
-            Ok(v) => Some(v),
-            Err(panic) if !thread::panicking() => std::panic::resume_unwind(panic),
-            Err(_) => None,
+            StartError::Stopped(_) => None,
         }
     }
 }
@@ -184,6 +142,8 @@ impl<T: Send + 'static> Worker<T> {
 /// The running server.
 pub struct Server {
     handle: FleetHandle,
+    /// Hears the name of each worker thread that ends (see [`Server::wait`]).
+    exits: Receiver<&'static str>,
     link: Option<Link>,
     registry: Option<Worker<Snapshot>>,
     status: Option<Worker<()>>,
@@ -200,13 +160,12 @@ impl Server {
         lc.max_packet_size = MAX_PACKET;
         lc.request_capacity = REQUEST_CAPACITY;
         let link = Link::start(lc, event_tx).map_err(StartError::Link)?;
-        let out = LinkPublisher {
-            client: link.client(),
-            connected: link.connected_flag(),
-        };
+        let out = link.publisher();
         let (req_tx, req_rx) = bounded(1024);
+        let (exit_tx, exits) = bounded(8);
         let mut server = Server {
             handle: FleetHandle { tx: req_tx },
+            exits,
             link: Some(link),
             registry: None,
             status: None,
@@ -224,20 +183,20 @@ impl Server {
             ),
             out,
         );
-        server.registry = Some(Worker::spawn("registry", move |stop| {
+        server.registry = Some(spawn("registry", &exit_tx, move |stop| {
             registry.run(event_rx, req_rx, stop)
         })?);
         if !cfg.status_interval.is_zero() {
             let handle = server.handle.clone();
             let interval = cfg.status_interval;
-            server.status = Some(Worker::spawn("status", move |stop| {
+            server.status = Some(spawn("status", &exit_tx, move |stop| {
                 status_loop(&handle, interval, &stop)
             })?);
         }
         if !cfg.segment_interval.is_zero() {
             let handle = server.handle.clone();
             let interval = cfg.segment_interval;
-            server.planner = Some(Worker::spawn("planner", move |stop| {
+            server.planner = Some(spawn("planner", &exit_tx, move |stop| {
                 crate::planner::run(&handle, interval, &stop)
             })?);
         }
@@ -265,24 +224,41 @@ impl Server {
         self.handle.clone()
     }
 
+    /// Waits until `shutdown` receives (or its senders are gone): None; or until the
+    /// registry thread ends on its own (a panic): its name. The table and the planner may end
+    /// on their own (stdout closed, the planner's work done): the server runs on without them.
+    pub fn wait(&self, shutdown: &Receiver<()>) -> Option<&'static str> {
+        loop {
+            select! {
+                recv(shutdown) -> _ => return None,
+                recv(self.exits) -> name => match name {
+                    Ok("registry") => return Some("registry"),
+                    Ok(other) => debug!("thread {other} ended"),
+                    Err(_) => return None,
+                },
+            }
+        }
+    }
+
     /// Stops the planner and the table, disconnects cleanly, stops the registry (failing
     /// unfinished segments with `ShuttingDown`) and returns the final state and counters.
+    /// Re-raises the panic of a thread.
     pub fn shutdown(mut self) -> Snapshot {
         self.stop_all()
-            .expect("the registry thread runs until shutdown")
+            .expect("the registry thread runs until shutdown or panics")
     }
 
     fn stop_all(&mut self) -> Option<Snapshot> {
-        if let Some(mut w) = self.planner.take() {
+        if let Some(w) = self.planner.take() {
             w.stop_join();
         }
-        if let Some(mut w) = self.status.take() {
+        if let Some(w) = self.status.take() {
             w.stop_join();
         }
         if let Some(link) = self.link.take() {
             link.shutdown(None, Duration::from_secs(2));
         }
-        self.registry.take().and_then(|mut w| w.stop_join())
+        self.registry.take().and_then(Worker::stop_join)
     }
 }
 
@@ -290,6 +266,15 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop_all();
     }
+}
+
+/// Starts a named worker whose exit `exits` hears.
+fn spawn<T: Send + 'static>(
+    name: &'static str,
+    exits: &Sender<&'static str>,
+    body: impl FnOnce(Receiver<()>) -> T + Send + 'static,
+) -> Result<Worker<T>, StartError> {
+    Worker::spawn(name, exits, body).map_err(|e| StartError::Spawn(name, e))
 }
 
 /// The `status` thread: the table on stdout every `interval`, one write and flush each.
@@ -309,5 +294,41 @@ fn status_loop(handle: &FleetHandle, interval: Duration, stop: &Receiver<()>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_stops_when_the_registry_dies_instead_of_waiting_for_a_signal() {
+        let mut cfg = ServerConfig::default();
+        // Nothing listens there: the link keeps retrying in the background.
+        assert_eq!(cfg.apply("broker", "127.0.0.1:1"), Ok(()));
+        cfg.status_interval = Duration::ZERO;
+        cfg.segment_interval = Duration::ZERO;
+        let server = Server::start(&cfg).unwrap();
+        let handle = server.handle();
+        // The signal never comes: the sender stays alive for the whole test.
+        let (_signal, shutdown) = bounded::<()>(1);
+        let (done_tx, done) = bounded(1);
+        let runner = std::thread::spawn(move || {
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::run_until(server, &shutdown)
+            }));
+            let _ = done_tx.send(ran.is_err());
+        });
+        assert!(handle.snapshot().is_some(), "the registry answers");
+        let _ = handle.tx.send(Request::Crash);
+        let panicked = done
+            .recv_timeout(Duration::from_secs(10))
+            .expect("run returned without a signal");
+        assert!(panicked, "the registry's panic is re-raised by run");
+        runner.join().unwrap();
+        assert!(
+            handle.snapshot().is_none(),
+            "the API says the server is gone"
+        );
     }
 }

@@ -13,8 +13,8 @@ use mqtt_link::QoS;
 
 use crate::clock;
 use crate::link_change::LinkChange;
-use crate::publisher::{NotSent, Publisher};
 use crate::ticker::run_ticker;
+use mqtt_link::{Held, NotSent, Publisher};
 
 pub struct HeartbeatTicker {
     pub interval: Duration,
@@ -44,9 +44,12 @@ impl HeartbeatTicker {
         {
             Ok(()) => *seq = seq.wrapping_add(1),
             Err(NotSent::Disconnected) => {}
-            Err(NotSent::QueueFull) => {
+            Err(NotSent::QueueFull(_)) => {
                 if let Some(held) = full.check(Instant::now()) {
-                    warn!("heartbeat skipped: MQTT request queue full ({held} more not logged)");
+                    warn!(
+                        "heartbeat skipped: MQTT request queue full ({})",
+                        Held(held).count("more")
+                    );
                 }
             }
         }

@@ -22,7 +22,6 @@ pub mod state;
 pub mod ticker;
 pub mod vehicle;
 pub mod vehicles;
-pub mod worker;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -31,18 +30,17 @@ use std::time::Duration;
 use common::Presence;
 use crossbeam_channel::Receiver;
 use log::{info, warn};
-use mqtt_link::{Link, LinkConfig, QoS, SetupError};
+use mqtt_link::{Link, LinkConfig, QoS, SetupError, Worker};
 
 pub use config::Config;
 pub use vehicle::{Vehicle, VehicleState};
 
 use crate::entities::Entities;
 use crate::heartbeat::HeartbeatTicker;
-use crate::publisher::{Publisher, Topics};
+use crate::publisher::Topics;
 use crate::router::{Exit, Router};
 use crate::state::StatePublisher;
 use crate::vehicles::VehiclesLoop;
-use crate::worker::Worker;
 
 /// The link's final publish and disconnect must fit in the 1 s a shutdown may take.
 pub const LINK_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(800);
@@ -117,7 +115,7 @@ pub fn run_with(
     link_cfg.backoff_max = BACKOFF_MAX;
     let (event_tx, event_rx) = crossbeam_channel::bounded(64);
     let link = Link::start(link_cfg, event_tx).map_err(RunError::Link)?;
-    let publisher = Publisher::new(link.client(), link.connected_flag());
+    let publisher = link.publisher();
 
     let mut initial = Vec::new();
     entities.reports(clock::now_ms(), &mut initial);

@@ -13,7 +13,8 @@ use mqtt_link::{LinkEvent, QoS};
 
 use crate::link_change::LinkChange;
 use crate::presence;
-use crate::publisher::{Publisher, Topics};
+use crate::publisher::Topics;
+use mqtt_link::{Held, Publisher};
 
 /// How soon a failed `Online` publish is tried again.
 const ONLINE_RETRY: Duration = Duration::from_millis(50);
@@ -161,11 +162,7 @@ impl Router {
     /// One warning per 10 s for bad input, with the count of the ones held back.
     fn bad(&mut self, what: std::fmt::Arguments<'_>) {
         if let Some(held) = self.bad_input.check(Instant::now()) {
-            if held > 0 {
-                warn!("{what} ({held} similar lines not logged)");
-            } else {
-                warn!("{what}");
-            }
+            warn!("{what}{}", Held(held).note("similar lines"));
         }
     }
 }

@@ -13,8 +13,8 @@ use log::warn;
 use mqtt_link::QoS;
 
 use crate::link_change::LinkChange;
-use crate::publisher::{NotSent, Publisher};
 use crate::ticker::run_ticker;
+use mqtt_link::{Held, NotSent, Publisher};
 
 /// The latest state of every entity, written by the `vehicles` thread at each simulation step
 /// and read by the state publisher; each report carries the time it was sampled.
@@ -55,12 +55,13 @@ impl StatePublisher {
             ) {
                 Ok(()) => {}
                 Err(NotSent::Disconnected) => return,
-                Err(NotSent::QueueFull) => {
+                Err(NotSent::QueueFull(_)) => {
                     if let Some(held) = dropped.check(Instant::now()) {
                         warn!(
                             "state reports dropped: MQTT request queue full \
-                             ({} now, {held} earlier drops not logged)",
-                            buf.len() - i
+                             ({} now, {})",
+                            buf.len() - i,
+                            Held(held).count("earlier drops")
                         );
                     }
                     return;

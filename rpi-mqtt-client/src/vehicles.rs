@@ -15,8 +15,8 @@ use crate::clock;
 use crate::entities::Entities;
 use crate::link_change::LinkChange;
 use crate::outbox::AckOutbox;
-use crate::publisher::Publisher;
 use crate::state::Snapshot;
+use mqtt_link::{Held, Publisher};
 
 /// The simulation step; the state snapshot is at most this old when published.
 pub const STEP: Duration = Duration::from_millis(20);
@@ -80,11 +80,7 @@ impl RejectLog {
             return;
         };
         if let Some(held) = limiter.check(Instant::now()) {
-            let more = if held > 0 {
-                format!(" ({held} more {reason:?} rejections not logged)")
-            } else {
-                String::new()
-            };
+            let more = Held(held).note(format_args!("more {reason:?} rejections"));
             warn!(
                 "segment {} for entity {} rejected: {reason:?}{why}{more}",
                 ack.segment_id, ack.entity_id
@@ -194,8 +190,11 @@ impl VehiclesLoop {
             if let Some(held) = overflow.check(Instant::now()) {
                 warn!(
                     "ack outbox full ({OUTBOX_CAPACITY}): dropped the ack of segment {} \
-                     for entity {} ({} dropped in all, {held} not logged)",
-                    lost.segment_id, lost.entity_id, outbox.dropped
+                     for entity {} ({} dropped in all, {})",
+                    lost.segment_id,
+                    lost.entity_id,
+                    outbox.dropped,
+                    Held(held).count("")
                 );
             }
         }

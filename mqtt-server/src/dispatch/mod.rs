@@ -41,6 +41,7 @@ use common::ratelimit::RateLimiter;
 use common::wire::NO_DEADLINE;
 use common::{AckOutcome, ClientId, Message, RejectReason, Segment, SegmentAck, TopicKind};
 use log::{debug, info, warn};
+use mqtt_link::Held;
 
 use crate::counters::Counters;
 use crate::fleet::{Fleet, PiState};
@@ -58,11 +59,7 @@ use segment::{Ending, Phase, Tracked};
 
 /// ` (N similar not logged)` after a rate-limited line, or nothing.
 fn held_note(held: u64) -> String {
-    if held > 0 {
-        format!(" ({held} similar not logged)")
-    } else {
-        String::new()
-    }
+    Held(held).note("similar")
 }
 
 /// The first segment id: the server's clock in ms (mod 2^32), odd, so never 0.
