@@ -19,7 +19,14 @@ Options (flag, environment variable, config file key):
 fn main() -> ExitCode {
     let mut cfg = SimConfig::default();
     let schema = config::schema();
-    let loaded = match daemon::load_config(&schema, |k, v| cfg.apply(k, v)) {
+    let input = daemon::ProcessInput::read();
+    let loaded = match common::conf::load(
+        &schema,
+        &input.args,
+        &input.env,
+        daemon::read_file,
+        |k, v| cfg.apply(k, v),
+    ) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("fleet-sim: {e}");

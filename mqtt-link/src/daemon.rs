@@ -1,17 +1,14 @@
 //! What every fleet daemon's `main` needs besides its own logic: logging to stderr that reads
 //! well in journald, a shutdown channel fed by SIGINT/SIGTERM/SIGHUP, configuration loading
-//! from args + environment + file, errors printed with their cause chain, and the wall clock
+//! input (args + environment + files), errors printed with their cause chain, and the wall clock
 //! in the protocol's unit.
 
 use std::io::IsTerminal;
 
-use common::ConfigError;
-use common::conf::{Loaded, Schema};
 use crossbeam_channel::Receiver;
 use log::LevelFilter;
 use simplelog::{ConfigBuilder, LevelPadding, WriteLogger};
 
-/// Parses a log level name (`error`, `warn`, `info`, `debug`, `trace`, `off`).
 /// The wall clock in the wire protocol's unit: ms since the Unix epoch (0 before 1970).
 /// Both daemons stamp and compare protocol timestamps with it.
 pub fn wall_ms() -> u64 {
@@ -21,6 +18,7 @@ pub fn wall_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Parses a log level name (`error`, `warn`, `info`, `debug`, `trace`, `off`).
 pub fn parse_level(s: &str) -> Result<LevelFilter, String> {
     s.trim().parse::<LevelFilter>().map_err(|_| {
         format!("unknown log level {s:?} (use error, warn, info, debug, trace or off)")
@@ -63,14 +61,28 @@ pub fn shutdown_on_signals() -> Result<Receiver<()>, ctrlc::Error> {
     Ok(rx)
 }
 
-/// Reads args (after the program name), the environment and the config file for `schema`.
-pub fn load_config(
-    schema: &Schema<'_>,
-    apply: impl FnMut(&str, &str) -> Result<(), String>,
-) -> Result<Loaded, ConfigError> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    common::conf::load(schema, &args, &env, |p| std::fs::read_to_string(p), apply)
+/// What a program's configuration is read from (`common::conf::load`): its arguments after
+/// the program name and its environment. Each program's loader takes these as values, so its
+/// tests pass their own; `main` passes [`ProcessInput::read`].
+#[derive(Debug, Clone, Default)]
+pub struct ProcessInput {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl ProcessInput {
+    /// This process's arguments and environment.
+    pub fn read() -> ProcessInput {
+        ProcessInput {
+            args: std::env::args().skip(1).collect(),
+            env: std::env::vars().collect(),
+        }
+    }
+}
+
+/// Reads a config file from the file system (the `read_file` of `common::conf::load`).
+pub fn read_file(path: &str) -> std::io::Result<String> {
+    std::fs::read_to_string(path)
 }
 
 /// `error: cause: cause`, for printing a fatal error.

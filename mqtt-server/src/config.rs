@@ -185,28 +185,36 @@ impl ServerConfig {
         env: &[(String, String)],
         read_file: impl FnOnce(&str) -> std::io::Result<String>,
     ) -> Result<Command, ConfigError> {
+        // `--help` and `--version` win over everything else, even a broken config file.
+        if args.iter().any(|a| a == "--help" || a == "-h") {
+            return Ok(Command::Help);
+        }
+        if args.iter().any(|a| a == "--version" || a == "-V") {
+            return Ok(Command::Version);
+        }
         let keys = schema_keys();
         let mut cfg = ServerConfig::default();
         let loaded: Loaded =
             common::conf::load(&schema(&keys), args, env, read_file, |k, v| cfg.apply(k, v))?;
         cfg.finish();
         let has = |s: &[&str]| loaded.switches.iter().any(|x| s.contains(&x.as_str()));
-        Ok(if has(&["--help", "-h"]) {
-            Command::Help
-        } else if has(&["--version", "-V"]) {
-            Command::Version
-        } else if has(&["--check-config"]) {
+        Ok(if has(&["--check-config"]) {
             Command::CheckConfig(cfg)
         } else {
             Command::Run(cfg)
         })
     }
 
-    /// [`ServerConfig::load`] with this process's arguments, environment and file system.
+    /// [`ServerConfig::load`] with this process's arguments, environment and file system,
+    /// then [`ServerConfig::validate`] for a configuration to run or check: the one place
+    /// the binary's configuration is checked.
     pub fn from_process() -> Result<Command, ConfigError> {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let env: Vec<(String, String)> = std::env::vars().collect();
-        ServerConfig::load(&args, &env, |p| std::fs::read_to_string(p))
+        let input = mqtt_link::daemon::ProcessInput::read();
+        let cmd = ServerConfig::load(&input.args, &input.env, mqtt_link::daemon::read_file)?;
+        if let Command::Run(cfg) | Command::CheckConfig(cfg) = &cmd {
+            cfg.validate()?;
+        }
+        Ok(cmd)
     }
 }
 

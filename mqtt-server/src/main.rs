@@ -1,46 +1,46 @@
-//! The `mqtt-server` binary: reads the configuration (exit 2 naming the bad setting), sets up
-//! logging and signals, and runs [`mqtt_server::run`] until SIGINT/SIGTERM (exit 0).
+//! The `mqtt-server` binary: reads and checks the configuration (exit 2 naming the bad
+//! setting; `--help` and `--version` whatever the config file holds), sets up logging and
+//! signals, and runs [`mqtt_server::run`] until SIGINT/SIGTERM (exit 0; 1 on a runtime
+//! failure).
 
-use std::process::exit;
+use std::process::ExitCode;
 
 use mqtt_link::daemon::{error_chain, init_logging, shutdown_on_signals};
 use mqtt_server::{Command, ServerConfig};
 
-fn main() {
-    let cmd = ServerConfig::from_process().unwrap_or_else(|e| {
-        eprintln!("mqtt-server: {e}");
-        exit(2);
-    });
-    let cfg = match cmd {
-        Command::Help => {
+fn main() -> ExitCode {
+    let cfg = match ServerConfig::from_process() {
+        Ok(Command::Run(cfg)) => cfg,
+        Ok(Command::Help) => {
             print!("{}", mqtt_server::config::usage());
-            exit(0);
+            return ExitCode::SUCCESS;
         }
-        Command::Version => {
+        Ok(Command::Version) => {
             println!("mqtt-server {}", env!("CARGO_PKG_VERSION"));
-            exit(0);
+            return ExitCode::SUCCESS;
         }
-        Command::CheckConfig(cfg) => {
-            if let Err(e) = cfg.validate() {
-                eprintln!("mqtt-server: {e}");
-                exit(2);
-            }
+        Ok(Command::CheckConfig(cfg)) => {
             print!("{}", cfg.describe());
-            exit(0);
+            return ExitCode::SUCCESS;
         }
-        Command::Run(cfg) => cfg,
+        Err(e) => {
+            eprintln!("mqtt-server: {e}");
+            return ExitCode::from(2);
+        }
     };
-    if let Err(e) = cfg.validate() {
-        eprintln!("mqtt-server: {e}");
-        exit(2);
-    }
     init_logging(cfg.log_level);
-    let shutdown = shutdown_on_signals().unwrap_or_else(|e| {
-        eprintln!("mqtt-server: cannot install signal handlers: {e}");
-        exit(1);
-    });
-    if let Err(e) = mqtt_server::run(cfg, shutdown) {
-        eprintln!("mqtt-server: {}", error_chain(&e));
-        exit(1);
+    let shutdown = match shutdown_on_signals() {
+        Ok(rx) => rx,
+        Err(e) => {
+            eprintln!("mqtt-server: cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match mqtt_server::run(cfg, shutdown) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mqtt-server: {}", error_chain(&e));
+            ExitCode::from(1)
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The binary's command line: the example config is valid and documents every key, bad
-//! settings name themselves and exit 2, `--help`/`--version`, and SIGTERM/SIGINT stop the
+//! settings name themselves and exit 2, `--help`/`--version` (even with a broken config
+//! file), and SIGTERM/SIGINT stop the
 //! server with exit 0 and a counter summary on stderr.
 
 mod support;
@@ -95,6 +96,22 @@ fn help_and_version() {
     }
     let (code, stdout, _) = run(&["--version"]);
     assert_eq!(code, 0);
+    assert!(stdout.starts_with("mqtt-server "), "{stdout}");
+}
+
+#[test]
+fn help_and_version_whatever_the_config_file_holds() {
+    let dir = testkit::TempDir::new("server-broken-cfg");
+    let broken = dir.path().join("broken.conf");
+    std::fs::write(&broken, "this is = not = a config\nno_such_key = 1\n").unwrap();
+    let broken = broken.to_str().unwrap();
+    let (code, _, stderr) = run(&["--config", broken, "--check-config"]);
+    assert_eq!(code, 2, "the file is broken indeed: {stderr}");
+    let (code, stdout, stderr) = run(&["--config", broken, "--help"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("--heartbeat-timeout"), "{stdout}");
+    let (code, stdout, stderr) = run(&["--config", "/nonexistent/server.conf", "--version"]);
+    assert_eq!(code, 0, "{stderr}");
     assert!(stdout.starts_with("mqtt-server "), "{stdout}");
 }
 

@@ -267,9 +267,13 @@ pub fn parse(
 
 /// [`parse`] with this process's arguments, environment, files and hostname.
 pub fn from_process() -> Result<Command, ConfigError> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    parse(&args, &env, |p| std::fs::read_to_string(p), system_hostname)
+    let input = mqtt_link::daemon::ProcessInput::read();
+    parse(
+        &input.args,
+        &input.env,
+        mqtt_link::daemon::read_file,
+        system_hostname,
+    )
 }
 
 /// `--help` text.
