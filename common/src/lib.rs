@@ -7,11 +7,13 @@ pub mod backoff;
 pub mod conf;
 pub mod duration;
 pub mod error;
+pub mod motion;
 pub mod ratelimit;
 pub mod topic;
 pub mod wire;
 
 pub use error::{ClientIdError, ConfigError, DecodeError, DurationError, EncodeError, TopicError};
+pub use motion::Motion;
 pub use topic::{ClientId, TopicKind};
 pub use wire::{
     AckOutcome, Heartbeat, Kind, Message, Point, Presence, RejectReason, Segment, SegmentAck,

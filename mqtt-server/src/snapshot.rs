@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use common::Point;
+use common::{Motion, Point};
 use serde::Serialize;
 
 use crate::counters::{Counters, RttSummary};
@@ -14,14 +14,9 @@ use crate::fleet::{Fleet, OfflineReason, PiState};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EntityView {
     pub id: u32,
-    pub x: i32,
-    pub y: i32,
-    pub angle: i32,
-    pub vx: i32,
-    pub vy: i32,
-    pub segment_id: u32,
-    /// 1/10000 of the segment.
-    pub progress: u16,
+    /// Pose, velocity, segment and progress (1/10000 of the segment).
+    #[serde(flatten)]
+    pub motion: Motion,
     /// Since the server received the report.
     pub age_ms: u64,
 }
@@ -96,13 +91,7 @@ impl Snapshot {
                         .iter()
                         .map(|(id, e)| EntityView {
                             id: *id,
-                            x: e.report.x,
-                            y: e.report.y,
-                            angle: e.report.angle,
-                            vx: e.report.vx,
-                            vy: e.report.vy,
-                            segment_id: e.report.segment_id,
-                            progress: e.report.progress,
+                            motion: e.report.motion(),
                             age_ms: ms(now.saturating_duration_since(e.updated)),
                         })
                         .collect(),

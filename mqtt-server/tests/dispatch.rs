@@ -65,7 +65,7 @@ fn segment_reaches_its_entity_is_acked_and_completed() {
     wait_for(Duration::from_secs(2), || {
         let s = h.snapshot()?;
         let e = s.pi("pi-1")?.entities.iter().find(|e| e.id == 2)?.clone();
-        (e.segment_id == ticket.id && e.progress > 0).then_some(())
+        (e.motion.segment_id == ticket.id && e.motion.progress > 0).then_some(())
     })
     .expect("entity 2 reports the segment in progress");
 
@@ -76,7 +76,7 @@ fn segment_reaches_its_entity_is_acked_and_completed() {
     let s = wait_for(Duration::from_secs(1), || {
         let s = h.snapshot()?;
         let e = s.pi("pi-1")?.entities.iter().find(|e| e.id == 2)?.clone();
-        (e.segment_id == 0).then_some(s)
+        (e.motion.segment_id == 0).then_some(s)
     })
     .expect("entity idle after the segment");
     let e = s
@@ -86,7 +86,8 @@ fn segment_reaches_its_entity_is_acked_and_completed() {
         .iter()
         .find(|e| e.id == 2)
         .unwrap();
-    assert!((e.x - 1000).abs() <= 2 && (e.y - 400).abs() <= 2, "{e:?}");
+    let at = e.motion;
+    assert!((at.x - 1000).abs() <= 2 && (at.y - 400).abs() <= 2, "{e:?}");
     let c = &s.counters;
     assert_eq!(
         (c.segments_sent, c.segments_acked, c.segments_completed),

@@ -120,20 +120,11 @@ impl Entities {
     /// Every entity's state, stamped `timestamp_ms`, written into `out` (cleared first).
     pub fn reports(&self, timestamp_ms: u64, out: &mut Vec<StateReport>) {
         out.clear();
-        out.extend(self.slots.iter().map(|slot| {
-            let s = slot.vehicle.state();
-            StateReport {
-                entity_id: slot.id,
-                timestamp_ms,
-                x: s.x,
-                y: s.y,
-                angle: s.angle,
-                vx: s.vx,
-                vy: s.vy,
-                segment_id: s.segment_id,
-                progress: s.progress,
-            }
-        }));
+        out.extend(
+            self.slots
+                .iter()
+                .map(|slot| StateReport::new(slot.id, timestamp_ms, slot.vehicle.state())),
+        );
     }
 }
 

@@ -5,22 +5,9 @@ use std::time::Duration;
 
 use common::{RejectReason, Segment};
 
-/// An entity's state in wire units, sampled by [`Vehicle::state`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct VehicleState {
-    /// Position, mm.
-    pub x: i32,
-    pub y: i32,
-    /// Heading, millidegrees in `[0, 360000)`, counter-clockwise from +x.
-    pub angle: i32,
-    /// Velocity, mm/s.
-    pub vx: i32,
-    pub vy: i32,
-    /// The segment being executed, 0 when idle.
-    pub segment_id: u32,
-    /// Progress along it in 1/10000 (0 when idle).
-    pub progress: u16,
-}
+/// An entity's state in wire units, sampled by [`Vehicle::state`]: the motion a state report
+/// carries.
+pub type VehicleState = common::Motion;
 
 /// One entity's handler. Called from the single `vehicles` thread, so no locking is needed
 /// inside; `Send` because it is moved there.
