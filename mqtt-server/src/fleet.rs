@@ -698,19 +698,12 @@ impl TestFleet {
         self.record(gone);
     }
 
-    /// A valid publish on `rpi/{id}/{kind}`, as the registry thread hands it over.
-    pub fn on_publish(
-        &mut self,
-        now: Instant,
-        wall_ms: u64,
-        topic: &str,
-        payload: &[u8],
-        retained: bool,
-    ) {
+    /// A valid live (not retained) publish, as the registry thread hands it over.
+    pub fn on_live(&mut self, now: Instant, wall_ms: u64, topic: &str, payload: &[u8]) {
         let m = crate::ingest::classify(topic, payload).expect("a valid publish");
         let gone = self
             .fleet
-            .on_message(now, wall_ms, &m, retained, &mut self.counters);
+            .on_message(now, wall_ms, &m, false, &mut self.counters);
         self.record(gone);
     }
 }

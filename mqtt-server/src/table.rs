@@ -195,7 +195,7 @@ mod tests {
                 timestamp_ms: wall - 3,
             };
             let topic = format!("rpi/{id}/heartbeat");
-            f.on_publish(t0, wall, &topic, hb.encode().as_slice(), false);
+            f.on_live(t0, wall, &topic, hb.encode().as_slice());
         }
         // A Pi not upgraded yet: version 1 heartbeats.
         let old = Message::Heartbeat(Heartbeat {
@@ -203,7 +203,7 @@ mod tests {
             timestamp_ms: wall,
         });
         let v1 = old.encode_as(1).unwrap();
-        f.on_publish(t0, wall, "rpi/rpi_old/heartbeat", v1.as_slice(), false);
+        f.on_live(t0, wall, "rpi/rpi_old/heartbeat", v1.as_slice());
         for (entity_id, x, segment_id) in [(3, 5, 0), (1, 123, 7)] {
             f.on_state(
                 t0 + ms(100),

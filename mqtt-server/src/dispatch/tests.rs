@@ -58,12 +58,22 @@ fn fleet_with(t0: Instant, pis: &[(&str, &[u32])]) -> TestFleet {
     f
 }
 
-fn order(pi: &str, spec: SegmentSpec, notify: Option<Sender<SegmentOutcome>>) -> Order {
-    Order {
+/// `Dispatcher::dispatch` as the registry thread calls it, at the server's wall clock [`WALL`].
+fn order(
+    d: &mut Dispatcher,
+    now: Instant,
+    f: &mut TestFleet,
+    pi: &str,
+    spec: SegmentSpec,
+    notify: Option<Sender<SegmentOutcome>>,
+    out: &mut Recorder,
+) -> Result<u32, DispatchError> {
+    let order = Order {
         client_id: pi.to_owned(),
         spec,
         notify,
-    }
+    };
+    d.dispatch(order, now, WALL, &f.fleet, &mut f.counters, out)
 }
 
 fn spec(entity: u32) -> SegmentSpec {
@@ -89,14 +99,7 @@ fn refuses_what_cannot_be_delivered() {
     let mut d = dispatcher();
     let mut out = Recorder::default();
     let go = |f: &mut TestFleet, d: &mut Dispatcher, out: &mut Recorder, pi: &str, e: u32| {
-        d.dispatch(
-            order(pi, spec(e), None),
-            t0,
-            WALL,
-            &f.fleet,
-            &mut f.counters,
-            out,
-        )
+        order(d, t0, f, pi, spec(e), None, out)
     };
     assert_eq!(
         go(&mut f, &mut d, &mut out, "nope", 1),
@@ -129,16 +132,7 @@ fn accepted_then_completed_with_round_trip() {
     let mut d = dispatcher();
     let mut out = Recorder::default();
     let (tx, rx) = crossbeam_channel::bounded(4);
-    let id = d
-        .dispatch(
-            order("a", spec(2), Some(tx)),
-            t0,
-            WALL,
-            &f.fleet,
-            &mut f.counters,
-            &mut out,
-        )
-        .unwrap();
+    let id = order(&mut d, t0, &mut f, "a", spec(2), Some(tx), &mut out).unwrap();
     assert_eq!(id, 41);
     assert_eq!(out.sent.len(), 1);
     assert_eq!(out.sent[0].0, "server/a/segment");
@@ -183,16 +177,7 @@ fn retries_then_fails_without_ack() {
     let mut d = dispatcher(); // 2 retries, 1 s apart
     let mut out = Recorder::default();
     let (tx, rx) = crossbeam_channel::bounded(4);
-    let id = d
-        .dispatch(
-            order("a", spec(1), Some(tx)),
-            t0,
-            WALL,
-            &f.fleet,
-            &mut f.counters,
-            &mut out,
-        )
-        .unwrap();
+    let id = order(&mut d, t0, &mut f, "a", spec(1), Some(tx), &mut out).unwrap();
     let c = f.counters_mut();
     d.tick(t0 + ms(999), c, &mut out);
     assert_eq!(out.sent.len(), 1);
@@ -230,16 +215,7 @@ fn ack_on_a_retry_reports_attempts_and_publish_failures_are_retried() {
         ..Default::default()
     };
     let (tx, rx) = crossbeam_channel::bounded(4);
-    let id = d
-        .dispatch(
-            order("a", spec(1), Some(tx)),
-            t0,
-            WALL,
-            &f.fleet,
-            &mut f.counters,
-            &mut out,
-        )
-        .unwrap();
+    let id = order(&mut d, t0, &mut f, "a", spec(1), Some(tx), &mut out).unwrap();
     assert_eq!(f.counters().publish_failures, 1);
     out.full = false;
     let c = f.counters_mut();
@@ -262,16 +238,7 @@ fn rejection_and_acks_from_the_wrong_pi() {
     let mut d = dispatcher();
     let mut out = Recorder::default();
     let (tx, rx) = crossbeam_channel::bounded(4);
-    let id = d
-        .dispatch(
-            order("a", spec(1), Some(tx)),
-            t0,
-            WALL,
-            &f.fleet,
-            &mut f.counters,
-            &mut out,
-        )
-        .unwrap();
+    let id = order(&mut d, t0, &mut f, "a", spec(1), Some(tx), &mut out).unwrap();
     let c = f.counters_mut();
     d.on_ack(t0, "b", ack(1, id, AckOutcome::Accepted), c);
     d.on_ack(t0, "a", ack(9, id, AckOutcome::Accepted), c);
@@ -298,36 +265,9 @@ fn pi_going_offline_strands_accepted_segments_and_fails_undeliverable_ones() {
     let mut d = dispatcher();
     let mut out = Recorder::default();
     let (tx, rx) = crossbeam_channel::unbounded();
-    let a1 = d
-        .dispatch(
-            order("a", spec(1), Some(tx.clone())),
-            t0,
-            WALL,
-            &f.fleet,
-            &mut f.counters,
-            &mut out,
-        )
-        .unwrap();
-    let a2 = d
-        .dispatch(
-            order("a", spec(2), Some(tx.clone())),
-            t0,
-            WALL,
-            &f.fleet,
-            &mut f.counters,
-            &mut out,
-        )
-        .unwrap();
-    let b1 = d
-        .dispatch(
-            order("b", spec(1), Some(tx)),
-            t0,
-            WALL,
-            &f.fleet,
-            &mut f.counters,
-            &mut out,
-        )
-        .unwrap();
+    let a1 = order(&mut d, t0, &mut f, "a", spec(1), Some(tx.clone()), &mut out).unwrap();
+    let a2 = order(&mut d, t0, &mut f, "a", spec(2), Some(tx.clone()), &mut out).unwrap();
+    let b1 = order(&mut d, t0, &mut f, "b", spec(1), Some(tx), &mut out).unwrap();
     assert!(a1 != a2 && a2 != b1);
     let c = f.counters_mut();
     d.on_ack(t0, "a", ack(2, a2, AckOutcome::Accepted), c);
@@ -365,16 +305,16 @@ fn accepted_by_a(t0: Instant) -> (TestFleet, Dispatcher, Receiver<SegmentOutcome
     let mut f = fleet_with(t0, &[("a", &[1])]);
     let mut d = dispatcher();
     let (tx, rx) = crossbeam_channel::unbounded();
-    let id = d
-        .dispatch(
-            order("a", spec(1), Some(tx)),
-            t0,
-            WALL,
-            &f.fleet,
-            &mut f.counters,
-            &mut Recorder::default(),
-        )
-        .unwrap();
+    let id = order(
+        &mut d,
+        t0,
+        &mut f,
+        "a",
+        spec(1),
+        Some(tx),
+        &mut Recorder::default(),
+    )
+    .unwrap();
     d.on_ack(t0, "a", ack(1, id, AckOutcome::Accepted), f.counters_mut());
     let _ = rx.try_recv();
     (f, d, rx, id)
@@ -432,16 +372,7 @@ fn a_stranded_segment_fails_when_the_entity_drives_a_later_one() {
     let back = t0 + ms(5000);
     heartbeat_again(&mut f, back);
     let mut out = Recorder::default();
-    let later = d
-        .dispatch(
-            order("a", spec(1), None),
-            back,
-            WALL,
-            &f.fleet,
-            &mut f.counters,
-            &mut out,
-        )
-        .unwrap();
+    let later = order(&mut d, back, &mut f, "a", spec(1), None, &mut out).unwrap();
     for t in 1..=5 {
         f.on_state(back + ms(100 * t), "a", report(1, later));
         d.settle_stranded(back + ms(100 * t), &f.fleet, &mut f.counters);
@@ -491,10 +422,10 @@ fn v2_fleet(t0: Instant, pis: &[&str], pi_behind_ms: u64, delay_ms: u64) -> Test
             timestamp_ms: WALL - pi_behind_ms - delay_ms,
         };
         let topic = format!("rpi/{id}/heartbeat");
-        f.on_publish(t0, WALL, &topic, hb.encode().as_slice(), false);
+        f.on_live(t0, WALL, &topic, hb.encode().as_slice());
         let st = report(1, 0);
         let topic = format!("rpi/{id}/state");
-        f.on_publish(t0, WALL, &topic, st.encode().as_slice(), false);
+        f.on_live(t0, WALL, &topic, st.encode().as_slice());
         assert_eq!(f.pi(id).unwrap().protocol, 2);
     }
     f
@@ -507,15 +438,7 @@ fn version_1_pis_get_version_1_segments_without_deadline() {
     assert_eq!(f.pi("old").unwrap().protocol, 1);
     let mut d = dispatcher();
     let mut out = Recorder::default();
-    d.dispatch(
-        order("old", spec(1), None),
-        t0,
-        WALL,
-        &f.fleet,
-        &mut f.counters,
-        &mut out,
-    )
-    .unwrap();
+    order(&mut d, t0, &mut f, "old", spec(1), None, &mut out).unwrap();
     assert_eq!(out.raw[0].len(), Segment::LEN_V1, "version 1 layout");
     assert_eq!(out.raw[0][0] >> 4, 1);
     assert_eq!(out.sent[0].1.deadline_ms, NO_DEADLINE);
@@ -529,15 +452,7 @@ fn deadline_is_the_give_up_time_on_the_pis_clock() {
     let mut f = v2_fleet(t0, &["a"], 3_600_000, 20);
     let mut d = dispatcher(); // 1 s x (2 retries + 1) = 3 s to live
     let mut out = Recorder::default();
-    d.dispatch(
-        order("a", spec(1), None),
-        t0,
-        WALL,
-        &f.fleet,
-        &mut f.counters,
-        &mut out,
-    )
-    .unwrap();
+    order(&mut d, t0, &mut f, "a", spec(1), None, &mut out).unwrap();
     assert_eq!(out.raw[0].len(), Segment::LEN);
     assert_eq!(out.raw[0][0] >> 4, 2);
     let deadline = out.sent[0].1.deadline_ms;
@@ -559,16 +474,7 @@ fn unaccepted_segment_fails_only_after_its_deadline_and_grace() {
     let mut d = dispatcher(); // 3 s to live
     let mut out = Recorder::default();
     let (tx, rx) = crossbeam_channel::unbounded();
-    let id = d
-        .dispatch(
-            order("a", spec(1), Some(tx)),
-            t0,
-            WALL,
-            &f.fleet,
-            &mut f.counters,
-            &mut out,
-        )
-        .unwrap();
+    let id = order(&mut d, t0, &mut f, "a", spec(1), Some(tx), &mut out).unwrap();
     let c = f.counters_mut();
     // The Pi goes silent; the server marks it offline 1.5 s later.
     d.on_pi_offline(t0 + ms(1500), "a", c);
@@ -608,16 +514,7 @@ fn sent_to_v2_pi(
     let mut d = dispatcher();
     let mut out = Recorder::default();
     let (tx, rx) = crossbeam_channel::unbounded();
-    let id = d
-        .dispatch(
-            order("a", spec(1), Some(tx)),
-            t0,
-            WALL,
-            &f.fleet,
-            &mut f.counters,
-            &mut out,
-        )
-        .unwrap();
+    let id = order(&mut d, t0, &mut f, "a", spec(1), Some(tx), &mut out).unwrap();
     (f, d, out, rx, id)
 }
 
@@ -678,28 +575,11 @@ fn ids_never_zero_and_in_flight_is_bounded() {
     );
     let mut out = Recorder::default();
     let ids: Vec<u32> = (0..3)
-        .map(|_| {
-            d.dispatch(
-                order("a", spec(1), None),
-                t0,
-                WALL,
-                &f.fleet,
-                &mut f.counters,
-                &mut out,
-            )
-            .unwrap()
-        })
+        .map(|_| order(&mut d, t0, &mut f, "a", spec(1), None, &mut out).unwrap())
         .collect();
     assert_eq!(ids, vec![u32::MAX, 1, 2]);
     assert_eq!(
-        d.dispatch(
-            order("a", spec(1), None),
-            t0,
-            WALL,
-            &f.fleet,
-            &mut f.counters,
-            &mut out
-        ),
+        order(&mut d, t0, &mut f, "a", spec(1), None, &mut out),
         Err(DispatchError::TooManyInFlight)
     );
     // With no retries, they fail after one timeout and are forgotten after the grace.
@@ -708,16 +588,6 @@ fn ids_never_zero_and_in_flight_is_bounded() {
     assert_eq!(c.segments_failed, 3);
     d.tick(t0 + ms(1000) + Duration::from_secs(10), c, &mut out);
     assert_eq!(d.tracked(), 0);
-    assert!(
-        d.dispatch(
-            order("a", spec(1), None),
-            t0,
-            WALL,
-            &f.fleet,
-            &mut f.counters,
-            &mut out
-        )
-        .is_ok()
-    );
+    assert!(order(&mut d, t0, &mut f, "a", spec(1), None, &mut out).is_ok());
     assert!(seed_segment_id() % 2 == 1);
 }
