@@ -34,6 +34,8 @@ pub struct PiView {
     pub heartbeats: u64,
     pub heartbeats_lost: u64,
     pub clock_offset_ms: Option<i64>,
+    /// The last heartbeat's timestamp was absurd: segments go without a deadline.
+    pub clock_out_of_range: bool,
     pub session: Option<u32>,
     /// The protocol version of the Pi's heartbeats (1 until one says otherwise).
     pub protocol: u8,
@@ -84,6 +86,7 @@ impl Snapshot {
                     heartbeats: p.heartbeats,
                     heartbeats_lost: p.heartbeats_lost,
                     clock_offset_ms: p.clock.smoothed_ms(),
+                    clock_out_of_range: p.clock.out_of_range(),
                     session: p.session,
                     protocol: p.protocol,
                     entities: p

@@ -12,7 +12,9 @@
 //! A Pi that still speaks protocol version 1 (not upgraded yet; its segments carry no
 //! deadline) has `, protocol=1 (no segment deadlines)` after its columns. A Pi suspected of
 //! sharing its client id with another device ([`crate::flapping`]) has
-//! `, SUSPECTED DUPLICATE ID (N connections in 30.0s)` at the end of its line.
+//! `, SUSPECTED DUPLICATE ID (N connections in 30.0s)` at the end of its line. A Pi whose
+//! last heartbeat carried an absurd timestamp ([`crate::clock_offset::SANE_OFFSET_MS`]) has
+//! `, clock out of range (no segment deadlines)` after its columns.
 //!
 //! Pis sorted by id, entities by id; an empty line ends the table. The offline section lists
 //! at most [`MAX_OFFLINE_LINES`] Pis (the most recently gone), then `  ... and N more`.
@@ -41,6 +43,15 @@ pub fn human(d: Duration) -> String {
     }
 }
 
+/// `, clock out of range (no segment deadlines)` for a Pi whose timestamps are nonsense.
+fn clock_marker(pi: &Pi) -> &'static str {
+    if pi.clock.out_of_range() {
+        ", clock out of range (no segment deadlines)"
+    } else {
+        ""
+    }
+}
+
 fn active_line(out: &mut String, pi: &Pi, since: Instant, now: Instant) {
     let age = now.saturating_duration_since(pi.last_alive.unwrap_or(since));
     let offset = match pi.clock.smoothed_ms() {
@@ -53,12 +64,13 @@ fn active_line(out: &mut String, pi: &Pi, since: Instant, now: Instant) {
         .unwrap_or_else(|| "?".into());
     let _ = writeln!(
         out,
-        "  {}: last_hb={}ms ago, entities={}, lost_hb={}, clock_offset={offset}, session={session}{}{}",
+        "  {}: last_hb={}ms ago, entities={}, lost_hb={}, clock_offset={offset}, session={session}{}{}{}",
         pi.id,
         age.as_millis(),
         pi.entities.len(),
         pi.heartbeats_lost,
         protocol_marker(pi),
+        clock_marker(pi),
         flapping_marker(pi, now),
     );
     for (id, e) in &pi.entities {

@@ -591,3 +591,40 @@ fn ids_never_zero_and_in_flight_is_bounded() {
     assert!(order(&mut d, t0, &mut f, "a", spec(1), None, &mut out).is_ok());
     assert!(seed_segment_id() % 2 == 1);
 }
+
+#[test]
+fn absurd_heartbeat_timestamps_give_no_deadline_not_a_never_expiring_one() {
+    let t0 = Instant::now();
+    let mut f = v2_fleet(t0, &["a"], 0, 0);
+    let mut d = dispatcher(); // 3 s to live
+    let mut out = Recorder::default();
+    let year_3000 = 32_503_680_000_000u64;
+    for nonsense in [0, u64::MAX, year_3000] {
+        let hb = Heartbeat {
+            seq: 2,
+            timestamp_ms: nonsense,
+        };
+        f.on_live(t0, WALL, "rpi/a/heartbeat", hb.encode().as_slice());
+        order(&mut d, t0, &mut f, "a", spec(1), None, &mut out).unwrap();
+        let sent = out.sent.last().unwrap().1;
+        assert_eq!(
+            sent.deadline_ms, NO_DEADLINE,
+            "after a heartbeat at {nonsense}"
+        );
+    }
+    assert_eq!(f.counters().segments_without_deadline, 3);
+    let table = crate::table::render(&f, t0);
+    assert!(
+        table.contains("clock_offset=+0ms, session=?, clock out of range (no segment deadlines)"),
+        "{table}"
+    );
+    // A sane heartbeat again: deadlines are back, on the sane offset.
+    let hb = Heartbeat {
+        seq: 3,
+        timestamp_ms: WALL,
+    };
+    f.on_live(t0, WALL, "rpi/a/heartbeat", hb.encode().as_slice());
+    order(&mut d, t0, &mut f, "a", spec(1), None, &mut out).unwrap();
+    assert_eq!(out.sent.last().unwrap().1.deadline_ms, WALL + 3000);
+    assert!(!crate::table::render(&f, t0).contains("out of range"));
+}
