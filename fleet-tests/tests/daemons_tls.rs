@@ -6,8 +6,7 @@
 //! the server's table nor pi-b shows any trace of it, while the same messages from the rightful
 //! accounts do show (positive controls).
 //!
-//! The binaries come from the workspace's target dir (`cargo test --workspace` builds them; for
-//! `cargo test -p fleet-tests` alone run `cargo build -p rpi-client -p mqtt-server` first).
+//! The binaries are built on demand by `testkit::bins` (a no-op when up to date).
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,6 @@ use fleet_tests::{Listener, PI_A, PI_B, ProdBroker, SERVER_USER};
 use mqtt_link::BrokerConfig;
 use testkit::Daemon;
 use testkit::probe::Seen;
-use testkit::process::workspace_bin;
 
 /// First connection, TLS handshakes and the first tables of debug builds on a busy machine.
 const START: Duration = Duration::from_secs(30);
@@ -33,7 +31,7 @@ const ROUNDS: u32 = 8;
 fn spawn(bin: &str, mut args: Vec<String>, cfg: &BrokerConfig) -> Daemon {
     args.extend(broker_flags(cfg));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Daemon::spawn(&workspace_bin(bin), &args, &[])
+    Daemon::spawn(&testkit::bins::daemon(bin), &args, &[])
 }
 
 fn pi(id: &str, cfg: &BrokerConfig) -> Daemon {
