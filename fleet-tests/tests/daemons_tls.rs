@@ -246,12 +246,8 @@ fn daemons_run_over_tls_and_ignore_forged_messages() {
 
     // Clean shutdowns over TLS: exit 0, and the server shows them offline (clean shutdown).
     for (id, d) in [(PI_A, &mut pi_a), (PI_B, &mut pi_b)] {
-        d.signal("TERM");
-        let st = d.wait_exit(Duration::from_secs(15));
-        assert!(
-            st.is_some_and(|s| s.success()),
-            "{id} did not exit cleanly on SIGTERM: {st:?}"
-        );
+        let st = d.terminate(Duration::from_secs(15));
+        assert!(st.success(), "{id} did not exit cleanly on SIGTERM: {st:?}");
     }
     wait_table(&server, SHOW, |t| {
         [PI_A, PI_B]
@@ -265,10 +261,9 @@ fn daemons_run_over_tls_and_ignore_forged_messages() {
         )
     });
     let mut server = server;
-    server.signal("TERM");
-    let st = server.wait_exit(Duration::from_secs(15));
+    let st = server.terminate(Duration::from_secs(15));
     assert!(
-        st.is_some_and(|s| s.success()),
+        st.success(),
         "mqtt-server did not exit cleanly on SIGTERM: {st:?}"
     );
 }

@@ -121,8 +121,7 @@ fn garbage_on_every_topic_is_counted_by_kind_and_the_real_pis_stay_tracked() {
         }
     }
 
-    server.signal("TERM");
-    let status = server.wait_exit(Duration::from_secs(5)).expect("exits");
+    let status = server.terminate(Duration::from_secs(5));
     assert_eq!(status.code(), Some(0));
     let err = server.stderr();
     let line = err

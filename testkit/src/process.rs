@@ -224,11 +224,7 @@ fn send(tx: &Sender<Line>, line: &[u8]) {
 }
 
 /// A thread reading `stream` line by line (bytes, without the newline) into `each`.
-fn reader(
-    stream: impl Read + Send + 'static,
-    name: String,
-    mut each: EachLine,
-) -> JoinHandle<()> {
+fn reader(stream: impl Read + Send + 'static, name: String, mut each: EachLine) -> JoinHandle<()> {
     thread::Builder::new()
         .name(name)
         .spawn(move || {
@@ -368,6 +364,19 @@ impl Daemon {
             }
             thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// SIGTERM and the exit status; panics (showing the log) if it has not exited within
+    /// `timeout`.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit(timeout).unwrap_or_else(|| {
+            panic!(
+                "{} did not exit within {timeout:?} of SIGTERM\n{}",
+                self.name,
+                self.stderr()
+            )
+        })
     }
 
     /// SIGTERM, then kill -9 if it has not exited within `grace` (noted in the log).

@@ -59,9 +59,10 @@ impl Bench {
     /// The release server with the benchmark's settings plus `extra` flags; returns once it
     /// has subscribed to `rpi/+/+`.
     pub fn server(&self, broker: &Broker, name: &str, extra: &[&str]) -> Daemon {
-        let mut args: Vec<String> = [
+        let addr = broker.addr();
+        let mut args = vec![
             "--broker",
-            &broker.addr(),
+            &addr,
             "--client-id",
             "bench-server",
             "--status-interval",
@@ -70,11 +71,8 @@ impl Bench {
             "0s",
             "--log-level",
             "info",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
+        ];
+        args.extend_from_slice(extra);
         let p = procs::spawn(
             name,
             &self.bin("mqtt-server"),
@@ -101,11 +99,12 @@ impl Bench {
         // A retained marker the baseline receives right after its SUBACK.
         let marker = Probe::connect(broker.port(), "bench-marker", &[]);
         marker.publish(READY, b"1", rumqttc::QoS::AtLeastOnce, true);
-        let args: Vec<String> = [
+        let port = broker.port().to_string();
+        let args = [
             "-h",
             "127.0.0.1",
             "-p",
-            &broker.port().to_string(),
+            &port,
             "-i",
             "bench-baseline",
             "-q",
@@ -116,10 +115,7 @@ impl Bench {
             READY,
             "-F",
             "%t",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        ];
         let p = procs::spawn(
             name,
             Path::new("mosquitto_sub"),
@@ -135,9 +131,10 @@ impl Bench {
 
     /// A real `rpi-client` with entities 1,2,3 at 10 Hz; returns once it has subscribed.
     pub fn pi(&self, broker: &Broker, id: &str) -> Daemon {
-        let args: Vec<String> = [
+        let addr = broker.addr();
+        let args = [
             "--broker",
-            &broker.addr(),
+            &addr,
             "--client-id",
             id,
             "--entities",
@@ -148,10 +145,7 @@ impl Bench {
             "500ms",
             "--log-level",
             "info",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        ];
         let p = procs::spawn(
             id,
             &self.bin("rpi-client"),

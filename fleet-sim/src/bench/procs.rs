@@ -55,7 +55,13 @@ impl TopicCounts {
 
 /// Starts `bin args` as the benchmark's child `name`: stdout as `out` says, stderr lines on a
 /// channel, both in `log_dir/<name>.log` with the command line and the benchmark's notes.
-pub fn spawn(name: &str, bin: &Path, args: &[String], out: Stdout, log_dir: &Path) -> Daemon {
+pub fn spawn<S: AsRef<str>>(
+    name: &str,
+    bin: &Path,
+    args: &[S],
+    out: Stdout,
+    log_dir: &Path,
+) -> Daemon {
     Spawn::new(bin)
         .args(args)
         .stdout(out)

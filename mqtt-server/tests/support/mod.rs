@@ -34,10 +34,7 @@ pub fn start_pi(broker: &Broker, id: &str, entities: &str) -> Daemon {
 
 /// Stops a Pi with SIGTERM (it publishes `Offline` and disconnects) and waits for its exit.
 pub fn shut_down(mut pi: Daemon) {
-    pi.signal("TERM");
-    let status = pi
-        .wait_exit(Duration::from_secs(5))
-        .expect("the Pi exits within 5 s of SIGTERM");
+    let status = pi.terminate(Duration::from_secs(5));
     assert!(status.success(), "{status}\n{}", pi.stderr());
 }
 

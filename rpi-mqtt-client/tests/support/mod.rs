@@ -75,6 +75,16 @@ pub fn as_ack(s: &Seen) -> Option<SegmentAck> {
     }
 }
 
+/// The sequence numbers of the heartbeats the probe sees within `window`.
+pub fn heartbeat_seqs(probe: &Probe, window: Duration) -> Vec<u32> {
+    probe
+        .collect_for(window)
+        .iter()
+        .filter_map(as_heartbeat)
+        .map(|h| h.seq)
+        .collect()
+}
+
 /// Waits for a status with the given presence; returns it with the probe's view of it.
 pub fn wait_status(probe: &Probe, timeout: Duration, presence: Presence) -> (Status, Seen) {
     let seen = probe
