@@ -5,24 +5,20 @@
 //! ([`report`]). Short scenarios run in `cargo test`; long ones are `#[ignore]`d and run by
 //! `scripts/chaos.sh` (`make chaos`). See docs/reliability.md.
 //!
-//! Helpers: [`bins`] (build and find the daemons), [`daemons`] (start them), [`table`] (the
-//! server's status table), [`watch`] (everything the Pis publish, and double-execution
-//! checks), [`garbage`] (labelled malformed input), [`netns`] (a cuttable link, root only),
-//! [`rss`] (memory sampling), [`summary`] (the server's shutdown counters),
-//! [`report`] (result lines).
+//! Helpers: [`table`] (the server's status table), [`watch`] (everything the Pis publish, and
+//! double-execution checks), [`garbage`] (labelled malformed input), [`netns`] (a cuttable
+//! link, root only), [`summary`] (the server's shutdown counters), [`report`] (result lines).
+//! Building and starting the daemons and sampling memory are [`testkit`]'s.
 
-pub mod bins;
-pub mod daemons;
 pub mod garbage;
 pub mod netns;
 pub mod report;
-pub mod rss;
 pub mod summary;
 pub mod table;
 pub mod watch;
 
-pub use daemons::{count_lines, spawn_pi, spawn_server};
 pub use report::{median, ms, report};
-pub use rss::RssSampler;
 pub use table::{Table, next_table, skip_backlog, wait_table};
+pub use testkit::daemons::{count_lines, spawn_pi, spawn_server};
+pub use testkit::rss::{self, RssSampler};
 pub use watch::{Record, Watch};

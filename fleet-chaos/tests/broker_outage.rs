@@ -7,10 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use common::{Message, Presence};
 use fleet_chaos::{
     RssSampler, count_lines, ms, report, rss, skip_backlog, spawn_pi, spawn_server, wait_table,
 };
+use testkit::probe::pi_return;
 use testkit::{Broker, Probe};
 
 const OUTAGE: Duration = Duration::from_secs(60);
@@ -57,22 +57,10 @@ fn broker_down_for_60_seconds() {
     let back = Instant::now();
     let probe = Probe::connect(broker.port(), "probe-outage", &[&format!("rpi/{ID}/#")]);
     let subscribed = back.elapsed();
-    let mut heartbeat = None;
-    let mut online_live = None;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while (heartbeat.is_none() || online_live.is_none()) && Instant::now() < deadline {
-        let Some(s) = probe.next(Duration::from_millis(50)) else {
-            continue;
-        };
-        match Message::decode(&s.payload) {
-            Ok(Message::Heartbeat(_)) if heartbeat.is_none() => heartbeat = Some(s.at),
-            Ok(Message::Status(st)) if st.presence == Presence::Online && online_live.is_none() => {
-                online_live = Some(!s.retain)
-            }
-            _ => {}
-        }
-    }
-    let heartbeat_after = heartbeat
+    let seen = pi_return(&probe, Duration::from_secs(5));
+    let online_live = seen.online.as_ref().map(|(_, s)| !s.retain);
+    let heartbeat_after = seen
+        .heartbeat
         .expect("no heartbeat within 5 s of the broker's return")
         .duration_since(back);
     skip_backlog(&server);

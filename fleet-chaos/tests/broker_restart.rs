@@ -136,14 +136,10 @@ fn broker_restart_under_load() {
     let pi_mem: Vec<_> = pi_rss.into_iter().map(RssSampler::finish).collect();
 
     // Server first: what is unfinished then fails with ShuttingDown.
-    server.signal("TERM");
-    let code = server
-        .wait_exit(Duration::from_secs(5))
-        .expect("server exits");
+    let code = server.terminate(Duration::from_secs(5));
     assert_eq!(code.code(), Some(0), "{}", server.stderr());
     for (id, p) in PIS.iter().zip(pis.iter_mut()) {
-        p.signal("TERM");
-        let code = p.wait_exit(Duration::from_secs(5)).expect("Pi exits");
+        let code = p.terminate(Duration::from_secs(5));
         assert_eq!(code.code(), Some(0), "{id}: a thread died?\n{}", p.stderr());
     }
 

@@ -75,10 +75,7 @@ fn duplicate_client_id_is_reported_and_settles_when_one_goes() {
     // of a Pi it still tracks.
     let stale = t.active[ID].entities.get(&2).map(|e| e.age_ms);
     assert!(stale.is_none_or(|age| age >= 2000), "{}", t.text);
-    server.signal("TERM");
-    server
-        .wait_exit(Duration::from_secs(5))
-        .expect("server exits");
+    server.terminate(Duration::from_secs(5));
     let log = server.stderr();
     let registry = summary::counters(&log, "registry: ").expect("registry counters");
     let warnings = count_lines(&log, WARNING);

@@ -138,10 +138,7 @@ fn malformed_flood_10k_per_second_for_30_seconds() {
     let dropped = broker_dropped(broker.port(), "after") - dropped_before;
     let mem = rss.finish();
 
-    server.signal("TERM");
-    server
-        .wait_exit(Duration::from_secs(10))
-        .expect("server exits");
+    server.terminate(Duration::from_secs(10));
     let log = server.stderr();
     let got = summary::counters(&log, "input errors: ").expect("input error counters");
     let registry = summary::counters(&log, "registry: ").expect("registry counters");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{AckOutcome, Point, RejectReason};
 use fleet_chaos::netns::NetNs;
-use fleet_chaos::{Watch, bins, count_lines, ms, report};
+use fleet_chaos::{Watch, count_lines, ms, report};
 use mqtt_server::{OfflineReason, SegmentOutcome, SegmentSpec, Server, ServerConfig};
 use testkit::{Broker, Daemon, wait_for};
 
@@ -47,7 +47,7 @@ fn setup(tag: &str) -> Setup {
     };
     cfg.apply("broker", &broker.addr()).unwrap();
     let server = Server::start(&cfg).expect("server starts");
-    let bin = bins::rpi_client();
+    let bin = testkit::bins::rpi_client();
     let addr = format!("{}:{pi_port}", ns.host_ip());
     let pi = Daemon::spawn(
         std::path::Path::new("ip"),

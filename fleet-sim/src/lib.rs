@@ -6,7 +6,6 @@ pub mod bench;
 pub mod config;
 pub mod motion;
 pub mod pi;
-pub mod procfs;
 pub mod sim;
 pub mod stats;
 

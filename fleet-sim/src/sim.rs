@@ -74,7 +74,7 @@ fn share(total: Duration, i: usize, n: usize) -> Duration {
 /// or soon after `shutdown` fires.
 pub fn run(cfg: SimConfig, shutdown: Receiver<()>) -> Summary {
     let cfg = Arc::new(cfg);
-    let cpu0 = crate::procfs::cpu_time(std::process::id()).unwrap_or_default();
+    let cpu0 = testkit::procfs::cpu_time(std::process::id()).unwrap_or_default();
     let start = Instant::now();
     let t0 = start + cfg.ramp + SETTLE;
     let end = t0 + cfg.duration;
@@ -193,7 +193,7 @@ pub fn run(cfg: SimConfig, shutdown: Receiver<()>) -> Summary {
             Err(p) => std::panic::resume_unwind(p),
         }
     }
-    let cpu = crate::procfs::cpu_time(std::process::id())
+    let cpu = testkit::procfs::cpu_time(std::process::id())
         .unwrap_or_default()
         .saturating_sub(cpu0);
     let elapsed = start.elapsed();

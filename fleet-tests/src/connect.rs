@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use mqtt_link::daemon::error_chain;
 use rumqttc::{Client, ConnectReturnCode, Connection, Event, MqttOptions, Packet};
 
 /// How a connection attempt ended.
@@ -91,7 +92,7 @@ impl Session {
                 Ok(Err(rumqttc::ConnectionError::ConnectionRefused(code))) => {
                     return Err(ConnectOutcome::Refused(code));
                 }
-                Ok(Err(e)) => return Err(ConnectOutcome::Failed(error_text(&e))),
+                Ok(Err(e)) => return Err(ConnectOutcome::Failed(error_chain(&e))),
             }
         }
     }
@@ -111,7 +112,7 @@ impl Session {
                     return Err("the broker sent DISCONNECT".into());
                 }
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(error_text(&e)),
+                Ok(Err(e)) => return Err(error_chain(&e)),
             }
         }
     }
@@ -133,20 +134,4 @@ impl Session {
     pub fn abort(self) {
         drop(self.conn);
     }
-}
-
-/// The error and its causes on one line (rumqttc's TLS errors wrap the interesting part).
-fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let part = c.to_string();
-        // rumqttc's messages often include their source's already.
-        if !s.contains(&part) {
-            s.push_str(": ");
-            s.push_str(&part);
-        }
-        cur = c.source();
-    }
-    s
 }

@@ -6,8 +6,7 @@
 //! the server's table nor pi-b shows any trace of it, while the same messages from the rightful
 //! accounts do show (positive controls).
 //!
-//! The binaries come from the workspace's target dir (`cargo test --workspace` builds them; for
-//! `cargo test -p fleet-tests` alone run `cargo build -p rpi-client -p mqtt-server` first).
+//! The binaries are built on demand by `testkit::bins` (a no-op when up to date).
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,6 @@ use fleet_tests::{Listener, PI_A, PI_B, ProdBroker, SERVER_USER};
 use mqtt_link::BrokerConfig;
 use testkit::Daemon;
 use testkit::probe::Seen;
-use testkit::process::workspace_bin;
 
 /// First connection, TLS handshakes and the first tables of debug builds on a busy machine.
 const START: Duration = Duration::from_secs(30);
@@ -33,7 +31,7 @@ const ROUNDS: u32 = 8;
 fn spawn(bin: &str, mut args: Vec<String>, cfg: &BrokerConfig) -> Daemon {
     args.extend(broker_flags(cfg));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Daemon::spawn(&workspace_bin(bin), &args, &[])
+    Daemon::spawn(&testkit::bins::daemon(bin), &args, &[])
 }
 
 fn pi(id: &str, cfg: &BrokerConfig) -> Daemon {
@@ -248,12 +246,8 @@ fn daemons_run_over_tls_and_ignore_forged_messages() {
 
     // Clean shutdowns over TLS: exit 0, and the server shows them offline (clean shutdown).
     for (id, d) in [(PI_A, &mut pi_a), (PI_B, &mut pi_b)] {
-        d.signal("TERM");
-        let st = d.wait_exit(Duration::from_secs(15));
-        assert!(
-            st.is_some_and(|s| s.success()),
-            "{id} did not exit cleanly on SIGTERM: {st:?}"
-        );
+        let st = d.terminate(Duration::from_secs(15));
+        assert!(st.success(), "{id} did not exit cleanly on SIGTERM: {st:?}");
     }
     wait_table(&server, SHOW, |t| {
         [PI_A, PI_B]
@@ -267,10 +261,9 @@ fn daemons_run_over_tls_and_ignore_forged_messages() {
         )
     });
     let mut server = server;
-    server.signal("TERM");
-    let st = server.wait_exit(Duration::from_secs(15));
+    let st = server.terminate(Duration::from_secs(15));
     assert!(
-        st.is_some_and(|s| s.success()),
+        st.success(),
         "mqtt-server did not exit cleanly on SIGTERM: {st:?}"
     );
 }

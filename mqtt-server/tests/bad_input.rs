@@ -61,8 +61,8 @@ fn garbage_on_every_topic_is_counted_by_kind_and_the_real_pis_stay_tracked() {
         &broker,
         &["--status-interval", "200ms", "--segment-interval", "1s"],
     );
-    let _a = spawn_pi(&broker, "pi-a", "1,2,3");
-    let _b = spawn_pi(&broker, "pi-b", "1,2,3");
+    let _a = start_pi(&broker, "pi-a", "1,2,3");
+    let _b = start_pi(&broker, "pi-b", "1,2,3");
     wait_table(&server, Duration::from_secs(5), |t| t.active_count == 2).expect("Pis active");
 
     let bad = Probe::connect(broker.port(), "garbage", &[]);
@@ -121,8 +121,7 @@ fn garbage_on_every_topic_is_counted_by_kind_and_the_real_pis_stay_tracked() {
         }
     }
 
-    server.signal("TERM");
-    let status = server.wait_exit(Duration::from_secs(5)).expect("exits");
+    let status = server.terminate(Duration::from_secs(5));
     assert_eq!(status.code(), Some(0));
     let err = server.stderr();
     let line = err
@@ -161,7 +160,7 @@ fn ten_thousand_made_up_client_ids_cannot_grow_the_registry_past_its_cap() {
     cfg.max_pis = 1000;
     let server = start_server(&cfg);
     let h = server.handle();
-    let _real = spawn_pi(&broker, "pi-real", "1");
+    let _real = start_pi(&broker, "pi-real", "1");
     wait_for(Duration::from_secs(5), || {
         h.snapshot()?.pi("pi-real").filter(|p| p.online).map(|_| ())
     })

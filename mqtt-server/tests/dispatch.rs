@@ -29,7 +29,7 @@ fn segment_reaches_its_entity_is_acked_and_completed() {
     let server = start_server(&config(&broker));
     let h = server.handle();
     let watch = Probe::connect(broker.port(), "watch", &["server/pi-1/segment"]);
-    let _pi = SimPi::start(broker.port(), "pi-1", &[1, 2, 3]);
+    let _pi = start_pi(&broker, "pi-1", "1,2,3");
     online_with_entities(&h, "pi-1", 3);
 
     // Entity 2 starts at (1000, 0).
@@ -191,7 +191,7 @@ fn undeliverable_segments_are_refused_at_once() {
         h.dispatch("nobody", spec(1)).unwrap_err(),
         DispatchError::UnknownPi
     );
-    let pi = SimPi::start(broker.port(), "pi-2", &[1, 2]);
+    let mut pi = start_pi(&broker, "pi-2", "1,2");
     online_with_entities(&h, "pi-2", 2);
     assert_eq!(
         h.dispatch("pi-2", spec(9)).unwrap_err(),
@@ -205,7 +205,7 @@ fn undeliverable_segments_are_refused_at_once() {
         ticket.outcomes.recv_timeout(Duration::from_secs(2)),
         Ok(SegmentOutcome::Accepted { .. })
     ));
-    pi.kill();
+    pi.kill9();
     wait_for(Duration::from_secs(3), || {
         (!h.snapshot()?.pi("pi-2")?.online).then_some(())
     })
@@ -217,7 +217,7 @@ fn undeliverable_segments_are_refused_at_once() {
     assert_eq!(ticket.wait_final(Duration::from_secs(1)), None);
     // ...until the Pi comes back (a new process) without it: its entity reports idle.
     let back = std::time::Instant::now();
-    let _pi = SimPi::start(broker.port(), "pi-2", &[1, 2]);
+    let _pi = start_pi(&broker, "pi-2", "1,2");
     assert_eq!(
         ticket.wait_final(Duration::from_secs(3)),
         Some(SegmentOutcome::Failed(FailReason::PiOffline))

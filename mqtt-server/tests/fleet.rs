@@ -20,8 +20,8 @@ fn two_pis_with_three_entities_appear_and_drive_their_segments() {
         &broker,
         &["--status-interval", "200ms", "--segment-interval", "1s"],
     );
-    let _a = spawn_pi(&broker, "rpi_client_001", "1,2,3");
-    let _b = spawn_pi(&broker, "rpi_client_002", "1,2,3");
+    let _a = start_pi(&broker, "rpi_client_001", "1,2,3");
+    let _b = start_pi(&broker, "rpi_client_002", "1,2,3");
 
     let first = wait_table(&server, Duration::from_secs(5), |t| {
         t.active_count == 2 && t.active.values().all(|p| p.entities.len() == 3)
@@ -122,11 +122,11 @@ fn killed_pi_leaves_the_active_list_within_the_heartbeat_timeout() {
         &broker,
         &["--status-interval", "50ms", "--segment-interval", "0s"],
     );
-    let victim = SimPi::start(broker.port(), "pi-victim", &[1, 2, 3]);
-    let _other = SimPi::start(broker.port(), "pi-other", &[1]);
+    let mut victim = start_pi(&broker, "pi-victim", "1,2,3");
+    let _other = start_pi(&broker, "pi-other", "1");
     wait_table(&server, Duration::from_secs(5), |t| t.active_count == 2).expect("both Pis active");
     let killed = Instant::now();
-    victim.kill();
+    victim.kill9();
     let gone = wait_table(&server, Duration::from_secs(3), |t| {
         !t.active.contains_key("pi-victim")
     })
@@ -153,9 +153,9 @@ fn clean_shutdown_is_listed_offline_and_the_pi_comes_back() {
         &broker,
         &["--status-interval", "50ms", "--segment-interval", "0s"],
     );
-    let pi = SimPi::start(broker.port(), "pi-7", &[4]);
+    let pi = start_pi(&broker, "pi-7", "4");
     wait_table(&server, Duration::from_secs(5), |t| t.active_count == 1).expect("pi-7 active");
-    pi.shutdown();
+    shut_down(pi);
     let t =
         wait_table(&server, Duration::from_secs(2), |t| t.active_count == 0).expect("pi-7 offline");
     assert_eq!(
@@ -164,7 +164,7 @@ fn clean_shutdown_is_listed_offline_and_the_pi_comes_back() {
         "{}",
         t.text
     );
-    let _again = spawn_pi(&broker, "pi-7", "4");
+    let _again = start_pi(&broker, "pi-7", "4");
     let t =
         wait_table(&server, Duration::from_secs(3), |t| t.active_count == 1).expect("pi-7 back");
     assert_eq!(t.offline_count, 0);
@@ -182,7 +182,7 @@ fn a_hung_pi_times_out_after_the_heartbeat_timeout() {
         &broker,
         &["--status-interval", "20ms", "--segment-interval", "0s"],
     );
-    let pi = spawn_pi(&broker, "pi-hung", "1");
+    let pi = start_pi(&broker, "pi-hung", "1");
     wait_table(&server, Duration::from_secs(5), |t| t.active_count == 1).expect("active");
     // SIGSTOP: the process hangs with its connection open; the broker keeps it (keep-alive
     // 5 s) and sends no will, so only the heartbeat timeout can tell.

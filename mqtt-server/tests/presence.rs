@@ -40,10 +40,10 @@ fn will_marks_the_pi_offline_as_soon_as_the_broker_sends_it() {
     let server = start_server(&config(&broker));
     let h = server.handle();
     let status = Probe::connect(broker.port(), "watch", &["rpi/pi-w/status"]);
-    let sim = SimPi::start(broker.port(), "pi-w", &[1]);
+    let mut pi = start_pi(&broker, "pi-w", "1");
     wait_pi(&h, "pi-w", Duration::from_secs(5), |p| p.online);
     status.drain();
-    sim.kill(); // no Offline, no DISCONNECT: only the broker's will tells
+    pi.kill9(); // no Offline, no DISCONNECT: only the broker's will tells
     let will = status
         .wait_for(Duration::from_secs(3), |s| {
             matches!(Message::decode(&s.payload), Ok(Message::Status(st)) if st.presence == Presence::ConnectionLost)
@@ -62,9 +62,9 @@ fn silent_pi_times_out_after_the_heartbeat_timeout() {
     let server = start_server(&config(&broker)); // heartbeat_timeout 1.5 s
     let h = server.handle();
     let beats = Probe::connect(broker.port(), "watch", &["rpi/pi-f/heartbeat"]);
-    let sim = SimPi::start(broker.port(), "pi-f", &[1]);
+    let pi = start_pi(&broker, "pi-f", "1");
     wait_pi(&h, "pi-f", Duration::from_secs(5), |p| p.online);
-    sim.freeze(); // connection stays up (pings go on): no will
+    pi.signal("STOP"); // connection stays up (the broker keeps it for the keep-alive): no will
     let (off_at, p) = wait_offline(&h, "pi-f", Duration::from_secs(4));
     let last_beat = std::iter::from_fn(|| beats.next(Duration::ZERO))
         .map(|s| s.at)
@@ -75,7 +75,7 @@ fn silent_pi_times_out_after_the_heartbeat_timeout() {
     assert_eq!(p.offline_reason, Some(OfflineReason::HeartbeatTimeout));
     assert!(after >= Duration::from_millis(1400), "too early: {after:?}");
     assert!(after <= Duration::from_millis(1600), "too late: {after:?}");
-    drop(sim);
+    drop(pi);
 }
 
 #[test]
@@ -83,7 +83,7 @@ fn a_stale_will_of_an_older_session_is_ignored() {
     let broker = Broker::start();
     let server = start_server(&config(&broker));
     let h = server.handle();
-    let _sim = SimPi::start(broker.port(), "pi-s", &[1]);
+    let _pi = start_pi(&broker, "pi-s", "1");
     let p = wait_pi(&h, "pi-s", Duration::from_secs(5), |p| {
         p.online && p.session.is_some()
     });
@@ -108,11 +108,14 @@ fn a_stale_will_of_an_older_session_is_ignored() {
 #[test]
 fn retained_statuses_rebuild_the_fleet_view_after_a_server_restart() {
     let broker = Broker::start();
-    let _alive = SimPi::start(broker.port(), "pi-alive", &[1, 2]);
-    SimPi::start(broker.port(), "pi-stopped", &[1]).shutdown();
-    let crashed = SimPi::start(broker.port(), "pi-crashed", &[1]);
+    let _alive = start_pi(&broker, "pi-alive", "1,2");
+    let stopped = start_pi(&broker, "pi-stopped", "1");
+    let mut crashed = start_pi(&broker, "pi-crashed", "1");
+    testkit::daemons::wait_connected(&stopped, Duration::from_secs(5));
+    shut_down(stopped);
+    testkit::daemons::wait_connected(&crashed, Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(300));
-    crashed.kill();
+    crashed.kill9();
     std::thread::sleep(Duration::from_millis(300));
 
     let server = start_server(&config(&broker));
@@ -141,7 +144,7 @@ fn broker_restart_costs_only_the_outage() {
     let mut broker = Broker::start();
     let server = start_server(&config(&broker));
     let h = server.handle();
-    let _sim = SimPi::start(broker.port(), "pi-r", &[1]);
+    let _pi = start_pi(&broker, "pi-r", "1");
     wait_pi(&h, "pi-r", Duration::from_secs(5), |p| p.online);
     broker.restart();
     // The server reconnects (capped backoff), re-subscribes, and sees the Pi again.

@@ -28,12 +28,7 @@ fn flapping_connection_is_logged_rate_limited() {
     let (again, _) = wait_status(&probe, Duration::from_secs(5), Presence::Online);
     assert!(again.session > first.session);
     let t0 = Instant::now();
-    let beats: Vec<u32> = probe
-        .collect_for(Duration::from_millis(1600))
-        .iter()
-        .filter_map(as_heartbeat)
-        .map(|h| h.seq)
-        .collect();
+    let beats: Vec<u32> = heartbeat_seqs(&probe, Duration::from_millis(1600));
     assert!(
         beats.len() >= 2,
         "heartbeats after settling: {beats:?} ({:?})",

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{AckOutcome, Presence};
 use support::*;
+use testkit::probe::{PiReturn, pi_return};
 use testkit::{Broker, Probe};
 
 #[test]
@@ -43,22 +44,10 @@ fn survives_a_broker_outage() {
     // The first heartbeat and the Online status after the broker's return. Online must be
     // seen live (not as a retained copy): then the probe was subscribed before the Pi
     // reconnected, and it sees everything the Pi sent afterwards.
-    let mut hb = None;
-    let mut online = None;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while (hb.is_none() || online.is_none()) && Instant::now() < deadline {
-        let Some(s) = probe.next(Duration::from_millis(50)) else {
-            continue;
-        };
-        if hb.is_none() && as_heartbeat(&s).is_some() {
-            hb = Some(s.at);
-        }
-        if online.is_none() {
-            if let Some(st) = as_status(&s).filter(|st| st.presence == Presence::Online) {
-                online = Some((st, s));
-            }
-        }
-    }
+    let PiReturn {
+        heartbeat: hb,
+        online,
+    } = pi_return(&probe, Duration::from_secs(3));
     let hb_after = hb
         .expect("no heartbeat within 3 s of the broker's return")
         .duration_since(back);

@@ -197,12 +197,7 @@ fn garbage_on_the_segment_topic_is_logged_once_and_harmless() {
         );
     }
     // It keeps heartbeating with no gap, and still takes segments.
-    let beats: Vec<u32> = probe
-        .collect_for(Duration::from_millis(1600))
-        .iter()
-        .filter_map(as_heartbeat)
-        .map(|h| h.seq)
-        .collect();
+    let beats: Vec<u32> = heartbeat_seqs(&probe, Duration::from_millis(1600));
     assert!(beats.len() >= 2, "heartbeats after the garbage: {beats:?}");
     assert!(beats.windows(2).all(|w| w[1] == w[0] + 1), "{beats:?}");
     send_segment(&probe, "junk-pi", &segment(1, 3, (0, 0), (10, 0), 100, 100));

@@ -1,16 +1,24 @@
 //! Dev-only test harness shared by every crate's integration tests: a real `mosquitto` per
 //! test ([`broker`]), MQTT probes to publish and watch topics ([`probe`]), and daemon child
-//! processes with signals and captured logs ([`process`]), and the mqtt-server status table
-//! read from its stdout ([`table`]).
+//! processes with signals and captured logs ([`process`]), the daemon binaries built on
+//! demand ([`bins`]) and started against a broker ([`daemons`]), a process's CPU time and
+//! memory ([`procfs`]) sampled over time ([`rss`]), and the mqtt-server status table read
+//! from its stdout ([`table`]).
 
+pub mod bins;
 pub mod broker;
+pub mod daemons;
 pub mod probe;
 pub mod process;
+pub mod procfs;
+pub mod rss;
 pub mod table;
 
 pub use broker::Broker;
+pub use daemons::{count_lines, spawn_pi, spawn_server};
 pub use probe::Probe;
 pub use process::Daemon;
+pub use rss::RssSampler;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};

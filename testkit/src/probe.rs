@@ -150,3 +150,36 @@ impl Drop for Probe {
         }
     }
 }
+
+/// What a probe on a Pi's topics (`rpi/<id>/#`) sees first when the Pi comes back (after a
+/// broker restart): when its first heartbeat arrived, and its first `Online` status with the
+/// probe's view of it (`retain` false: seen live, so the probe was subscribed before the Pi
+/// reconnected and sees everything the Pi sent afterwards).
+#[derive(Debug, Default)]
+pub struct PiReturn {
+    pub heartbeat: Option<Instant>,
+    pub online: Option<(common::Status, Seen)>,
+}
+
+/// Reads `probe` until both the first heartbeat and the first `Online` status have arrived,
+/// or `timeout` has passed. A payload that does not decode is a failure of the Pi: panics.
+pub fn pi_return(probe: &Probe, timeout: Duration) -> PiReturn {
+    use common::{Message, Presence};
+    let mut back = PiReturn::default();
+    let deadline = Instant::now() + timeout;
+    while (back.heartbeat.is_none() || back.online.is_none()) && Instant::now() < deadline {
+        let Some(s) = probe.next(Duration::from_millis(50)) else {
+            continue;
+        };
+        let msg = Message::decode(&s.payload)
+            .unwrap_or_else(|e| panic!("undecodable payload on {}: {e}: {:?}", s.topic, s.payload));
+        match msg {
+            Message::Heartbeat(_) if back.heartbeat.is_none() => back.heartbeat = Some(s.at),
+            Message::Status(st) if st.presence == Presence::Online && back.online.is_none() => {
+                back.online = Some((st, s));
+            }
+            _ => {}
+        }
+    }
+    back
+}

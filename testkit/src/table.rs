@@ -45,13 +45,13 @@ pub struct ActiveRow {
     pub clock_offset_ms: Option<i64>,
     /// None while unknown (`?`).
     pub session: Option<u32>,
+    pub entities: BTreeMap<u32, EntityRow>,
     /// `Some(v)` for a Pi still on protocol version `v` (`, protocol=1 (no segment
     /// deadlines)`); None on the current version.
     pub protocol: Option<u8>,
     /// `Some(n)` for a Pi suspected of a duplicate client id (`, SUSPECTED DUPLICATE ID (n
     /// connections in 30.0s)`).
     pub suspected_duplicate: Option<u32>,
-    pub entities: BTreeMap<u32, EntityRow>,
     /// The Pi's line as printed.
     pub line: String,
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::procs::{CpuMark, MachineMark, Proc, Stdout, TopicCounts};
+use super::procs::{CpuMark, MachineMark, Stdout, TopicCounts};
 use super::{Bench, ServerStats, latency, stop_server};
 use crate::Summary;
 
@@ -112,17 +112,18 @@ pub fn run(
         "--log-level".into(),
         "warn".into(),
     ];
-    let mut sim = Proc::spawn(
+    let mut sim = super::procs::spawn(
         &format!("{tag}-sim"),
         &super::procs::bin_dir().join("fleet-sim"),
         &args,
         Stdout::Lines,
         &b.logs(),
     );
-    let steady = Proc::wait_line(&sim.stdout, ramp + Duration::from_secs(30), |l| {
-        l.starts_with("phase steady")
-    })
-    .expect("the simulator did not start its window");
+    let steady = sim
+        .wait_stdout_line(ramp + Duration::from_secs(30), |l| {
+            l.starts_with("phase steady")
+        })
+        .expect("the simulator did not start its window");
     eprintln!("   {}", steady.text);
     let marks0 = (
         CpuMark::take(&server),
@@ -148,9 +149,7 @@ pub fn run(
         if let Some(m) = server.memory() {
             rss_max = rss_max.max(m.rss_kib);
         }
-        match Proc::wait_line(&sim.stdout, Duration::from_secs(1), |l| {
-            l.starts_with("phase end")
-        }) {
+        match sim.wait_stdout_line(Duration::from_secs(1), |l| l.starts_with("phase end")) {
             Some(l) => break l,
             None if Instant::now() > steady.at + duration + Duration::from_secs(30) => {
                 panic!("the simulator did not end its window")
@@ -178,7 +177,7 @@ pub fn run(
     let latency = lat_thread.map(|h| h.join().expect("latency probe"));
 
     assert!(
-        sim.wait(Duration::from_secs(60)),
+        sim.wait_exit(Duration::from_secs(60)).is_some(),
         "the simulator did not exit"
     );
     let summary: Summary = serde_json::from_str(

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use testkit::{Broker, Probe};
 
-use procs::{Line, Proc, Stdout, TopicCounts};
+use procs::{Daemon, Line, Stdout, TopicCounts};
 
 /// Settings of one benchmark run.
 #[derive(Debug, Clone)]
@@ -58,10 +58,11 @@ impl Bench {
 
     /// The release server with the benchmark's settings plus `extra` flags; returns once it
     /// has subscribed to `rpi/+/+`.
-    pub fn server(&self, broker: &Broker, name: &str, extra: &[&str]) -> Proc {
-        let mut args: Vec<String> = [
+    pub fn server(&self, broker: &Broker, name: &str, extra: &[&str]) -> Daemon {
+        let addr = broker.addr();
+        let mut args = vec![
             "--broker",
-            &broker.addr(),
+            &addr,
             "--client-id",
             "bench-server",
             "--status-interval",
@@ -70,12 +71,9 @@ impl Bench {
             "0s",
             "--log-level",
             "info",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let p = Proc::spawn(
+        ];
+        args.extend_from_slice(extra);
+        let p = procs::spawn(
             name,
             &self.bin("mqtt-server"),
             &args,
@@ -95,17 +93,18 @@ impl Bench {
 
     /// `mosquitto_sub` on `rpi/+/+` printing only the topic of each message, counted per
     /// leaf; returns once it is subscribed.
-    pub fn baseline(&self, broker: &Broker, name: &str) -> (Proc, Arc<TopicCounts>) {
+    pub fn baseline(&self, broker: &Broker, name: &str) -> (Daemon, Arc<TopicCounts>) {
         const READY: &str = "bench/ready";
         let counts = Arc::new(TopicCounts::default());
         // A retained marker the baseline receives right after its SUBACK.
         let marker = Probe::connect(broker.port(), "bench-marker", &[]);
         marker.publish(READY, b"1", rumqttc::QoS::AtLeastOnce, true);
-        let args: Vec<String> = [
+        let port = broker.port().to_string();
+        let args = [
             "-h",
             "127.0.0.1",
             "-p",
-            &broker.port().to_string(),
+            &port,
             "-i",
             "bench-baseline",
             "-q",
@@ -116,28 +115,26 @@ impl Bench {
             READY,
             "-F",
             "%t",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let p = Proc::spawn(
+        ];
+        let p = procs::spawn(
             name,
             Path::new("mosquitto_sub"),
             &args,
-            Stdout::CountTopics(counts.clone(), READY),
+            TopicCounts::stdout(counts.clone(), READY),
             &self.logs(),
         );
-        Proc::wait_line(&p.stdout, Duration::from_secs(10), |l| l == READY)
+        p.wait_stdout_line(Duration::from_secs(10), |l| l == READY)
             .expect("mosquitto_sub did not subscribe within 10 s");
         drop(marker);
         (p, counts)
     }
 
     /// A real `rpi-client` with entities 1,2,3 at 10 Hz; returns once it has subscribed.
-    pub fn pi(&self, broker: &Broker, id: &str) -> Proc {
-        let args: Vec<String> = [
+    pub fn pi(&self, broker: &Broker, id: &str) -> Daemon {
+        let addr = broker.addr();
+        let args = [
             "--broker",
-            &broker.addr(),
+            &addr,
             "--client-id",
             id,
             "--entities",
@@ -148,11 +145,8 @@ impl Bench {
             "500ms",
             "--log-level",
             "info",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let p = Proc::spawn(
+        ];
+        let p = procs::spawn(
             id,
             &self.bin("rpi-client"),
             &args,
@@ -244,9 +238,9 @@ impl ServerStats {
 }
 
 /// Stops the server with SIGTERM and reads its shutdown counters.
-pub fn stop_server(server: &mut Proc) -> Option<ServerStats> {
+pub fn stop_server(server: &mut Daemon) -> Option<ServerStats> {
     server.stop(Duration::from_secs(10));
-    let lines: Vec<Line> = server.stderr.try_iter().collect();
+    let lines: Vec<Line> = server.stderr_lines();
     ServerStats::parse(&lines)
 }
 

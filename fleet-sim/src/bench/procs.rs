@@ -1,27 +1,14 @@
-//! Child processes of the benchmark (server, Pi client, simulator, baseline subscriber): their
-//! output lines time-stamped on arrival (or, for the baseline, only counted per topic leaf),
-//! copied to a log file, with signals, exit waits and CPU/memory readings from /proc.
+//! The benchmark's child processes (server, Pi client, simulator, baseline subscriber), run by
+//! testkit's process runner with a log file each; the baseline's stdout only counted per
+//! topic leaf; CPU shares of a process and of the whole machine between two readings.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
-
-use crate::procfs::{self, Memory};
-
-/// One line of output and when the benchmark read it.
-#[derive(Debug, Clone)]
-pub struct Line {
-    pub at: Instant,
-    pub text: String,
-}
+pub use testkit::process::{Daemon, Line, Spawn, Stdout};
+use testkit::procfs;
 
 /// Messages per topic leaf counted from `mosquitto_sub -F '%t'` output (one topic per line).
 #[derive(Debug, Default)]
@@ -52,215 +39,35 @@ impl TopicCounts {
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
     }
-}
 
-/// What to do with a child's stdout.
-pub enum Stdout {
-    /// Time-stamped lines on a channel (and in the log).
-    Lines,
-    /// Count topic lines; a line equal to `ready` is sent on the channel instead.
-    CountTopics(Arc<TopicCounts>, &'static str),
-}
-
-pub struct Proc {
-    pub name: String,
-    child: Child,
-    pub stdout: Receiver<Line>,
-    pub stderr: Receiver<Line>,
-    readers: Vec<JoinHandle<()>>,
-    /// Every stdout/stderr line seen (not for counted stdout), for the log file.
-    log: Arc<Mutex<File>>,
-    exited: bool,
-}
-
-fn reader(
-    stream: impl Read + Send + 'static,
-    tag: &'static str,
-    tx: Sender<Line>,
-    log: Arc<Mutex<File>>,
-) -> JoinHandle<()> {
-    thread::Builder::new()
-        .name(format!("bench-{tag}"))
-        .spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(text) = line else { break };
-                let at = Instant::now();
-                if let Ok(mut f) = log.lock() {
-                    let _ = writeln!(f, "{tag}: {text}");
-                }
-                let _ = tx.send(Line { at, text });
+    /// A child's stdout counted here; the line `ready` goes on its channel instead.
+    pub fn stdout(counts: Arc<TopicCounts>, ready: &'static str) -> Stdout {
+        Stdout::Filter(Box::new(move |line| {
+            if line == ready.as_bytes() {
+                true
+            } else {
+                counts.count(line);
+                false
             }
-        })
-        .expect("spawn an output reader")
-}
-
-fn counter(
-    stream: impl Read + Send + 'static,
-    counts: Arc<TopicCounts>,
-    ready: &'static str,
-    tx: Sender<Line>,
-) -> JoinHandle<()> {
-    thread::Builder::new()
-        .name("bench-count".into())
-        .spawn(move || {
-            let mut r = BufReader::with_capacity(1 << 16, stream);
-            let mut buf = Vec::with_capacity(256);
-            loop {
-                buf.clear();
-                match r.read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-                if buf.strip_suffix(b"\n").unwrap_or(&buf) == ready.as_bytes() {
-                    let _ = tx.send(Line {
-                        at: Instant::now(),
-                        text: ready.to_owned(),
-                    });
-                } else {
-                    counts.count(&buf);
-                }
-            }
-        })
-        .expect("spawn a topic counter")
-}
-
-impl Proc {
-    /// Starts `bin args`, with `MQTT_SERVER_*`/`RPI_CLIENT_*`/`FLEET_SIM_*` removed from the
-    /// environment so only the benchmark's settings count.
-    pub fn spawn(name: &str, bin: &Path, args: &[String], out: Stdout, log_dir: &Path) -> Proc {
-        let mut cmd = Command::new(bin);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("RPI_CLIENT_")
-                || k.starts_with("MQTT_SERVER_")
-                || k.starts_with("FLEET_SIM_")
-            {
-                cmd.env_remove(k);
-            }
-        }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-        let _ = std::fs::create_dir_all(log_dir);
-        let log_path = log_dir.join(format!("{name}.log"));
-        let log =
-            Arc::new(Mutex::new(File::create(&log_path).unwrap_or_else(|e| {
-                panic!("cannot create {}: {e}", log_path.display())
-            })));
-        if let Ok(mut f) = log.lock() {
-            let _ = writeln!(f, "$ {} {}", bin.display(), args.join(" "));
-        }
-        let (out_tx, out_rx) = crossbeam_channel::unbounded();
-        let (err_tx, err_rx) = crossbeam_channel::unbounded();
-        let so = child.stdout.take().expect("piped stdout");
-        let se = child.stderr.take().expect("piped stderr");
-        let mut readers = vec![reader(se, "stderr", err_tx, log.clone())];
-        readers.push(match out {
-            Stdout::Lines => reader(so, "stdout", out_tx, log.clone()),
-            Stdout::CountTopics(c, ready) => counter(so, c, ready, out_tx),
-        });
-        Proc {
-            name: name.to_owned(),
-            child,
-            stdout: out_rx,
-            stderr: err_rx,
-            readers,
-            log,
-            exited: false,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn cpu(&self) -> Option<Duration> {
-        procfs::cpu_time(self.pid())
-    }
-
-    pub fn memory(&self) -> Option<Memory> {
-        procfs::memory(self.pid())
-    }
-
-    /// The first line on `rx` (stdout or stderr) for which `pred` holds, within `timeout`.
-    pub fn wait_line(
-        rx: &Receiver<Line>,
-        timeout: Duration,
-        mut pred: impl FnMut(&str) -> bool,
-    ) -> Option<Line> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(l) if pred(&l.text) => return Some(l),
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
-    }
-
-    pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status();
-    }
-
-    /// Waits for the exit and for the output readers to drain; false on timeout.
-    pub fn wait(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                self.exited = true;
-                for r in self.readers.drain(..) {
-                    let _ = r.join();
-                }
-                return true;
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-        false
-    }
-
-    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
-    pub fn stop(&mut self, grace: Duration) {
-        if self.exited {
-            return;
-        }
-        self.signal("TERM");
-        if !self.wait(grace) {
-            self.note(&format!("did not exit {grace:?} after SIGTERM: killed"));
-            self.kill9();
-        }
-    }
-
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.exited = true;
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-    }
-
-    /// A line of the benchmark's own in the process's log.
-    pub fn note(&self, text: &str) {
-        if let Ok(mut f) = self.log.lock() {
-            let _ = writeln!(f, "bench: {text}");
-        }
+        }))
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if !self.exited {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Starts `bin args` as the benchmark's child `name`: stdout as `out` says, stderr lines on a
+/// channel, both in `log_dir/<name>.log` with the command line and the benchmark's notes.
+pub fn spawn<S: AsRef<str>>(
+    name: &str,
+    bin: &Path,
+    args: &[S],
+    out: Stdout,
+    log_dir: &Path,
+) -> Daemon {
+    Spawn::new(bin)
+        .args(args)
+        .stdout(out)
+        .stderr_lines()
+        .log_to(&log_dir.join(format!("{name}.log")))
+        .start()
 }
 
 /// CPU share of one core used by a process between two readings.
@@ -271,7 +78,7 @@ pub struct CpuMark {
 }
 
 impl CpuMark {
-    pub fn take(p: &Proc) -> Option<CpuMark> {
+    pub fn take(p: &Daemon) -> Option<CpuMark> {
         Some(CpuMark {
             at: Instant::now(),
             cpu: p.cpu()?,

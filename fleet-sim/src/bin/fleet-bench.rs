@@ -276,7 +276,7 @@ fn idle_latency(b: &Bench) -> IdleLatency {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut sim = procs::Proc::spawn(
+    let mut sim = procs::spawn(
         "latency-simpi",
         &procs::bin_dir().join("fleet-sim"),
         &args,

@@ -1,7 +1,7 @@
 //! Shared helpers of the rpi-client integration tests: start the real binary against a
 //! testkit broker, watch its topics with a probe, decode what it publishes, publish segments.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -13,23 +13,16 @@ use mqtt_link::QoS;
 use testkit::probe::Seen;
 use testkit::{Broker, Daemon, Probe};
 
+pub use testkit::count_lines;
+
+/// This crate's `rpi-client`, as cargo built it for these tests.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rpi-client"))
 }
 
 /// Starts `rpi-client` as `id` against `broker`, with no config file and `extra` flags.
 pub fn spawn(broker: &Broker, id: &str, extra: &[&str]) -> Daemon {
-    let addr = broker.addr();
-    let mut args = vec![
-        "--config",
-        "/dev/null",
-        "--broker",
-        addr.as_str(),
-        "--client-id",
-        id,
-    ];
-    args.extend_from_slice(extra);
-    Daemon::spawn(&bin(), &args, &[])
+    testkit::daemons::pi_with(&bin(), &broker.addr(), id, extra)
 }
 
 /// A probe on every topic of Pi `id` (its `rpi/{id}/...` topics).
@@ -80,6 +73,16 @@ pub fn as_ack(s: &Seen) -> Option<SegmentAck> {
         ("ack", Message::Ack(a)) => Some(a),
         _ => None,
     }
+}
+
+/// The sequence numbers of the heartbeats the probe sees within `window`.
+pub fn heartbeat_seqs(probe: &Probe, window: Duration) -> Vec<u32> {
+    probe
+        .collect_for(window)
+        .iter()
+        .filter_map(as_heartbeat)
+        .map(|h| h.seq)
+        .collect()
 }
 
 /// Waits for a status with the given presence; returns it with the probe's view of it.
@@ -139,9 +142,4 @@ pub fn send_segment(probe: &Probe, id: &str, seg: &Segment) {
         QoS::AtLeastOnce,
         false,
     );
-}
-
-/// Counts lines of `text` containing `needle`.
-pub fn count_lines(text: &str, needle: &str) -> usize {
-    text.lines().filter(|l| l.contains(needle)).count()
 }

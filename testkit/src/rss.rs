@@ -1,4 +1,4 @@
-//! Memory sampling: a thread reads a process's resident set size (VmRSS, /proc) every
+//! Memory sampling: a thread reads a process's resident set size ([`crate::procfs`]) every
 //! interval, so a scenario can show memory stays flat through a fault.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -6,14 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-/// Resident set size of `pid` in KiB.
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
+use crate::procfs::rss_kib;
 
 /// Samples `(time since start, KiB)`; stops on [`RssSampler::finish`] or drop.
 pub struct RssSampler {
@@ -29,7 +22,7 @@ impl RssSampler {
         let handle = {
             let (samples, stop) = (samples.clone(), stop.clone());
             thread::Builder::new()
-                .name("chaos-rss".into())
+                .name("rss-sampler".into())
                 .spawn(move || {
                     let t0 = Instant::now();
                     let mut next = t0;

@@ -1,10 +1,18 @@
-//! The two daemons' binaries, built on demand. A dev-dependency does not build another
-//! package's binary, so the first call runs `cargo build -p <package> --bin <name>` with the
-//! profile (or `CHAOS_DAEMON_PROFILE`) and target dir of the running test, a no-op when up to
-//! date, and returns `target/<profile>/<name>`, never a stale or missing binary.
+//! The workspace's daemon binaries, the one way tests and tools find them: a dev-dependency
+//! does not build another package's binary, so the first call per test binary runs
+//! `cargo build -p <package> --bin <name>` with the profile (or [`PROFILE_ENV`]) and target
+//! dir of the running test, a no-op when up to date, and returns `target/<profile>/<name>`,
+//! never a stale or missing binary. A daemon's own integration tests use
+//! `env!("CARGO_BIN_EXE_<name>")` instead: cargo has built it for them, with the features of
+//! the test build, and building it again here without them would replace it by another build
+//! (and the next `cargo test` would rebuild it once more).
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
+
+/// Set to `release` to run release builds of the daemons under any test profile (the figures
+/// of `make chaos CHAOS_DAEMON_PROFILE=release` are those of what ships).
+pub const PROFILE_ENV: &str = "CHAOS_DAEMON_PROFILE";
 
 /// `rpi-client`, the Pi daemon.
 pub fn rpi_client() -> PathBuf {
@@ -20,9 +28,14 @@ pub fn mqtt_server() -> PathBuf {
         .clone()
 }
 
-/// Set to `release` to run release builds of the daemons under any test profile (the figures
-/// of `make chaos CHAOS_DAEMON_PROFILE=release` are those of what ships).
-pub const PROFILE_ENV: &str = "CHAOS_DAEMON_PROFILE";
+/// A daemon by its binary name (`rpi-client` or `mqtt-server`).
+pub fn daemon(name: &str) -> PathBuf {
+    match name {
+        "rpi-client" => rpi_client(),
+        "mqtt-server" => mqtt_server(),
+        other => panic!("no daemon binary named {other}"),
+    }
+}
 
 fn build(package: &str, bin: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");

@@ -1,5 +1,6 @@
-//! Reading a process's CPU time and memory from /proc (Linux only), for the simulator's own
-//! summary and for the benchmark's measurements of the server and the Pi client.
+//! Reading a process's CPU time and memory from /proc (Linux only): the one reader of a
+//! process's resident set size, for tests ([`crate::Daemon::rss_kib`], [`crate::rss`]), the
+//! simulator's own summary and the benchmark's measurements of the server and the Pi client.
 
 use std::time::Duration;
 
@@ -23,10 +24,15 @@ fn parse_stat_cpu(stat: &str) -> Option<Duration> {
 }
 
 /// Resident memory now and its peak, KiB (`VmRSS`, `VmHWM`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Memory {
     pub rss_kib: u64,
     pub hwm_kib: u64,
+}
+
+/// Resident set size of `pid` in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    memory(pid).map(|m| m.rss_kib)
 }
 
 pub fn memory(pid: u32) -> Option<Memory> {
