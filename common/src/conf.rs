@@ -3,10 +3,10 @@
 //! Every setting has one name in three spellings: `heartbeat_interval` in the file,
 //! `RPI_CLIENT_HEARTBEAT_INTERVAL` in the environment, `--heartbeat-interval` on the command
 //! line. The file format is `key = value` lines with `#` comments and optional double quotes.
-//! This module does no I/O: the caller passes the arguments, the environment and a function
-//! that reads the file.
+//! [`load`] does no I/O: the caller passes the arguments, the environment and a function
+//! that reads the file, normally [`read_file`], which caps what it reads.
 
-use std::io;
+use std::io::{self, Read};
 
 use crate::error::ConfigError;
 
@@ -56,6 +56,36 @@ pub struct Loaded {
     pub switches: Vec<String>,
     /// The config file that was read, if any.
     pub config_path: Option<String>,
+}
+
+/// The most any daemon reads of a config, password or PEM file. Real ones are a few hundred
+/// bytes (a certificate chain a few KiB); the cap turns `/dev/zero`, a log file or a disk
+/// image named by mistake into a clear error instead of an out-of-memory kill.
+pub const MAX_FILE_BYTES: u64 = 64 * 1024;
+
+/// Reads at most [`MAX_FILE_BYTES`] of `path`; a longer file (or an endless one such as
+/// `/dev/zero`) is an [`io::ErrorKind::InvalidData`] error that says so.
+pub fn read_bytes(path: impl AsRef<std::path::Path>) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut buf)?;
+    if buf.len() as u64 > MAX_FILE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "larger than {} KiB: not a config file",
+                MAX_FILE_BYTES / 1024
+            ),
+        ));
+    }
+    Ok(buf)
+}
+
+/// [`read_bytes`] as UTF-8 text, the reader [`load`] is given by the daemons.
+pub fn read_file(path: &str) -> io::Result<String> {
+    String::from_utf8(read_bytes(path)?)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 /// Parses the `key = value` file format.
@@ -271,6 +301,18 @@ mod tests {
         env_prefix: "RPI_CLIENT_",
         default_path: "/nonexistent/default.conf",
     };
+
+    #[test]
+    fn file_reads_are_capped() {
+        let e = read_file("/dev/zero").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("larger than 64 KiB"), "{e}");
+        assert_eq!(read_file("/dev/null").unwrap(), "");
+        assert_eq!(
+            read_file("/nonexistent/x.conf").unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
 
     fn args(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()

@@ -70,7 +70,7 @@ pub fn load_config(
 ) -> Result<Loaded, ConfigError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let env: Vec<(String, String)> = std::env::vars().collect();
-    common::conf::load(schema, &args, &env, |p| std::fs::read_to_string(p), apply)
+    common::conf::load(schema, &args, &env, common::conf::read_file, apply)
 }
 
 /// `error: cause: cause`, for printing a fatal error.

@@ -206,7 +206,7 @@ impl ServerConfig {
     pub fn from_process() -> Result<Command, ConfigError> {
         let args: Vec<String> = std::env::args().skip(1).collect();
         let env: Vec<(String, String)> = std::env::vars().collect();
-        ServerConfig::load(&args, &env, |p| std::fs::read_to_string(p))
+        ServerConfig::load(&args, &env, common::conf::read_file)
     }
 }
 

@@ -212,7 +212,7 @@ impl Draft {
 /// The hostname: the first line of `/etc/hostname`, else `/proc/sys/kernel/hostname`.
 pub fn system_hostname() -> Result<String, String> {
     for path in ["/etc/hostname", "/proc/sys/kernel/hostname"] {
-        if let Ok(text) = std::fs::read_to_string(path) {
+        if let Ok(text) = common::conf::read_file(path) {
             if let Some(line) = text
                 .lines()
                 .map(str::trim)
@@ -269,7 +269,7 @@ pub fn parse(
 pub fn from_process() -> Result<Command, ConfigError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let env: Vec<(String, String)> = std::env::vars().collect();
-    parse(&args, &env, |p| std::fs::read_to_string(p), system_hostname)
+    parse(&args, &env, common::conf::read_file, system_hostname)
 }
 
 /// `--help` text.
