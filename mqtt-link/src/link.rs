@@ -25,6 +25,13 @@ use crate::broker::{BrokerConfig, SetupError};
 /// Builds the Last Will for the connection with the given session number.
 pub type WillFn = Box<dyn Fn(u32) -> LastWill + Send>;
 
+/// The default [`LinkConfig::max_packet_size`]: 16 MiB. Every broker config the project
+/// ships caps packets at 4 KiB (`max_packet_size 4096`), so this only matters behind a broker
+/// without a cap: there a packet up to this size costs one transient buffer (affordable even
+/// on a 512 MB Pi; the payload is freed as soon as it is counted and dropped) instead of the
+/// connection. A larger one still costs a reconnect (docs/reliability.md, "Oversized").
+pub const MAX_INCOMING_PACKET: usize = 16 << 20;
+
 /// How to run a link.
 pub struct LinkConfig {
     pub client_id: String,
@@ -38,8 +45,10 @@ pub struct LinkConfig {
     /// rumqttc's request channel. Small on a Pi: whatever waits in it is sent after a
     /// reconnect, and stale state reports are worth nothing.
     pub request_capacity: usize,
-    /// Largest incoming packet accepted; a larger one costs rumqttc the connection, so the
-    /// server sets this far above the 64-byte payloads and counts oversized ones itself.
+    /// Largest incoming packet accepted; a larger one costs rumqttc the connection (it drops
+    /// it, and a retained one is delivered again at every reconnect). So this is set far above
+    /// the 64-byte payloads ([`MAX_INCOMING_PACKET`]) and the daemons drop and count oversized
+    /// payloads themselves.
     pub max_packet_size: usize,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
@@ -54,7 +63,7 @@ impl LinkConfig {
             will: None,
             first_session: 1,
             request_capacity: 64,
-            max_packet_size: 64 * 1024,
+            max_packet_size: MAX_INCOMING_PACKET,
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
         }

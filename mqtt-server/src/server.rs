@@ -43,9 +43,10 @@ pub const EVENT_CAPACITY: usize = 65_536;
 /// The registry's housekeeping period (retries, eviction, and heartbeat timeouts of Pis that
 /// came online since the last deadline timer was armed).
 pub const TICK: Duration = Duration::from_millis(50);
-/// Largest incoming packet: far above the 64-byte payloads, so a 10 kB garbage publish is
-/// counted as `oversized` instead of costing the connection.
-pub const MAX_PACKET: usize = 1 << 20;
+/// Largest incoming packet: far above the 64-byte payloads, so a garbage publish (even a
+/// retained 2 MiB one, behind a broker without `max_packet_size`) is counted as `oversized`
+/// instead of costing the connection.
+pub const MAX_PACKET: usize = mqtt_link::link::MAX_INCOMING_PACKET;
 /// rumqttc's request queue: segments waiting to be written to the socket.
 pub const REQUEST_CAPACITY: usize = 4096;
 

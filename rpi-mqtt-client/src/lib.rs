@@ -187,7 +187,10 @@ pub fn run_with(
             return Err(e);
         }
     };
-    info!("stopping");
+    info!(
+        "stopping; segment topic: {} malformed or oversized, {} retained dropped",
+        router.malformed, router.retained
+    );
     let session = router.session;
     drop(router);
     stop(workers, link, &topics, session);
