@@ -448,6 +448,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let pw = dir.join("pw");
         std::fs::write(&pw, "secret\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
         let pw = pw.to_str().unwrap();
         let c = run_config(
             parse_with(

@@ -15,6 +15,7 @@ pub mod link_change;
 pub mod outbox;
 pub mod presence;
 pub mod publisher;
+pub mod reject_budget;
 pub mod router;
 pub mod seen;
 pub mod simulator;
