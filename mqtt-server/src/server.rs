@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::topic::SERVER_SUBSCRIPTION;
+use common::topic::SERVER_SUBSCRIPTIONS;
 use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, tick};
 use log::{debug, info, warn};
 use mqtt_link::daemon::wall_ms;
@@ -217,7 +217,7 @@ impl Registry {
                 self.fleet.counters_mut().broker_connects += 1;
                 self.fleet.link_up(now);
                 debug!(
-                    "link session {session}: subscribed to {SERVER_SUBSCRIPTION}; retained statuses rebuild the fleet view"
+                    "link session {session}: subscribed to {SERVER_SUBSCRIPTIONS:?}; retained statuses rebuild the fleet view"
                 );
             }
             LinkEvent::Disconnected { reason } => {
@@ -349,7 +349,10 @@ impl Server {
     pub fn start(cfg: &ServerConfig) -> Result<Server, StartError> {
         let (event_tx, event_rx) = bounded(EVENT_CAPACITY);
         let mut lc = LinkConfig::new(cfg.client_id.clone(), cfg.broker.clone());
-        lc.subscriptions = vec![(SERVER_SUBSCRIPTION.to_owned(), QoS::AtLeastOnce)];
+        lc.subscriptions = SERVER_SUBSCRIPTIONS
+            .iter()
+            .map(|t| ((*t).to_owned(), QoS::AtLeastOnce))
+            .collect();
         lc.max_packet_size = MAX_PACKET;
         lc.request_capacity = REQUEST_CAPACITY;
         let link = Link::start(lc, event_tx).map_err(StartError::Link)?;
