@@ -118,6 +118,16 @@ impl Link {
                 cfg.backoff_max,
                 fnv1a(cfg.client_id.as_bytes()),
             ),
+            // Seeded with the process id too: two processes with one client id must not
+            // wait in lockstep.
+            // Every delay in [TAKEOVER_BACKOFF, 2 * TAKEOVER_BACKOFF] (Backoff waits half
+            // to all of its current step).
+            takeover_backoff: Backoff::new(
+                2 * TAKEOVER_BACKOFF,
+                2 * TAKEOVER_BACKOFF,
+                fnv1a(cfg.client_id.as_bytes()) ^ u64::from(std::process::id()),
+            ),
+            client_id: cfg.client_id,
             next_session: cfg.first_session,
             subscriptions: cfg.subscriptions,
             will: cfg.will,
@@ -218,6 +228,9 @@ struct Runner {
     events: Sender<LinkEvent>,
     addr: String,
     backoff: Backoff,
+    /// The wait between attempts while the session looks taken over ([`TAKEOVER_AFTER`]).
+    takeover_backoff: Backoff,
+    client_id: String,
     next_session: u32,
     subscriptions: Vec<(String, QoS)>,
     will: Option<WillFn>,
@@ -229,11 +242,25 @@ struct Runner {
 /// rate-limited, so neither the broker nor the log (an SD card) is flooded.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 
+/// This many short-lived connections in a row (each closed by the broker within
+/// [`STABLE_AFTER`] of its ConnAck) make the link conclude that its session is being taken
+/// over: another client connects with the same client id, and the broker closes the older
+/// connection each time. rumqttc 0.25 only reports "connection closed by peer", so this is a
+/// heuristic (a broker that crashes right after every connect looks the same): the log says
+/// "likely", names the id, and the link waits [`TAKEOVER_BACKOFF`] (to twice that, jittered
+/// per process) between attempts instead of its normal backoff, so that two daemons with one
+/// id take the session from each other about once per 5-10 s instead of several times a second.
+pub const TAKEOVER_AFTER: u64 = 3;
+/// The least wait between attempts while the session looks taken over.
+pub const TAKEOVER_BACKOFF: Duration = Duration::from_secs(5);
+
 impl Runner {
     fn run(mut self, conn: &mut Connection) {
         let mut limiter = RateLimiter::new(Duration::from_secs(30));
         let mut failures: u64 = 0;
         let mut flap_log = RateLimiter::new(Duration::from_secs(30));
+        // Its own limiter: the takeover line must not be held back by the flap lines.
+        let mut takeover_log = RateLimiter::new(Duration::from_secs(30));
         let mut connected_at: Option<Instant> = None;
         let mut flapping = false;
         let mut flaps: u64 = 0;
@@ -261,7 +288,9 @@ impl Runner {
                 flapping = false;
                 flaps = 0;
                 flap_log.reset();
+                takeover_log.reset();
                 self.backoff.reset();
+                self.takeover_backoff.reset();
             }
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -331,10 +360,30 @@ impl Runner {
                         } else {
                             flaps = 0;
                             self.backoff.reset();
+                            self.takeover_backoff.reset();
                             flap_log.reset();
                         }
                         flapping = flaps >= 2;
-                        if !flapping {
+                        if flaps >= TAKEOVER_AFTER {
+                            if let Some(held) = takeover_log.check(Instant::now()) {
+                                warn!(
+                                    "session taken over? the broker {} closed the connection \
+                                     {flaps} times in a row within {STABLE_AFTER:?} of connecting \
+                                     ({}): another client is likely using the same client id \
+                                     \"{}\" (a duplicate id: give every device its own); \
+                                     waiting {TAKEOVER_BACKOFF:?} to {:?} between attempts{}",
+                                    self.addr,
+                                    chain(&e),
+                                    self.client_id,
+                                    2 * TAKEOVER_BACKOFF,
+                                    if held > 0 {
+                                        format!(" ({held} takeovers not logged)")
+                                    } else {
+                                        String::new()
+                                    }
+                                );
+                            }
+                        } else if !flapping {
                             warn!(
                                 "connection to {} lost: {}; reconnecting",
                                 self.addr,
@@ -371,7 +420,11 @@ impl Runner {
                         break;
                     }
                     self.renew_will(conn);
-                    let delay = self.backoff.next_delay();
+                    let delay = if flaps >= TAKEOVER_AFTER {
+                        self.takeover_backoff.next_delay()
+                    } else {
+                        self.backoff.next_delay()
+                    };
                     // Sleep, but wake at once when the link is shut down.
                     if !matches!(
                         self.stop_rx.recv_timeout(delay),
