@@ -527,3 +527,46 @@ fn a_pi_can_publish_on_its_four_leaves_only() {
         "retained messages stored for pi-a"
     );
 }
+
+/// Issue 16: no certificate revocation. `scripts/revoke-pi.sh` puts a Pi's certificate on the
+/// CRL (`crlfile` of the client-certificate listener) and removes its password account; after
+/// the broker's SIGHUP the Pi can log in neither way, and the other Pi still can.
+#[test]
+fn a_revoked_pi_cannot_connect_and_the_others_still_can() {
+    let b = ProdBroker::start();
+    for listener in [Listener::Tls, Listener::ClientCert] {
+        for pi in [PI_A, PI_B] {
+            let c = b.broker_config(listener, pi);
+            assert_accepted(&format!("{listener:?}: {pi} before"), &c, pi);
+        }
+    }
+    let out = scripts::revoke_pi(&b.certs_dir(), &b.passwd_file(), PI_A);
+    eprintln!("{}", out.text());
+    let pid = b.broker().pid().expect("broker running").to_string();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    std::thread::sleep(Duration::from_millis(500));
+
+    assert_tls_failed(
+        &b,
+        "8884: pi-a's revoked certificate",
+        &b.broker_config(Listener::ClientCert, PI_A),
+        PI_A,
+    );
+    assert_login_refused(
+        &b,
+        "8883: pi-a's removed password account",
+        &b.broker_config(Listener::Tls, PI_A),
+        PI_A,
+    );
+    for listener in [Listener::Tls, Listener::ClientCert] {
+        let c = b.broker_config(listener, PI_B);
+        assert_accepted(&format!("{listener:?}: pi-b after"), &c, PI_B);
+    }
+    // Revoking again changes nothing and says so.
+    let again = scripts::revoke_pi(&b.certs_dir(), &b.passwd_file(), PI_A);
+    assert!(again.text().contains("already revoked"), "{}", again.text());
+}
