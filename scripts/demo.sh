@@ -33,6 +33,8 @@ cat > "$RUN_DIR/mosquitto.conf" <<CONF
 listener $PORT 127.0.0.1
 allow_anonymous true
 set_tcp_nodelay true
+# Payloads are at most 64 bytes; see mosquitto/config/mosquitto.conf.
+max_packet_size 4096
 persistence false
 log_dest stderr
 log_timestamp true

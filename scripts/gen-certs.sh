@@ -2,6 +2,7 @@
 # Generates a development CA, the broker's TLS server certificate and per-Pi client certificates (EC P-256).
 #
 # Usage: scripts/gen-certs.sh [--out DIR] [--ca-days N] [--days N] SERVER_HOSTNAME [PI_ID ...]
+#        scripts/gen-certs.sh [--out DIR] --revoke PI_ID [--revoke PI_ID ...]
 #
 #   --out DIR     output directory (default: mosquitto/certs in this repository)
 #   --ca-days N   validity of a newly created CA, in days (default 3650)
@@ -10,18 +11,23 @@
 #                 certificate gets it as subjectAltName, plus DNS:localhost and IP:127.0.0.1.
 #   PI_ID         client id of a Pi (1..64 bytes of A-Z a-z 0-9 _ - .); its certificate has
 #                 CN=<PI_ID> and is only valid for TLS client authentication.
+#   --revoke ID   revoke DIR/clients/ID.crt and write the new CRL (nothing else is created);
+#                 scripts/revoke-pi.sh does this and also removes the Pi's password account.
 #
 # Files (keys are mode 0600, certificates 0644):
 #   DIR/ca.key DIR/ca.crt                    the CA (keep ca.key off the broker in production)
 #   DIR/server.key DIR/server.crt            for mosquitto's keyfile/certfile
 #   DIR/clients/<PI_ID>.key .crt             for each Pi (with DIR/ca.crt)
+#   DIR/ca.crl                               revoked client certificates (mosquitto's crlfile);
+#                                            created empty, rewritten by --revoke
+#   DIR/crl/                                 the CA's revocation database (openssl ca)
 # Idempotent: existing keys and certificates are kept (and reported); delete a file to recreate it.
 # A key whose certificate is missing is reused for a new certificate.
 set -euo pipefail
 
 die() { echo "gen-certs: error: $*" >&2; exit 1; }
 say() { echo "gen-certs: $*"; }
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit "${1:-2}"; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit "${1:-2}"; }
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="$REPO/mosquitto/certs"
@@ -29,8 +35,11 @@ CA_DAYS=3650
 DAYS=825
 
 positional=()
+REVOKE=()
 while [ $# -gt 0 ]; do
   case "$1" in
+    --revoke) [ $# -ge 2 ] || die "--revoke needs a PI_ID"; REVOKE+=("$2"); shift 2 ;;
+    --revoke=*) REVOKE+=("${1#--revoke=}"); shift ;;
     --out) [ $# -ge 2 ] || die "--out needs a directory"; OUT="$2"; shift 2 ;;
     --out=*) OUT="${1#--out=}"; shift ;;
     --ca-days) [ $# -ge 2 ] || die "--ca-days needs a number"; CA_DAYS="$2"; shift 2 ;;
@@ -43,12 +52,51 @@ while [ $# -gt 0 ]; do
     *) positional+=("$1"); shift ;;
   esac
 done
+command -v openssl >/dev/null 2>&1 || die "openssl not found (apt-get install openssl)"
+[ -n "$OUT" ] || die "--out must not be empty"
+
+# ---- Revocation --------------------------------------------------------------------------------
+# The CA's revocation database lives in DIR/crl (openssl ca); DIR/ca.crl is what mosquitto reads.
+crl_config() { # writes the openssl ca config to stdout
+  printf '[ca]\ndefault_ca = fleet\n[fleet]\ndatabase = %s/crl/index.txt\n' "$OUT"
+  printf 'crlnumber = %s/crl/crlnumber\ndefault_md = sha256\ndefault_crl_days = 3650\n' "$OUT"
+}
+write_crl() {
+  [ -d "$OUT/crl" ] || { mkdir "$OUT/crl" && touch "$OUT/crl/index.txt" && echo 01 >"$OUT/crl/crlnumber"; } \
+    || die "cannot create $OUT/crl"
+  openssl ca -gencrl -config <(crl_config) -keyfile "$OUT/ca.key" -cert "$OUT/ca.crt" \
+    -out "$OUT/ca.crl.new" 2>"$tmp/err" || { cat "$tmp/err" >&2; die "could not write the CRL"; }
+  chmod 0644 "$OUT/ca.crl.new"
+  mv -f "$OUT/ca.crl.new" "$OUT/ca.crl"
+}
+if [ ${#REVOKE[@]} -gt 0 ]; then
+  [ ${#positional[@]} -eq 0 ] || die "--revoke takes no SERVER_HOSTNAME or PI_ID arguments"
+  [ -f "$OUT/ca.key" ] && [ -f "$OUT/ca.crt" ] || die "no CA in $OUT (ca.key, ca.crt)"
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  umask 077
+  for id in "${REVOKE[@]}"; do
+    [[ "$id" =~ ^[A-Za-z0-9_.-]{1,64}$ ]] || die "invalid PI_ID '$id'"
+    crt="$OUT/clients/$id.crt"
+    [ -f "$crt" ] || die "$crt not found"
+    serial="$(openssl x509 -in "$crt" -noout -serial | sed 's/^serial=//')"
+    if [ -f "$OUT/crl/index.txt" ] && grep -q "^R.*[[:space:]]$serial[[:space:]]" "$OUT/crl/index.txt"; then
+      say "$crt (serial $serial) was already revoked"
+      continue
+    fi
+    [ -d "$OUT/crl" ] || write_crl
+    openssl ca -revoke "$crt" -config <(crl_config) -keyfile "$OUT/ca.key" -cert "$OUT/ca.crt" \
+      2>"$tmp/err" || { cat "$tmp/err" >&2; die "could not revoke $crt"; }
+    say "revoked $crt (serial $serial)"
+  done
+  write_crl
+  say "wrote $OUT/ca.crl; reload the broker (SIGHUP, or restart) to apply it"
+  exit 0
+fi
+
 [ ${#positional[@]} -ge 1 ] || { echo "gen-certs: error: missing SERVER_HOSTNAME" >&2; usage 2; }
 HOST="${positional[0]}"
 PIS=("${positional[@]:1}")
-
-command -v openssl >/dev/null 2>&1 || die "openssl not found (apt-get install openssl)"
-[ -n "$OUT" ] || die "--out must not be empty"
 [[ "$CA_DAYS" =~ ^[1-9][0-9]{0,5}$ ]] || die "--ca-days must be a positive number of days, got '$CA_DAYS'"
 [[ "$DAYS" =~ ^[1-9][0-9]{0,5}$ ]] || die "--days must be a positive number of days, got '$DAYS'"
 
@@ -189,6 +237,14 @@ for id in "${PIS[@]}"; do
       say "created client certificate $crt (CN=$id, valid $DAYS days)" ;;
   esac
 done
+
+# ---- CRL (empty at first; mosquitto's crlfile must exist) -------------------------------------
+if [ -f "$OUT/ca.crl" ]; then
+  say "kept existing CRL $OUT/ca.crl"
+else
+  write_crl
+  say "created an empty CRL $OUT/ca.crl"
+fi
 
 # Sanity check: everything we hand out chains to the CA.
 openssl verify -CAfile "$OUT/ca.crt" "$OUT/server.crt" >/dev/null \

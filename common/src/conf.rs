@@ -3,8 +3,8 @@
 //! Every setting has one name in three spellings: `heartbeat_interval` in the file,
 //! `RPI_CLIENT_HEARTBEAT_INTERVAL` in the environment, `--heartbeat-interval` on the command
 //! line. The file format is `key = value` lines with `#` comments and optional double quotes.
-//! This module does no I/O: the caller passes the arguments, the environment and a function
-//! that reads the file.
+//! [`load`] does no I/O: the caller passes the arguments, the environment and a function
+//! that reads the file, normally [`read_file`], which caps what it reads.
 
 use std::io;
 

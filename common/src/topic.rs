@@ -98,8 +98,15 @@ pub enum TopicKind {
     Segment,
 }
 
-/// Everything the server subscribes to.
-pub const SERVER_SUBSCRIPTION: &str = "rpi/+/+";
+/// Everything the server subscribes to, in this order: exactly the Pis' four leaves (the
+/// production ACL grants the server nothing wider), statuses first so that their retained
+/// copies reach a restarting server before anything else can fill its queue at the broker.
+pub const SERVER_SUBSCRIPTIONS: [&str; 4] = [
+    "rpi/+/status",
+    "rpi/+/heartbeat",
+    "rpi/+/state",
+    "rpi/+/ack",
+];
 
 impl TopicKind {
     pub const ALL: [TopicKind; 5] = [

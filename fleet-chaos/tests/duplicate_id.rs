@@ -49,8 +49,19 @@ fn duplicate_client_id_is_reported_and_settles_when_one_goes() {
 
     second.kill9();
     let killed = Instant::now();
-    // Settled: no new connection of the id for 3 s, and the remaining Pi active.
-    let settled = wait_for(Duration::from_secs(10), || {
+    // The remaining Pi may be in its takeover backoff (5-10 s after 3 takeovers in a row,
+    // mqtt-link): active and fresh within 12 s.
+    skip_backlog(&server);
+    wait_table(&server, Duration::from_secs(12), |t| {
+        t.active
+            .get(ID)
+            .and_then(|p| p.entities.get(&1))
+            .is_some_and(|e| e.age_ms < 500)
+    })
+    .expect("the remaining Pi (entity 1) active and fresh");
+    let settle = killed.elapsed();
+    // Settled: no new connection of the id for 3 s.
+    wait_for(Duration::from_secs(10), || {
         let last_online = watch.with(|r| {
             r.statuses
                 .get(ID)?
@@ -62,7 +73,6 @@ fn duplicate_client_id_is_reported_and_settles_when_one_goes() {
         (last_online.elapsed() >= Duration::from_secs(3)).then_some(last_online)
     })
     .expect("the remaining Pi settles");
-    let settle = settled.saturating_duration_since(killed);
     skip_backlog(&server);
     let t = wait_table(&server, Duration::from_secs(2), |t| {
         t.active
@@ -91,7 +101,9 @@ fn duplicate_client_id_is_reported_and_settles_when_one_goes() {
         ],
     );
     eprintln!("{}\n{log}", marked.text);
-    assert!(flaps >= 10, "the two did not fight:\n{}", broker.log());
+    // They fight until each has seen 3 takeovers in a row, then back off 5-10 s (mqtt-link's
+    // TAKEOVER_BACKOFF; rpi-mqtt-client/tests/flapping.rs bounds the rate).
+    assert!(flaps >= 3, "the two did not fight:\n{}", broker.log());
     assert_eq!(
         summary::get(&registry, "suspected_duplicate_id"),
         1,

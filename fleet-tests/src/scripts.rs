@@ -1,6 +1,6 @@
 //! The project's own deployment scripts, run for real by the tests (so the tests prove the
 //! scripts work): `scripts/gen-certs.sh` for the CA and certificates, `scripts/add-user.sh`
-//! for broker accounts.
+//! for broker accounts, `scripts/revoke-pi.sh` to revoke a Pi.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,6 +52,24 @@ pub fn add_user(passwd: &Path, user: &str, password_file: &Path) -> Output {
     assert!(
         o.status.success(),
         "scripts/add-user.sh --file {passwd_s} {user} {pw_s} failed:\n{}",
+        o.text()
+    );
+    o
+}
+
+/// `scripts/revoke-pi.sh --certs CERTS --passwd PASSWD PI`: revokes the Pi's certificate (a new
+/// CRL in `certs`) and removes its password account. Panics with the script's output if it
+/// fails.
+pub fn revoke_pi(certs: &Path, passwd: &Path, pi: &str) -> Output {
+    require_tool("openssl", "openssl");
+    require_tool("mosquitto_passwd", "mosquitto");
+    let certs_s = certs.to_str().expect("UTF-8 path");
+    let passwd_s = passwd.to_str().expect("UTF-8 path");
+    let args = ["--certs", certs_s, "--passwd", passwd_s, pi];
+    let o = run_script("revoke-pi.sh", &args, b"");
+    assert!(
+        o.status.success(),
+        "scripts/revoke-pi.sh {args:?} failed:\n{}",
         o.text()
     );
     o

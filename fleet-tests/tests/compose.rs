@@ -278,3 +278,37 @@ fn dev_config_runs_under_native_mosquitto_with_the_healthcheck() {
         log.display()
     );
 }
+
+/// `max_packet_size N` of a mosquitto config text (the last one wins, as in mosquitto).
+fn packet_cap(text: &str) -> Option<u32> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("max_packet_size "))
+        .filter_map(|v| v.trim().parse().ok())
+        .next_back()
+}
+
+/// Every broker config the project ships caps packets (issue 16: without a cap, one retained
+/// oversized message cost a daemon its connection at every reconnect). Payloads are at most
+/// 64 bytes; the cap leaves room for topics and CONNECT but not for abuse.
+#[test]
+fn every_shipped_broker_config_caps_packet_size() {
+    let test_broker = Broker::start();
+    let texts = [
+        ("mosquitto/config/mosquitto.conf", None),
+        ("mosquitto/config/mosquitto.prod.conf", None),
+        ("scripts/demo.sh", None),
+        ("testkit's test broker", Some(test_broker.config_path())),
+    ];
+    for (name, path) in texts {
+        let path = path.map_or_else(|| repo_root().join(name), |p| p.to_owned());
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let cap = packet_cap(&text).unwrap_or_else(|| panic!("{name}: no max_packet_size"));
+        assert!(
+            (1024..=4096).contains(&cap),
+            "{name}: max_packet_size {cap}, expected 1024..=4096"
+        );
+    }
+    // docker-compose runs the development config checked above.
+    let compose = fs::read_to_string(compose_path()).unwrap();
+    assert!(compose.contains("/mosquitto/config/mosquitto.conf"));
+}

@@ -70,9 +70,14 @@ fn topics(seen: &[Seen]) -> Vec<&str> {
     seen.iter().map(|s| s.topic.as_str()).collect()
 }
 
-/// The server's view: user `server` on the local listener, subscribed to every Pi topic.
+/// The server's view: user `server` on the local listener, subscribed as the server is.
 fn server_watcher(b: &ProdBroker, id: &str) -> Probe {
-    b.probe(Listener::Local, SERVER_USER, id, &["rpi/+/+"])
+    b.probe(
+        Listener::Local,
+        SERVER_USER,
+        id,
+        &common::topic::SERVER_SUBSCRIPTIONS,
+    )
 }
 
 #[test]
@@ -80,6 +85,10 @@ fn logins_without_valid_credentials_are_refused() {
     let b = ProdBroker::start();
     let wrong = b.dir().join("secrets/wrong.password");
     fs::write(&wrong, "not-the-password\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&wrong, fs::Permissions::from_mode(0o600)).unwrap();
+    }
     for listener in [Listener::Local, Listener::Tls] {
         let ok = b.broker_config(listener, PI_A);
         assert_accepted(&format!("{listener:?}: pi-a, right password"), &ok, PI_A);
@@ -185,7 +194,7 @@ fn pi_a_cannot_publish_as_pi_b_and_the_server_never_sees_a_spoof() {
     for (what, cfg, client_id) in attackers {
         let attacker = Probe::connect_with(cfg.mqtt_options(client_id).unwrap(), &[]);
         let legit = spoof_then_legit(&attacker);
-        let seen = fence(&attacker, "rpi/pi-a/fence", &watcher, ARRIVE);
+        let seen = fence(&attacker, "rpi/pi-a/state", &watcher, ARRIVE);
         assert!(
             seen.iter().all(|s| s.topic.starts_with("rpi/pi-a/")),
             "{what}: the server saw a message pi-a published in another name: {:?}\n{}",
@@ -211,7 +220,7 @@ fn pi_a_cannot_publish_as_pi_b_and_the_server_never_sees_a_spoof() {
         .find(|f| f.retain)
         .unwrap();
     own.publish(&attacker);
-    fence(&attacker, "rpi/pi-a/fence", &watcher, ARRIVE);
+    fence(&attacker, "rpi/pi-a/state", &watcher, ARRIVE);
     let late = b.probe(
         Listener::Local,
         SERVER_USER,
@@ -354,7 +363,7 @@ fn pi_a_cannot_send_segments_to_anyone() {
         );
     }
     // Everything pi-a published before this marker has been handled by the broker...
-    fence(&attacker, "rpi/pi-a/fence", &watcher, ARRIVE);
+    fence(&attacker, "rpi/pi-a/state", &watcher, ARRIVE);
     // ...so anything it delivered would come before the server's markers.
     for (what, inbox, topic) in [
         ("pi-a", &pi_a_inbox, "server/pi-a/segment"),
@@ -434,4 +443,130 @@ fn a_foreign_client_id_cannot_take_over_a_session_on_the_tls_listeners() {
         victim.stays_connected(ARRIVE).is_err(),
         "the takeover control did not disconnect the first session"
     );
+}
+
+/// An account that may read everything (`#`), added to a running [`ProdBroker`] for the test
+/// only (password file and ACL reloaded on SIGHUP), to see what a Pi really got stored or
+/// delivered, beyond what the server's own rights would show.
+fn auditor(b: &ProdBroker, client_id: &str) -> Probe {
+    const USER: &str = "auditor";
+    let pw = b.password_file(USER);
+    if !pw.exists() {
+        fs::write(&pw, "pw-auditor\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&pw, fs::Permissions::from_mode(0o600)).unwrap();
+        scripts::add_user(&b.passwd_file(), USER, &pw);
+        let acl = b.dir().join("config/acl");
+        let mut text = fs::read_to_string(&acl).unwrap();
+        text.push_str("\nuser auditor\ntopic read #\n");
+        fs::write(&acl, text).unwrap();
+        let pid = b.broker().pid().expect("broker running").to_string();
+        let hup = std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    b.probe(Listener::Local, USER, client_id, &["#"])
+}
+
+/// Issue 16: with `pattern write rpi/%u/#`, a Pi account filled the broker with 20,000 retained
+/// junk messages under its own prefix. The ACL grants exactly the four leaves.
+#[test]
+fn a_pi_can_publish_on_its_four_leaves_only() {
+    let b = ProdBroker::start();
+    let audit = auditor(&b, "auditor-live");
+    let leaves = ["heartbeat", "state", "status", "ack"].map(|l| format!("rpi/{PI_A}/{l}"));
+    for listener in [Listener::Local, Listener::Tls, Listener::ClientCert] {
+        let pi = b.probe(listener, PI_A, PI_A, &[]);
+        let junk = [
+            format!("rpi/{PI_A}/j1"),
+            format!("rpi/{PI_A}/j2"),
+            format!("rpi/{PI_A}/heartbeat/x"),
+            format!("rpi/{PI_A}/segment"),
+            format!("rpi/{PI_A}"),
+            format!("server/{PI_A}/segment"),
+            format!("{PI_A}/state"),
+            "junk".to_owned(),
+        ];
+        for t in &junk {
+            // Retained and 4,000 bytes, as in the attack.
+            pi.publish(t, &[0x11; 4000], QoS::AtLeastOnce, true);
+        }
+        for t in &leaves {
+            pi.publish(t, b"legit", QoS::AtLeastOnce, false);
+        }
+        let seen = fence(&pi, &leaves[3], &audit, ARRIVE);
+        let got = topics(&seen);
+        assert!(
+            got.iter().all(|t| leaves.iter().any(|l| l == t)),
+            "{listener:?}: pi-a published outside its four leaves: {got:?}"
+        );
+        for l in &leaves {
+            assert!(
+                got.contains(&l.as_str()),
+                "{listener:?}: {l} missing: {got:?}"
+            );
+        }
+    }
+    // Nothing of it was stored: a late reader of everything gets only pi-a's own retained
+    // status (positive control).
+    let pi = b.probe(Listener::Tls, PI_A, PI_A, &[]);
+    pi.publish(&leaves[2], b"own", QoS::AtLeastOnce, true);
+    fence(&pi, &leaves[3], &audit, ARRIVE);
+    let late = auditor(&b, "auditor-late");
+    let retained: Vec<Seen> = late
+        .collect_for(Duration::from_millis(500))
+        .into_iter()
+        .filter(|s| s.retain && !s.topic.starts_with('$'))
+        .collect();
+    assert_eq!(
+        topics(&retained),
+        vec![leaves[2].as_str()],
+        "retained messages stored for pi-a"
+    );
+}
+
+/// Issue 16: no certificate revocation. `scripts/revoke-pi.sh` puts a Pi's certificate on the
+/// CRL (`crlfile` of the client-certificate listener) and removes its password account; after
+/// the broker's SIGHUP the Pi can log in neither way, and the other Pi still can.
+#[test]
+fn a_revoked_pi_cannot_connect_and_the_others_still_can() {
+    let b = ProdBroker::start();
+    for listener in [Listener::Tls, Listener::ClientCert] {
+        for pi in [PI_A, PI_B] {
+            let c = b.broker_config(listener, pi);
+            assert_accepted(&format!("{listener:?}: {pi} before"), &c, pi);
+        }
+    }
+    let out = scripts::revoke_pi(&b.certs_dir(), &b.passwd_file(), PI_A);
+    eprintln!("{}", out.text());
+    let pid = b.broker().pid().expect("broker running").to_string();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    std::thread::sleep(Duration::from_millis(500));
+
+    assert_tls_failed(
+        &b,
+        "8884: pi-a's revoked certificate",
+        &b.broker_config(Listener::ClientCert, PI_A),
+        PI_A,
+    );
+    assert_login_refused(
+        &b,
+        "8883: pi-a's removed password account",
+        &b.broker_config(Listener::Tls, PI_A),
+        PI_A,
+    );
+    for listener in [Listener::Tls, Listener::ClientCert] {
+        let c = b.broker_config(listener, PI_B);
+        assert_accepted(&format!("{listener:?}: pi-b after"), &c, PI_B);
+    }
+    // Revoking again changes nothing and says so.
+    let again = scripts::revoke_pi(&b.certs_dir(), &b.passwd_file(), PI_A);
+    assert!(again.text().contains("already revoked"), "{}", again.text());
 }

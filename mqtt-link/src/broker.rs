@@ -36,6 +36,12 @@ impl BrokerAddr {
         } else {
             match s.rsplit_once(':') {
                 Some((h, p)) if !h.contains(':') => (h, Some(p)),
+                Some((h, p)) if is_ambiguous_v6(h, p) => {
+                    return Err(format!(
+                        "{s:?}: ambiguous IPv6 address: write [{h}]:{p} for port {p}, or [{s}] \
+                         for that address on the default port"
+                    ));
+                }
                 _ => (s, None),
             }
         };
@@ -65,6 +71,17 @@ impl BrokerAddr {
     pub fn port_or_default(&self, tls: bool) -> u16 {
         self.port.unwrap_or(if tls { 8883 } else { 1883 })
     }
+}
+
+/// `::1:1883` without brackets: the last group reads as a port and what precedes it is an
+/// IPv6 address of its own, so the writer may have meant `[::1]:1883`. Taken as the address
+/// `::1:1883` it would be retried for ever; refused instead. (`::1` or `fe80::1` alone are
+/// not ambiguous: `:` and `fe80:` are no addresses.)
+fn is_ambiguous_v6(head: &str, last: &str) -> bool {
+    head.parse::<std::net::Ipv6Addr>().is_ok()
+        && !last.is_empty()
+        && last.bytes().all(|b| b.is_ascii_digit())
+        && last.parse::<u16>().is_ok_and(|p| p != 0)
 }
 
 impl fmt::Display for BrokerAddr {
@@ -233,6 +250,10 @@ impl BrokerConfig {
             SetupError::CertWithoutKey => "tls_key",
             SetupError::CertWithoutCa => "tls_ca",
             SetupError::PasswordWithoutUser => "username",
+            SetupError::PasswordFileOpen { .. } | SetupError::PasswordEmpty { .. } => {
+                "password_file"
+            }
+            SetupError::CertKey(_) => "tls_cert",
             SetupError::Tls(_) => "tls_ca",
         }
     }
@@ -253,6 +274,17 @@ pub enum SetupError {
     CertWithoutKey,
     CertWithoutCa,
     PasswordWithoutUser,
+    /// The password file may be read by others than its owner and group (`chmod o-rwx`).
+    PasswordFileOpen {
+        path: PathBuf,
+        mode: u32,
+    },
+    /// The password file's first line is empty.
+    PasswordEmpty {
+        path: PathBuf,
+    },
+    /// `tls_cert` and `tls_key` are no pair (or the key is of a kind TLS cannot use).
+    CertKey(rustls::Error),
     Tls(rustls::Error),
 }
 
@@ -270,6 +302,23 @@ impl fmt::Display for SetupError {
             }
             SetupError::CertWithoutCa => write!(f, "tls_cert and tls_key need tls_ca"),
             SetupError::PasswordWithoutUser => write!(f, "password_file needs a username"),
+            SetupError::PasswordFileOpen { path, mode } => write!(
+                f,
+                "password file {} is readable by others (mode {mode:04o}); \
+                 run chmod 0600 (or 0640 with the daemon's group) on it",
+                path.display()
+            ),
+            SetupError::PasswordEmpty { path } => {
+                write!(
+                    f,
+                    "password file {} has an empty first line",
+                    path.display()
+                )
+            }
+            SetupError::CertKey(_) => write!(
+                f,
+                "the client certificate (tls_cert) and the key (tls_key) are not a pair"
+            ),
             SetupError::Tls(_) => write!(f, "bad TLS setup"),
         }
     }
@@ -279,25 +328,49 @@ impl std::error::Error for SetupError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             SetupError::ReadFile { source, .. } => Some(source),
-            SetupError::Tls(e) => Some(e),
+            SetupError::Tls(e) | SetupError::CertKey(e) => Some(e),
             _ => None,
         }
     }
 }
 
+/// Reads a file of the settings, at most [`crate::daemon::MAX_FILE_BYTES`] of it.
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, SetupError> {
-    std::fs::read(path).map_err(|source| SetupError::ReadFile {
+    crate::daemon::read_bytes(path).map_err(|source| SetupError::ReadFile {
         what,
         path: path.to_owned(),
         source,
     })
 }
 
-/// Reads a password file: the first line, without its line ending.
+/// Reads a password file: the first line, without its line ending. Refused like ssh refuses
+/// an open private key: when others (not owner, not group) may read or write it. Group access
+/// is allowed because the deployment pattern is `root:<daemon group> 0640`, the daemon not
+/// owning its secrets. An empty first line is refused too (a login without a password is
+/// what `username` alone is for).
 pub fn read_password(path: &Path) -> Result<String, SetupError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|source| SetupError::ReadFile {
+        what: "password file",
+        path: path.to_owned(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if meta.is_file() && mode & 0o007 != 0 {
+        return Err(SetupError::PasswordFileOpen {
+            path: path.to_owned(),
+            mode,
+        });
+    }
     let bytes = read("password file", path)?;
     let text = String::from_utf8_lossy(&bytes);
-    Ok(text.lines().next().unwrap_or("").to_owned())
+    let first = text.lines().next().unwrap_or("");
+    if first.is_empty() {
+        return Err(SetupError::PasswordEmpty {
+            path: path.to_owned(),
+        });
+    }
+    Ok(first.to_owned())
 }
 
 fn tls_client_config(files: &TlsFiles) -> Result<rustls::ClientConfig, SetupError> {
@@ -340,7 +413,7 @@ fn tls_client_config(files: &TlsFiles) -> Result<rustls::ClientConfig, SetupErro
                 })?;
             builder
                 .with_client_auth_cert(chain, key_der)
-                .map_err(SetupError::Tls)
+                .map_err(SetupError::CertKey)
         }
         _ => Err(SetupError::CertWithoutKey),
     }
@@ -391,6 +464,14 @@ mod tests {
         assert_eq!(BrokerAddr::parse("::1").unwrap().host, "::1");
         for bad in [":1883", "host:0", "host:99999", "host:x", "[::1", "a b:1"] {
             assert!(BrokerAddr::parse(bad).is_err(), "{bad}");
+        }
+        // A port glued to an IPv6 address without brackets is refused, not guessed at.
+        for ambiguous in ["::1:1883", "2001:db8::1:8883", "fe80::1:1"] {
+            let e = BrokerAddr::parse(ambiguous).unwrap_err();
+            assert!(e.contains("ambiguous IPv6"), "{ambiguous}: {e}");
+        }
+        for v6 in ["fe80::1", "1:2:3:4:5:6:7:8", "::ffff:10.0.0.1"] {
+            assert_eq!(BrokerAddr::parse(v6).unwrap().host, v6);
         }
     }
 

@@ -80,9 +80,36 @@ impl ProcessInput {
     }
 }
 
-/// Reads a config file from the file system (the `read_file` of `common::conf::load`).
+/// The most any daemon reads of a config, password or PEM file. Real ones are a few hundred
+/// bytes (a certificate chain a few KiB); the cap turns `/dev/zero`, a log file or a disk
+/// image named by mistake into a clear error instead of an out-of-memory kill.
+pub const MAX_FILE_BYTES: u64 = 64 * 1024;
+
+/// Reads at most [`MAX_FILE_BYTES`] of `path`; a longer file (or an endless one such as
+/// `/dev/zero`) is an [`std::io::ErrorKind::InvalidData`] error that says so.
+pub fn read_bytes(path: impl AsRef<std::path::Path>) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut buf)?;
+    if buf.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "larger than {} KiB: not a config file",
+                MAX_FILE_BYTES / 1024
+            ),
+        ));
+    }
+    Ok(buf)
+}
+
+/// Reads a config file from the file system (the `read_file` of `common::conf::load`):
+/// [`read_bytes`] as UTF-8 text.
 pub fn read_file(path: &str) -> std::io::Result<String> {
-    std::fs::read_to_string(path)
+    String::from_utf8(read_bytes(path)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 /// `error: cause: cause`, for printing a fatal error.
@@ -98,4 +125,22 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    #[test]
+    fn file_reads_are_capped() {
+        let e = read_file("/dev/zero").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("larger than 64 KiB"), "{e}");
+        assert_eq!(read_file("/dev/null").unwrap(), "");
+        assert_eq!(
+            read_file("/nonexistent/x.conf").unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
 }

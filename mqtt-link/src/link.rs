@@ -26,6 +26,13 @@ use crate::broker::{BrokerConfig, SetupError};
 /// Builds the Last Will for the connection with the given session number.
 pub type WillFn = Box<dyn Fn(u32) -> LastWill + Send>;
 
+/// The default [`LinkConfig::max_packet_size`]: 16 MiB. Every broker config the project
+/// ships caps packets at 4 KiB (`max_packet_size 4096`), so this only matters behind a broker
+/// without a cap: there a packet up to this size costs one transient buffer (affordable even
+/// on a 512 MB Pi; the payload is freed as soon as it is counted and dropped) instead of the
+/// connection. A larger one still costs a reconnect (docs/reliability.md, "Oversized").
+pub const MAX_INCOMING_PACKET: usize = 16 << 20;
+
 /// How to run a link.
 pub struct LinkConfig {
     pub client_id: String,
@@ -39,8 +46,10 @@ pub struct LinkConfig {
     /// rumqttc's request channel. Small on a Pi: whatever waits in it is sent after a
     /// reconnect, and stale state reports are worth nothing.
     pub request_capacity: usize,
-    /// Largest incoming packet accepted; a larger one costs rumqttc the connection, so the
-    /// server sets this far above the 64-byte payloads and counts oversized ones itself.
+    /// Largest incoming packet accepted; a larger one costs rumqttc the connection (it drops
+    /// it, and a retained one is delivered again at every reconnect). So this is set far above
+    /// the 64-byte payloads ([`MAX_INCOMING_PACKET`]) and the daemons drop and count oversized
+    /// payloads themselves.
     pub max_packet_size: usize,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
@@ -55,7 +64,7 @@ impl LinkConfig {
             will: None,
             first_session: 1,
             request_capacity: 64,
-            max_packet_size: 64 * 1024,
+            max_packet_size: MAX_INCOMING_PACKET,
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
         }
@@ -110,6 +119,16 @@ impl Link {
                 cfg.backoff_max,
                 fnv1a(cfg.client_id.as_bytes()),
             ),
+            // Seeded with the process id too: two processes with one client id must not
+            // wait in lockstep.
+            // Every delay in [TAKEOVER_BACKOFF, 2 * TAKEOVER_BACKOFF] (Backoff waits half
+            // to all of its current step).
+            takeover_backoff: Backoff::new(
+                2 * TAKEOVER_BACKOFF,
+                2 * TAKEOVER_BACKOFF,
+                fnv1a(cfg.client_id.as_bytes()) ^ u64::from(std::process::id()),
+            ),
+            client_id: cfg.client_id,
             next_session: cfg.first_session,
             subscriptions: cfg.subscriptions,
             will: cfg.will,
@@ -215,6 +234,9 @@ struct Runner {
     events: Sender<LinkEvent>,
     addr: String,
     backoff: Backoff,
+    /// The wait between attempts while the session looks taken over ([`TAKEOVER_AFTER`]).
+    takeover_backoff: Backoff,
+    client_id: String,
     next_session: u32,
     subscriptions: Vec<(String, QoS)>,
     will: Option<WillFn>,
@@ -226,11 +248,25 @@ struct Runner {
 /// rate-limited, so neither the broker nor the log (an SD card) is flooded.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 
+/// This many short-lived connections in a row (each closed by the broker within
+/// [`STABLE_AFTER`] of its ConnAck) make the link conclude that its session is being taken
+/// over: another client connects with the same client id, and the broker closes the older
+/// connection each time. rumqttc 0.25 only reports "connection closed by peer", so this is a
+/// heuristic (a broker that crashes right after every connect looks the same): the log says
+/// "likely", names the id, and the link waits [`TAKEOVER_BACKOFF`] (to twice that, jittered
+/// per process) between attempts instead of its normal backoff, so that two daemons with one
+/// id take the session from each other about once per 5-10 s instead of several times a second.
+pub const TAKEOVER_AFTER: u64 = 3;
+/// The least wait between attempts while the session looks taken over.
+pub const TAKEOVER_BACKOFF: Duration = Duration::from_secs(5);
+
 impl Runner {
     fn run(mut self, conn: &mut Connection) {
         let mut limiter = RateLimiter::new(Duration::from_secs(30));
         let mut failures: u64 = 0;
         let mut flap_log = RateLimiter::new(Duration::from_secs(30));
+        // Its own limiter: the takeover line must not be held back by the flap lines.
+        let mut takeover_log = RateLimiter::new(Duration::from_secs(30));
         let mut connected_at: Option<Instant> = None;
         let mut flapping = false;
         let mut flaps: u64 = 0;
@@ -258,7 +294,9 @@ impl Runner {
                 flapping = false;
                 flaps = 0;
                 flap_log.reset();
+                takeover_log.reset();
                 self.backoff.reset();
+                self.takeover_backoff.reset();
             }
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -328,10 +366,30 @@ impl Runner {
                         } else {
                             flaps = 0;
                             self.backoff.reset();
+                            self.takeover_backoff.reset();
                             flap_log.reset();
                         }
                         flapping = flaps >= 2;
-                        if !flapping {
+                        if flaps >= TAKEOVER_AFTER {
+                            if let Some(held) = takeover_log.check(Instant::now()) {
+                                warn!(
+                                    "session taken over? the broker {} closed the connection \
+                                     {flaps} times in a row within {STABLE_AFTER:?} of connecting \
+                                     ({}): another client is likely using the same client id \
+                                     \"{}\" (a duplicate id: give every device its own); \
+                                     waiting {TAKEOVER_BACKOFF:?} to {:?} between attempts{}",
+                                    self.addr,
+                                    chain(&e),
+                                    self.client_id,
+                                    2 * TAKEOVER_BACKOFF,
+                                    if held > 0 {
+                                        format!(" ({held} takeovers not logged)")
+                                    } else {
+                                        String::new()
+                                    }
+                                );
+                            }
+                        } else if !flapping {
                             warn!(
                                 "connection to {} lost: {}; reconnecting",
                                 self.addr,
@@ -364,7 +422,11 @@ impl Runner {
                         break;
                     }
                     self.renew_will(conn);
-                    let delay = self.backoff.next_delay();
+                    let delay = if flaps >= TAKEOVER_AFTER {
+                        self.takeover_backoff.next_delay()
+                    } else {
+                        self.backoff.next_delay()
+                    };
                     // Sleep, but wake at once when the link is shut down.
                     if !matches!(
                         self.stop_rx.recv_timeout(delay),

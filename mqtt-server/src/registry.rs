@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::Message;
 use common::ratelimit::RateLimiter;
-use common::topic::SERVER_SUBSCRIPTION;
+use common::topic::SERVER_SUBSCRIPTIONS;
 use crossbeam_channel::{Receiver, Sender, after, never, select, tick};
 use log::{debug, warn};
 use mqtt_link::daemon::wall_ms;
@@ -154,7 +154,7 @@ impl<P: Publisher> Registry<P> {
                 self.counters.broker_connects += 1;
                 self.fleet.link_up(now);
                 debug!(
-                    "link session {session}: subscribed to {SERVER_SUBSCRIPTION}; retained statuses rebuild the fleet view"
+                    "link session {session}: subscribed to {SERVER_SUBSCRIPTIONS:?}; retained statuses rebuild the fleet view"
                 );
             }
             LinkEvent::Disconnected { reason } => {

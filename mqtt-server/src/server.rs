@@ -18,7 +18,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use common::topic::SERVER_SUBSCRIPTION;
+use common::topic::SERVER_SUBSCRIPTIONS;
 use crossbeam_channel::{Receiver, Sender, bounded, select, tick};
 use log::{debug, info, warn};
 use mqtt_link::{Link, LinkConfig, QoS, SetupError, Worker};
@@ -35,9 +35,10 @@ use crate::snapshot::{EntityPose, Snapshot};
 
 /// Link events waiting for the registry; when full, the link thread waits (no loss).
 pub const EVENT_CAPACITY: usize = 65_536;
-/// Largest incoming packet: far above the 64-byte payloads, so a 10 kB garbage publish is
-/// counted as `oversized` instead of costing the connection.
-pub const MAX_PACKET: usize = 1 << 20;
+/// Largest incoming packet: far above the 64-byte payloads, so a garbage publish (even a
+/// retained 2 MiB one, behind a broker without `max_packet_size`) is counted as `oversized`
+/// instead of costing the connection.
+pub const MAX_PACKET: usize = mqtt_link::link::MAX_INCOMING_PACKET;
 /// rumqttc's request queue: segments waiting to be written to the socket.
 pub const REQUEST_CAPACITY: usize = 4096;
 
@@ -156,7 +157,10 @@ impl Server {
     pub fn start(cfg: &ServerConfig) -> Result<Server, StartError> {
         let (event_tx, event_rx) = bounded(EVENT_CAPACITY);
         let mut lc = LinkConfig::new(cfg.client_id.clone(), cfg.broker.clone());
-        lc.subscriptions = vec![(SERVER_SUBSCRIPTION.to_owned(), QoS::AtLeastOnce)];
+        lc.subscriptions = SERVER_SUBSCRIPTIONS
+            .iter()
+            .map(|t| ((*t).to_owned(), QoS::AtLeastOnce))
+            .collect();
         lc.max_packet_size = MAX_PACKET;
         lc.request_capacity = REQUEST_CAPACITY;
         let link = Link::start(lc, event_tx).map_err(StartError::Link)?;

@@ -67,6 +67,14 @@ fn bad_settings_name_themselves_and_exit_2() {
             &["--config", "/nonexistent/server.conf"],
             "/nonexistent/server.conf",
         ),
+        // A port glued to an IPv6 address: refused, not retried for ever.
+        (&["--broker", "::1:1883"], "ambiguous IPv6"),
+        // An endless file: a clear error, not an out-of-memory kill.
+        (&["--config", "/dev/zero"], "larger than 64 KiB"),
+        (
+            &["--username", "server", "--password-file", "/dev/zero"],
+            "password_file",
+        ),
     ] {
         let (code, stdout, stderr) = run(args);
         assert_eq!(code, 2, "{args:?}: {stderr}");

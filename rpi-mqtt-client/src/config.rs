@@ -212,7 +212,7 @@ impl Draft {
 /// The hostname: the first line of `/etc/hostname`, else `/proc/sys/kernel/hostname`.
 pub fn system_hostname() -> Result<String, String> {
     for path in ["/etc/hostname", "/proc/sys/kernel/hostname"] {
-        if let Ok(text) = std::fs::read_to_string(path) {
+        if let Ok(text) = mqtt_link::daemon::read_file(path) {
             if let Some(line) = text
                 .lines()
                 .map(str::trim)
@@ -452,6 +452,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let pw = dir.join("pw");
         std::fs::write(&pw, "secret\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
         let pw = pw.to_str().unwrap();
         let c = run_config(
             parse_with(

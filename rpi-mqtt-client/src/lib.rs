@@ -15,6 +15,7 @@ pub mod link_change;
 pub mod outbox;
 pub mod presence;
 pub mod publisher;
+pub mod reject_budget;
 pub mod router;
 pub mod seen;
 pub mod simulator;
@@ -185,7 +186,10 @@ pub fn run_with(
             return Err(e);
         }
     };
-    info!("stopping");
+    info!(
+        "stopping; segment topic: {} malformed or oversized, {} retained dropped",
+        router.malformed, router.retained
+    );
     let session = router.session;
     drop(router);
     stop(workers, link, &topics, session);

@@ -44,6 +44,10 @@ pub struct Router {
     pub session: u32,
     /// Bad payloads on the segment topic since start.
     pub malformed: u64,
+    /// Retained segments dropped since start. The server never retains a segment, so one
+    /// delivered with the retain flag was left by someone else (or by a bug) and would be
+    /// executed again after every restart of the Pi: stale by definition.
+    pub retained: u64,
     online_due: Option<Instant>,
     bad_input: RateLimiter,
 }
@@ -63,6 +67,7 @@ impl Router {
             watchers,
             session: first_session,
             malformed: 0,
+            retained: 0,
             online_due: None,
             bad_input: RateLimiter::new(Duration::from_secs(10)),
         }
@@ -112,6 +117,18 @@ impl Router {
                         self.bad(format_args!(
                             "message on unexpected topic {:?} ignored",
                             p.topic
+                        ));
+                        continue;
+                    }
+                    if p.retain {
+                        self.retained += 1;
+                        let total = self.retained;
+                        self.bad(format_args!(
+                            "retained segment on {} ({} bytes) dropped: the server never \
+                             retains one, so it is stale ({total} retained since start; \
+                             clear it with an empty retained publish)",
+                            p.topic,
+                            p.payload.len()
                         ));
                         continue;
                     }

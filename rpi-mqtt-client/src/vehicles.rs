@@ -15,6 +15,7 @@ use crate::clock;
 use crate::entities::Entities;
 use crate::link_change::LinkChange;
 use crate::outbox::AckOutbox;
+use crate::reject_budget::{REJECTS_PER_SECOND, RejectBudget};
 use crate::state::Snapshot;
 use mqtt_link::{Held, Publisher};
 
@@ -99,6 +100,8 @@ impl VehiclesLoop {
     ) {
         let mut outbox = AckOutbox::new(OUTBOX_CAPACITY, RECENT_ACKS, self.resend_window);
         let mut rejects = RejectLog::new();
+        let mut budget = RejectBudget::default();
+        let mut unanswered_log = RateLimiter::new(Duration::from_secs(10));
         let mut overflow = RateLimiter::new(Duration::from_secs(30));
         let mut acks: Vec<SegmentAck> = Vec::new();
         let mut reports = Vec::new();
@@ -124,6 +127,20 @@ impl VehiclesLoop {
                     let now_ms = clock::now_ms();
                     let routed = self.entities.on_segment(&seg, now_ms);
                     let ack = routed.ack;
+                    if let AckOutcome::Rejected(reason) = ack.outcome {
+                        if !budget.allow(reason, Instant::now()) {
+                            if let Some(held) = unanswered_log.check(Instant::now()) {
+                                warn!(
+                                    "more than {REJECTS_PER_SECOND}/s segments rejected: \
+                                     {} {reason:?} rejections not answered since start \
+                                     ({} in all; {held} lines not logged)",
+                                    budget.unanswered(reason),
+                                    budget.unanswered_total()
+                                );
+                            }
+                            continue;
+                        }
+                    }
                     match ack.outcome {
                         _ if routed.duplicate => debug!(
                             "segment {} for entity {} delivered again: answered {:?}, not executed",

@@ -43,6 +43,139 @@ fn write(dir: &TempDir, name: &str, body: &str) -> String {
     p.to_str().unwrap().to_owned()
 }
 
+fn chmod(path: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// `--check-config` with the password file `pw`.
+fn check_with_password(pw: &str) -> Output {
+    run(
+        &[
+            "--config",
+            "/dev/null",
+            "--check-config",
+            "--client-id",
+            "pi-1",
+            "--password-file",
+            pw,
+        ],
+        &[],
+    )
+}
+
+#[test]
+fn open_or_empty_password_files_are_refused() {
+    let dir = TempDir::new("rpi-cfg");
+    let pw = write(&dir, "password", "s3cret\n");
+    chmod(&pw, 0o644);
+    assert_config_error(
+        &check_with_password(&pw),
+        &["password_file", "readable by others", "0644", &pw],
+    );
+    // Owner and group only (root:rpi-client 0640 in a deployment) is fine.
+    chmod(&pw, 0o640);
+    assert_eq!(check_with_password(&pw).status.code(), Some(0));
+    let empty = write(&dir, "empty", "\nsecond line\n");
+    chmod(&empty, 0o600);
+    assert_config_error(
+        &check_with_password(&empty),
+        &["password_file", "empty first line"],
+    );
+    assert_config_error(
+        &check_with_password("/dev/zero"),
+        &["password_file", "/dev/zero", "larger than 64 KiB"],
+    );
+}
+
+#[test]
+fn endless_config_file_is_refused() {
+    let out = run(&["--config", "/dev/zero"], &[]);
+    assert_config_error(&out, &["--config", "/dev/zero", "larger than 64 KiB"]);
+}
+
+#[test]
+fn ipv6_address_with_port_needs_brackets() {
+    let out = run(
+        &[
+            "--config",
+            "/dev/null",
+            "--client-id",
+            "x",
+            "--broker",
+            "::1:1883",
+        ],
+        &[],
+    );
+    assert_config_error(&out, &["broker", "ambiguous IPv6", "[::1]:1883"]);
+    let out = run(
+        &[
+            "--config",
+            "/dev/null",
+            "--check-config",
+            "--client-id",
+            "x",
+            "--broker",
+            "[::1]:1883",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+/// A self-signed certificate and its key in `dir`, made by openssl.
+fn self_signed(dir: &TempDir, name: &str) -> (String, String) {
+    let cert = dir.path().join(format!("{name}.crt"));
+    let key = dir.path().join(format!("{name}.key"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj"])
+        .arg(format!("/CN={name}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(out.status.success(), "openssl: {}", text(&out.stderr));
+    let s = |p: std::path::PathBuf| p.to_str().unwrap().to_owned();
+    (s(cert), s(key))
+}
+
+#[test]
+fn certificate_and_key_mismatch_blames_them_not_the_ca() {
+    let dir = TempDir::new("rpi-cfg");
+    let (cert_a, key_a) = self_signed(&dir, "a");
+    let (_, key_b) = self_signed(&dir, "b");
+    let tls = |cert: &str, key: &str| {
+        run(
+            &[
+                "--config",
+                "/dev/null",
+                "--check-config",
+                "--client-id",
+                "x",
+                "--tls-ca",
+                &cert_a,
+                "--tls-cert",
+                cert,
+                "--tls-key",
+                key,
+            ],
+            &[],
+        )
+    };
+    let ok = tls(&cert_a, &key_a);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    let out = tls(&cert_a, &key_b);
+    assert_config_error(&out, &["tls_cert", "tls_key", "not a pair"]);
+    assert!(
+        !text(&out.stderr).contains("tls_ca"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn unknown_key_is_named() {
     let dir = TempDir::new("rpi-cfg");
@@ -158,6 +291,7 @@ fn settings(out: &Output) -> String {
 fn check_config_output_parses_again() {
     let dir = TempDir::new("rpi-cfg");
     let pw = write(&dir, "password", "s3cret\n");
+    chmod(&pw, 0o600);
     let file = write(
         &dir,
         "c.conf",

@@ -291,3 +291,50 @@ fn late_segment_is_refused_and_never_driven() {
         "one line, the repeat is answered from memory without a log line:\n{log}"
     );
 }
+
+/// A retained segment (the server never retains one) would be delivered, and executed, again
+/// on every connect of the Pi. It is dropped and counted instead, at every start; a live
+/// segment afterwards is taken as usual.
+#[test]
+fn retained_segment_is_dropped_at_every_start() {
+    let broker = Broker::start();
+    let probe = watch(&broker, "probe-retained", "ret-pi");
+    let stale = segment(1, 9, (0, 0), (300, 0), 300, 300);
+    probe.publish(
+        "server/ret-pi/segment",
+        stale.encode().as_slice(),
+        QoS::AtLeastOnce,
+        true,
+    );
+    for start in 0..2 {
+        let mut pi = spawn(&broker, "ret-pi", &[]);
+        wait_status(&probe, Duration::from_secs(5), Presence::Online);
+        let seen = probe.collect_for(Duration::from_millis(800));
+        assert!(
+            seen.iter().filter_map(as_ack).all(|a| a.segment_id != 9),
+            "start {start}: the retained segment was answered: {:?}",
+            seen.iter().filter_map(as_ack).collect::<Vec<_>>()
+        );
+        assert!(
+            seen.iter()
+                .filter_map(as_state)
+                .all(|r| !(r.entity_id == 1 && r.segment_id == 9)),
+            "start {start}: the retained segment was driven"
+        );
+        send_segment(&probe, "ret-pi", &segment(1, 10, (0, 0), (10, 0), 100, 100));
+        wait_ack(&probe, Duration::from_secs(3), 1, 10, ACCEPTED);
+        pi.signal("TERM");
+        assert!(
+            pi.wait_exit(Duration::from_secs(5)).is_some(),
+            "it did not stop"
+        );
+        let log = pi.stderr();
+        assert_eq!(
+            count_lines(&log, "retained segment on server/ret-pi/segment"),
+            1,
+            "start {start}:\n{log}"
+        );
+        assert!(log.contains("(1 retained since start"), "{log}");
+        wait_status(&probe, Duration::from_secs(5), Presence::Offline);
+    }
+}

@@ -40,6 +40,14 @@ pub fn free_port() -> u16 {
         .expect("bind a free loopback port")
 }
 
+/// The packet cap of the generated test broker, as in every broker config the project ships
+/// (payloads are at most 64 bytes). A test that needs a broker without a cap appends
+/// [`NO_PACKET_CAP`] (the later line wins).
+pub const MAX_PACKET_SIZE: u32 = 4096;
+
+/// A config line lifting the cap to MQTT's own maximum, for [`Broker::start_with`].
+pub const NO_PACKET_CAP: &str = "max_packet_size 268435455";
+
 /// A running mosquitto owned by one test.
 pub struct Broker {
     port: u16,
@@ -74,6 +82,7 @@ impl Broker {
                  max_queued_messages 10000\n\
                  listener {port} 127.0.0.1\n\
                  set_tcp_nodelay true\n\
+                 max_packet_size {MAX_PACKET_SIZE}\n\
                  {extra}\n"
             );
             fs::write(&config, text).expect("write mosquitto.conf");
@@ -183,6 +192,11 @@ impl Broker {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The config file mosquitto runs with.
+    pub fn config_path(&self) -> &Path {
+        &self.config
     }
 
     /// Everything mosquitto logged so far (across restarts).

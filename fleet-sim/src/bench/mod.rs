@@ -57,7 +57,7 @@ impl Bench {
     }
 
     /// The release server with the benchmark's settings plus `extra` flags; returns once it
-    /// has subscribed to `rpi/+/+`.
+    /// has subscribed to its last topic (`rpi/+/ack`).
     pub fn server(&self, broker: &Broker, name: &str, extra: &[&str]) -> Daemon {
         let addr = broker.addr();
         let mut args = vec![
@@ -80,14 +80,18 @@ impl Bench {
             Stdout::Lines,
             &self.logs(),
         );
-        wait_subscribed(broker, "bench-server", "rpi/+/+", Duration::from_secs(10)).unwrap_or_else(
-            || {
-                panic!(
-                    "mqtt-server did not subscribe; see {}",
-                    self.logs().display()
-                )
-            },
-        );
+        wait_subscribed(
+            broker,
+            "bench-server",
+            common::topic::SERVER_SUBSCRIPTIONS[3],
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "mqtt-server did not subscribe; see {}",
+                self.logs().display()
+            )
+        });
         p
     }
 
