@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod conf;
 pub mod duration;
 pub mod error;
+pub mod leader;
 pub mod ratelimit;
 pub mod topic;
 pub mod wire;
@@ -14,6 +15,7 @@ pub mod wire;
 pub use error::{ClientIdError, ConfigError, DecodeError, DurationError, EncodeError, TopicError};
 pub use topic::{ClientId, TopicKind};
 pub use wire::{
-    AckOutcome, Heartbeat, Kind, Message, Point, Presence, RejectReason, Segment, SegmentAck,
-    StateReport, Status,
+    AckOutcome, Action, ActionAck, ActionKind, ActionOutcome, EntityFlags, Heartbeat, Kind, Lease,
+    Message, Point, Presence, RejectReason, Segment, SegmentAck, ServerStatus, StateReport, Status,
+    Target,
 };

@@ -432,7 +432,11 @@ impl Fleet {
                 return Some((id.to_owned(), a));
             }
             // `classify` only lets through the kind that belongs on the topic.
-            Message::Segment(_) => self.bad_input(now, topic, &InputError::BadTopic),
+            Message::Segment(_)
+            | Message::Action(_)
+            | Message::ActionAck(_)
+            | Message::ServerStatus(_)
+            | Message::Lease(_) => self.bad_input(now, topic, &InputError::BadTopic),
         }
         None
     }

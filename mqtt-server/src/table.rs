@@ -218,6 +218,7 @@ mod tests {
                     vy: -250,
                     segment_id,
                     progress: 5_000,
+                    flags: common::EntityFlags::NONE,
                 },
             );
         }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use common::{AckOutcome, RejectReason, Segment, SegmentAck, StateReport};
+use common::{AckOutcome, EntityFlags, RejectReason, Segment, SegmentAck, StateReport};
 
 use crate::seen::{HISTORY, SeenSegments};
 use crate::vehicle::Vehicle;
@@ -132,6 +132,7 @@ impl Entities {
                 vy: s.vy,
                 segment_id: s.segment_id,
                 progress: s.progress,
+                flags: EntityFlags::NONE,
             }
         }));
     }
@@ -153,6 +154,7 @@ mod tests {
             velocity_end: 1000,
             segment_type: 0,
             deadline_ms: common::wire::NO_DEADLINE,
+            epoch: 0,
         }
     }
 

@@ -411,6 +411,7 @@ fn sim_loop(
                     vy: e.vel.1.round() as i32,
                     segment_id,
                     progress,
+                    flags: common::EntityFlags::NONE,
                 };
                 publish(
                     &client,
