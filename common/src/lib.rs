@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod conf;
 pub mod duration;
 pub mod error;
+pub mod leader;
 pub mod motion;
 pub mod ratelimit;
 pub mod topic;
@@ -16,6 +17,7 @@ pub use error::{ClientIdError, ConfigError, DecodeError, DurationError, EncodeEr
 pub use motion::Motion;
 pub use topic::{ClientId, TopicKind};
 pub use wire::{
-    AckOutcome, Heartbeat, Kind, Message, Point, Presence, RejectReason, Segment, SegmentAck,
-    StateReport, Status,
+    AckOutcome, Action, ActionAck, ActionKind, ActionOutcome, EntityFlags, Heartbeat, Kind, Lease,
+    Message, Point, Presence, RejectReason, Segment, SegmentAck, ServerStatus, StateReport, Status,
+    Target,
 };

@@ -36,6 +36,7 @@ impl StateReport {
             vy: m.vy,
             segment_id: m.segment_id,
             progress: m.progress,
+            flags: crate::wire::EntityFlags::NONE,
         }
     }
 

@@ -1,7 +1,9 @@
 //! Client ids and the fleet's topic names: building them and parsing them back.
 //!
 //! Pi -> server: `rpi/{id}/heartbeat`, `rpi/{id}/state`, `rpi/{id}/status`, `rpi/{id}/ack`.
-//! Server -> Pi: `server/{id}/segment`.
+//! Server -> Pi: `server/{id}/segment`, and from protocol version 3 `server/{id}/action`.
+//! Version 3 server topics: `server/@status/{server_id}` and `server/@lease`; their second
+//! level starts with `@`, which no client id may contain, so they are never a Pi's topics.
 
 use std::fmt;
 use std::str::FromStr;
@@ -88,7 +90,7 @@ impl AsRef<str> for ClientId {
     }
 }
 
-/// The five fleet topics.
+/// The per-Pi fleet topics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TopicKind {
     Heartbeat,
@@ -96,6 +98,8 @@ pub enum TopicKind {
     Status,
     Ack,
     Segment,
+    /// Protocol version 3: instant actions, server -> Pi.
+    Action,
 }
 
 /// Everything the server subscribes to, in this order: exactly the Pis' four leaves (the
@@ -109,12 +113,13 @@ pub const SERVER_SUBSCRIPTIONS: [&str; 4] = [
 ];
 
 impl TopicKind {
-    pub const ALL: [TopicKind; 5] = [
+    pub const ALL: [TopicKind; 6] = [
         TopicKind::Heartbeat,
         TopicKind::State,
         TopicKind::Status,
         TopicKind::Ack,
         TopicKind::Segment,
+        TopicKind::Action,
     ];
 
     fn parts(self) -> (&'static str, &'static str) {
@@ -124,6 +129,7 @@ impl TopicKind {
             TopicKind::Status => ("rpi", "status"),
             TopicKind::Ack => ("rpi", "ack"),
             TopicKind::Segment => ("server", "segment"),
+            TopicKind::Action => ("server", "action"),
         }
     }
 
@@ -133,7 +139,8 @@ impl TopicKind {
         format!("{prefix}/{id}/{leaf}")
     }
 
-    /// The payload kind that belongs on this topic.
+    /// The payload kind that belongs on this topic. (From protocol version 3, `rpi/{id}/ack`
+    /// also carries `Kind::ActionAck`.)
     pub fn payload_kind(self) -> Kind {
         match self {
             TopicKind::Heartbeat => Kind::Heartbeat,
@@ -141,8 +148,30 @@ impl TopicKind {
             TopicKind::Status => Kind::Status,
             TopicKind::Ack => Kind::Ack,
             TopicKind::Segment => Kind::Segment,
+            TopicKind::Action => Kind::Action,
         }
     }
+}
+
+/// Protocol version 3: where server `{server_id}` publishes its presence (retained, with a will).
+pub const SERVER_STATUS_PREFIX: &str = "server/@status/";
+/// Protocol version 3: every server's presence, for Pis and servers to subscribe to.
+pub const SERVER_STATUS_SUBSCRIPTION: &str = "server/@status/+";
+/// Protocol version 3: the leader lease (retained, no will).
+pub const LEASE_TOPIC: &str = "server/@lease";
+
+/// `server/@status/{server_id}`; a server id follows the client id rules.
+pub fn server_status_topic(server_id: &ClientId) -> String {
+    format!("{SERVER_STATUS_PREFIX}{server_id}")
+}
+
+/// The (validated) server id of a `server/@status/{server_id}` topic.
+pub fn parse_server_status_topic(topic: &str) -> Result<&str, TopicError> {
+    let id = topic
+        .strip_prefix(SERVER_STATUS_PREFIX)
+        .ok_or(TopicError::Unknown)?;
+    validate_client_id(id).map_err(TopicError::BadClientId)?;
+    Ok(id)
 }
 
 /// Splits a fleet topic into its kind and (validated) client id.
@@ -172,6 +201,7 @@ mod tests {
             (TopicKind::Status, "rpi/rpi_client_001/status"),
             (TopicKind::Ack, "rpi/rpi_client_001/ack"),
             (TopicKind::Segment, "server/rpi_client_001/segment"),
+            (TopicKind::Action, "server/rpi_client_001/action"),
         ];
         for (kind, topic) in expected {
             assert_eq!(id.topic(kind), topic);
@@ -203,6 +233,26 @@ mod tests {
             parse_topic("rpi//state"),
             Err(TopicError::BadClientId(ClientIdError::Empty))
         ));
+    }
+
+    #[test]
+    fn server_topics_are_never_a_pis() {
+        let server = ClientId::new("mqtt-server-a").unwrap();
+        let status = server_status_topic(&server);
+        assert_eq!(status, "server/@status/mqtt-server-a");
+        assert_eq!(parse_server_status_topic(&status), Ok("mqtt-server-a"));
+        assert!(parse_server_status_topic("server/@status/a/b").is_err());
+        assert!(parse_server_status_topic("server/@status/").is_err());
+        assert_eq!(
+            parse_server_status_topic("server/a/segment"),
+            Err(TopicError::Unknown)
+        );
+        // `@` is no id character: no Pi's topic can be a server topic, whatever its id.
+        assert!(ClientId::new("@status").is_err());
+        assert!(ClientId::new("@lease").is_err());
+        for t in [status.as_str(), LEASE_TOPIC, SERVER_STATUS_SUBSCRIPTION] {
+            assert!(parse_topic(t).is_err(), "{t}");
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Replays every input that ever crashed a fuzz target (fuzz/regressions/<target>/), so a
-//! fixed crash stays fixed in the ordinary test suite.
+//! fixed crash stays fixed in the ordinary test suite. The same folders hold seeds
+//! (scripts/fuzz.sh copies them into the corpus): `vN-*` files are valid version N payloads,
+//! `bad-*` files invalid ones next to them.
 
 use std::path::Path;
 
@@ -31,6 +33,30 @@ fn decode_regressions() {
             let _ = common::duration::parse_duration(s);
         }
     }
+}
+
+/// The seeds are what their names say: `vN-*` decode (in version N), `bad-*` do not.
+#[test]
+fn decode_seeds_are_what_they_say() {
+    let mut seen = 0;
+    for (name, data) in inputs("decode") {
+        let file = name.rsplit('/').next().unwrap_or(&name).to_owned();
+        if let Some(rest) = file.strip_prefix('v') {
+            let version: u8 = rest[..1].parse().expect("vN-name");
+            let m = common::Message::decode(&data)
+                .unwrap_or_else(|e| panic!("{name}: a valid seed does not decode: {e}"));
+            assert_eq!(data[0] >> 4, version, "{name}");
+            assert_eq!(
+                m.encode_as(version).unwrap().as_slice(),
+                &data[..],
+                "{name}"
+            );
+            seen += 1;
+        } else if file.starts_with("bad-") {
+            assert!(common::Message::decode(&data).is_err(), "{name} decodes");
+        }
+    }
+    assert!(seen >= 10, "only {seen} valid seeds");
 }
 
 #[test]

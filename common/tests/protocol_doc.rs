@@ -4,12 +4,17 @@
 //! match the codec's fixed lengths.
 //!
 //! Versions: a hex block with the info string `hex` is the current [`VERSION`]'s encoding
-//! (`Message::encode`); `hex vN` is version N's (`Message::encode_as(N)`) and must sit under a
-//! heading that mentions "version N". Likewise a payload section (a heading with `(kind K)`)
-//! describes the current version unless its heading says "version N".
+//! (`Message::encode_as(VERSION)`); `hex vN` is version N's (`Message::encode_as(N)`), for an
+//! older version or a newer one up to [`LATEST`] (designed and decoded, not sent by the daemons
+//! yet), and must sit under a heading that mentions "version N". Likewise a payload section (a
+//! heading with `(kind K)`) describes the current version unless its heading says "version N".
+//! A kind introduced after the current version is documented in the version that added it.
 
-use common::wire::{OLDEST_VERSION, VERSION, peek, to_hex};
-use common::{AckOutcome, Kind, Message, Presence, RejectReason};
+use common::wire::{LATEST, OLDEST_VERSION, VERSION, peek, to_hex};
+use common::{
+    AckOutcome, ActionKind, ActionOutcome, EntityFlags, Kind, Message, Presence, RejectReason,
+    Target,
+};
 
 const DOC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md");
 
@@ -20,6 +25,29 @@ fn doc() -> String {
 /// The versions older than the current one that the codec still speaks.
 fn older_versions() -> impl Iterator<Item = u8> {
     OLDEST_VERSION..VERSION
+}
+
+/// The versions newer than the current one that the codec already speaks.
+fn newer_versions() -> impl Iterator<Item = u8> {
+    VERSION + 1..=LATEST
+}
+
+/// True when `kind` exists in `version`.
+fn has_kind(version: u8, kind: Kind) -> bool {
+    kind.since_version() <= version
+}
+
+/// The version a kind is documented in: the current one, or the one that introduced it.
+fn documented_version(kind: Kind) -> u8 {
+    kind.since_version().max(VERSION)
+}
+
+/// True when `kind`'s layout in `version` needs its own section and example: `version` is where
+/// the kind is documented, or its layout there differs from the documented one.
+fn layout_differs(version: u8, kind: Kind) -> bool {
+    has_kind(version, kind)
+        && (version == documented_version(kind)
+            || kind.encoded_len_in(version) != kind.encoded_len())
 }
 
 /// The version a heading names ("version N", any case), if any.
@@ -112,9 +140,9 @@ fn hex_version(b: &Block) -> Option<u8> {
             )
         });
     assert!(
-        (OLDEST_VERSION..VERSION).contains(&v),
-        "line {}: `hex v{v}`: the codec speaks versions {OLDEST_VERSION}..={VERSION}, and the \
-         current one is written `hex`",
+        (OLDEST_VERSION..=LATEST).contains(&v) && v != VERSION,
+        "line {}: `hex v{v}`: the codec speaks versions {OLDEST_VERSION}..={LATEST}, and the \
+         current one ({VERSION}) is written `hex`",
         b.line
     );
     assert!(
@@ -195,13 +223,9 @@ fn every_example_encodes_to_its_hex_and_back() {
         line,
     } in &examples
     {
-        let encoded = if *version == VERSION {
-            msg.encode()
-        } else {
-            msg.encode_as(*version).unwrap_or_else(|e| {
-                panic!("example at line {line}: cannot be encoded in version {version}: {e}")
-            })
-        };
+        let encoded = msg.encode_as(*version).unwrap_or_else(|e| {
+            panic!("example at line {line}: cannot be encoded in version {version}: {e}")
+        });
         assert_eq!(
             to_hex(encoded.as_slice()),
             to_hex(bytes),
@@ -223,18 +247,22 @@ fn every_example_encodes_to_its_hex_and_back() {
 #[test]
 fn every_kind_outcome_and_presence_has_an_example() {
     let doc = doc();
-    let msgs = current_messages(&doc);
+    let examples = examples(&doc);
     for kind in Kind::ALL {
+        let v = documented_version(kind);
         assert!(
-            msgs.iter().any(|m| m.kind() == kind),
-            "no version {VERSION} example of kind {}",
+            examples
+                .iter()
+                .any(|e| e.version == v && e.msg.kind() == kind),
+            "no version {v} example of kind {}",
             kind.name()
         );
     }
-    let has_outcome = |outcome: AckOutcome| {
-        msgs.iter()
-            .any(|m| matches!(m, Message::Ack(a) if a.outcome == outcome))
-    };
+    // Codes may be shown in any version that has them.
+    let msgs: Vec<Message> = examples.iter().map(|e| e.msg).collect();
+    let any = |f: &dyn Fn(&Message) -> bool| msgs.iter().any(f);
+    let has_outcome =
+        |outcome: AckOutcome| any(&|m| matches!(m, Message::Ack(a) if a.outcome == outcome));
     assert!(has_outcome(AckOutcome::Accepted), "no accepted ack");
     assert!(has_outcome(AckOutcome::Completed), "no completed ack");
     for reason in RejectReason::ALL {
@@ -243,32 +271,52 @@ fn every_kind_outcome_and_presence_has_an_example() {
             "no ack rejected with {reason:?}"
         );
     }
-    for presence in [
+    for p in [
         Presence::Online,
         Presence::Offline,
         Presence::ConnectionLost,
     ] {
-        assert!(
-            msgs.iter()
-                .any(|m| matches!(m, Message::Status(s) if s.presence == presence)),
-            "no status example with presence {presence:?}"
-        );
+        let status = any(&|m| matches!(m, Message::Status(s) if s.presence == p));
+        assert!(status, "no status example with presence {p:?}");
+        let server = any(&|m| matches!(m, Message::ServerStatus(s) if s.presence == p));
+        assert!(server, "no server status example with presence {p:?}");
+    }
+    for action in ActionKind::ALL {
+        let found = any(&|m| matches!(m, Message::Action(a) if a.action == action));
+        assert!(found, "no action example of {action:?}");
+    }
+    let all = any(&|m| matches!(m, Message::Action(a) if a.target == Target::All));
+    let one = any(&|m| matches!(m, Message::Action(a) if matches!(a.target, Target::Entity(_))));
+    assert!(all && one, "no action example for every entity, or for one");
+    for outcome in ActionOutcome::ALL {
+        let found = any(&|m| matches!(m, Message::ActionAck(a) if a.outcome == outcome));
+        assert!(found, "no action ack example with {outcome:?}");
+    }
+    let repeat = any(&|m| matches!(m, Message::ActionAck(a) if a.repeat));
+    assert!(repeat, "no action ack answered from memory");
+    for flag in [
+        EntityFlags::PAUSED,
+        EntityFlags::STOPPED,
+        EntityFlags::NO_DRIVER,
+    ] {
+        let found = any(&|m| matches!(m, Message::State(s) if s.flags.contains(flag)));
+        assert!(found, "no state example with flag {flag:?}");
     }
 }
 
-/// Every older version the codec decodes has an example, and so has every kind whose layout
-/// differs in it.
+/// Every older and newer version the codec speaks has an example, and so has every kind whose
+/// layout differs in it (or that it introduced).
 #[test]
 fn older_versions_have_examples() {
     let doc = doc();
     let examples = examples(&doc);
-    for v in older_versions() {
+    for v in older_versions().chain(newer_versions()) {
         assert!(
             examples.iter().any(|e| e.version == v),
             "no `hex v{v}` example"
         );
         for kind in Kind::ALL {
-            if kind.encoded_len_in(v) != kind.encoded_len() {
+            if layout_differs(v, kind) {
                 assert!(
                     examples
                         .iter()
@@ -289,6 +337,17 @@ fn wire_samples_are_documented() {
     let msgs = current_messages(&doc);
     for (name, s) in common::wire::samples() {
         assert!(msgs.contains(&s), "sample {name} {s:?} is not documented");
+    }
+    let v3: Vec<Message> = examples(&doc)
+        .into_iter()
+        .filter(|e| e.version == 3)
+        .map(|e| e.msg)
+        .collect();
+    for (name, s) in common::wire::samples_v3() {
+        assert!(
+            v3.contains(&s),
+            "version 3 sample {name} {s:?} is not documented"
+        );
     }
 }
 
@@ -434,23 +493,31 @@ fn byte_tables_match_encoded_lengths() {
         let kind = Kind::from_u8(sec.kind.unwrap())
             .unwrap_or_else(|| panic!("{}: no such kind", sec.heading));
         assert!(
-            (OLDEST_VERSION..=VERSION).contains(&sec.version),
+            (OLDEST_VERSION..=LATEST).contains(&sec.version),
             "{}: the codec does not speak version {}",
             sec.heading,
             sec.version
         );
+        assert!(
+            has_kind(sec.version, kind),
+            "{}: version {} has no kind {}",
+            sec.heading,
+            sec.version,
+            kind.name()
+        );
         check_section(sec, kind, sec.version);
     }
     for kind in Kind::ALL {
-        for version in OLDEST_VERSION..=VERSION {
+        for version in OLDEST_VERSION..=LATEST {
             let n = sections
                 .iter()
                 .filter(|s| s.kind == Some(kind as u8) && s.version == version)
                 .count();
-            // The current version needs a table of every kind; an older one needs a table of
-            // each kind whose layout differs from the current one (the doc says the others
-            // only differ in the header byte), and no kind may have two.
-            let required = version == VERSION || kind.encoded_len_in(version) != kind.encoded_len();
+            // The current version needs a table of every kind it has, and a newer kind needs
+            // one in the version that introduced it; another version needs a table of each
+            // kind whose layout differs from the documented one (the doc says the others only
+            // differ in the header byte), and no kind may have two.
+            let required = layout_differs(version, kind);
             assert!(
                 n <= 1 && (n == 1 || !required),
                 "expected {} section(s) headed `(kind {})`{} but found {n}",
@@ -467,7 +534,8 @@ fn byte_tables_match_encoded_lengths() {
 }
 
 /// The table of kind codes (`| Code | Kind | Topic | Length | Length in version N |...`) gives
-/// every kind's name and its length in the current and every older version.
+/// every kind's name and its length in the current and every other version (`—` where the
+/// version has no such kind).
 #[test]
 fn kind_table_matches_codec() {
     let doc = doc();
@@ -489,7 +557,7 @@ fn kind_table_matches_codec() {
             length_columns.push((i, v.parse::<u8>().expect("version number")));
         }
     }
-    for v in OLDEST_VERSION..=VERSION {
+    for v in OLDEST_VERSION..=LATEST {
         assert_eq!(
             length_columns.iter().filter(|(_, cv)| *cv == v).count(),
             1,
@@ -512,9 +580,14 @@ fn kind_table_matches_codec() {
             .unwrap_or_else(|| panic!("kind table: {:?} is no kind code", cells[0]));
         assert_eq!(cells[1], kind.name(), "kind table row {line:?}");
         for (col, v) in &length_columns {
+            let want = if has_kind(*v, kind) {
+                kind.encoded_len_in(*v).to_string()
+            } else {
+                "—".to_owned()
+            };
             assert_eq!(
-                cells[*col].parse::<usize>().ok(),
-                Some(kind.encoded_len_in(*v)),
+                cells[*col],
+                want,
                 "kind table: length of {} in version {v}",
                 kind.name()
             );

@@ -322,7 +322,15 @@ fn on_publish(record: &Mutex<Record>, topic: &str, payload: &[u8], retain: bool)
                 y: s.y,
             }),
         Ok(Message::Ack(a)) => r.acks.push((at, pi.to_owned(), a)),
-        Ok(Message::Segment(_)) | Err(_) => r.undecodable += 1,
+        // Not a Pi's message (version 3 server messages included).
+        Ok(
+            Message::Segment(_)
+            | Message::Action(_)
+            | Message::ActionAck(_)
+            | Message::ServerStatus(_)
+            | Message::Lease(_),
+        )
+        | Err(_) => r.undecodable += 1,
     }
 }
 

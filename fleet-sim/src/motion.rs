@@ -119,6 +119,7 @@ impl Entity {
                     vy: (dy / secs).round() as i32,
                     segment_id: seg.segment_id,
                     progress: ((t * f64::from(PROGRESS_DONE)).round() as u16).min(PROGRESS_DONE),
+                    flags: common::EntityFlags::NONE,
                 }
             }
         };
@@ -140,6 +141,7 @@ mod tests {
             velocity_end: 100,
             segment_type: 0,
             deadline_ms: common::wire::NO_DEADLINE,
+            epoch: 0,
         }
     }
 

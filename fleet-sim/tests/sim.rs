@@ -51,6 +51,7 @@ fn plays_the_protocol_at_the_configured_rates() {
         velocity_end: 100,
         segment_type: 0,
         deadline_ms: common::wire::NO_DEADLINE,
+        epoch: 0,
     };
     probe.publish(
         "server/t-0/segment",

@@ -97,6 +97,7 @@ pub fn segment(victim: &str, entity: u32, segment_id: u32) -> Forged {
             velocity_end: 100,
             segment_type: 0,
             deadline_ms: common::wire::NO_DEADLINE,
+            epoch: 0,
         }
         .encode()
         .to_vec(),

@@ -396,7 +396,12 @@ impl Fleet {
                 None
             }
             Message::Status(s) => self.on_status(now, id, s, retained, c),
-            Message::Ack(_) | Message::Segment(_) => None,
+            Message::Ack(_)
+            | Message::Segment(_)
+            | Message::Action(_)
+            | Message::ActionAck(_)
+            | Message::ServerStatus(_)
+            | Message::Lease(_) => None,
         }
     }
 

@@ -192,7 +192,11 @@ impl<P: Publisher> Registry<P> {
                 return self.dispatcher.on_ack(now, incoming.client_id, ack, c);
             }
             // `classify` only lets through the kind that belongs on the topic.
-            Message::Segment(_) => return self.bad_input(now, topic, &InputError::BadTopic),
+            Message::Segment(_)
+            | Message::Action(_)
+            | Message::ActionAck(_)
+            | Message::ServerStatus(_)
+            | Message::Lease(_) => return self.bad_input(now, topic, &InputError::BadTopic),
         }
         let gone = self.fleet.on_message(now, wall_ms, &incoming, retained, c);
         self.went_offline(now, gone);

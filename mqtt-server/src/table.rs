@@ -230,6 +230,7 @@ mod tests {
                     vy: -250,
                     segment_id,
                     progress: 5_000,
+                    flags: common::EntityFlags::NONE,
                 },
             );
         }

@@ -144,6 +144,7 @@ mod tests {
             velocity_end: 1000,
             segment_type: 0,
             deadline_ms: common::wire::NO_DEADLINE,
+            epoch: 0,
         }
     }
 

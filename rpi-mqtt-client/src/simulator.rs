@@ -244,6 +244,7 @@ mod tests {
             velocity_end: v1,
             segment_type: 0,
             deadline_ms: common::wire::NO_DEADLINE,
+            epoch: 0,
         }
     }
 

@@ -72,6 +72,7 @@ pub fn measure(
             velocity_end: 1000,
             segment_type: 0,
             deadline_ms: common::wire::NO_DEADLINE,
+            epoch: 0,
         };
         let sent_at = Instant::now();
         probe.publish(&topic, seg.encode().as_slice(), QoS::AtLeastOnce, false);

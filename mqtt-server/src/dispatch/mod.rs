@@ -198,6 +198,7 @@ impl Dispatcher {
             velocity_end: spec.velocity_end,
             segment_type: spec.segment_type,
             deadline_ms,
+            epoch: 0,
         };
         self.send(now, &client, &segment, version, counters, out);
         counters.segments_sent += 1;

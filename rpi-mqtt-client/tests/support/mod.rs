@@ -131,6 +131,7 @@ pub fn segment(
         velocity_end: v1,
         segment_type: 0,
         deadline_ms: common::wire::NO_DEADLINE,
+        epoch: 0,
     }
 }
 
