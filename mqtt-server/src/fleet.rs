@@ -14,6 +14,11 @@
 //! - `Offline` -> offline (clean shutdown), `ConnectionLost` -> offline (will), at once. Such a
 //!   status with a session lower than the newest seen for that Pi is stale (a late will of an
 //!   older connection) and ignored; an `Online` status always wins and sets the session.
+//! - A live heartbeat stream wins over any status: a retained `Offline`/`ConnectionLost` (history
+//!   from the broker) does not take offline a Pi heard by heartbeat since the server's link
+//!   came up, and a heartbeat that contradicts an offline status (no `Online` came between)
+//!   drops that status's session, so a bogus session (say `u32::MAX`) cannot make the Pi's
+//!   later real will look stale.
 //! - No heartbeat for `heartbeat_timeout` (measured from the last heartbeat or live Online) ->
 //!   offline (heartbeat timeout), checked by [`Fleet::tick`].
 //! - A Pi that connects again and again (live `Online`s) is suspected of sharing its client id
@@ -107,6 +112,8 @@ pub struct Pi {
     pub state: PiState,
     /// The last heartbeat, or live `Online` status, on the server's clock.
     pub last_alive: Option<Instant>,
+    /// The last heartbeat itself (not a live Online, nor the link coming back), server clock.
+    pub last_heartbeat: Option<Instant>,
     pub last_seq: Option<u32>,
     pub heartbeats: u64,
     /// Heartbeats missing from the sequence (gaps), since the server first saw the Pi.
@@ -132,6 +139,7 @@ impl Pi {
                 reason: OfflineReason::AwaitingHeartbeat,
             },
             last_alive: None,
+            last_heartbeat: None,
             last_seq: None,
             heartbeats: 0,
             heartbeats_lost: 0,
@@ -301,6 +309,9 @@ pub struct Fleet {
     /// Set while the server's own broker link is down: no heartbeat can arrive then, so
     /// silence says nothing about the Pis and heartbeat timeouts are held.
     link_down_since: Option<Instant>,
+    /// When the server's link last came up: a heartbeat since then is live proof of life
+    /// that no retained status can contradict.
+    link_up_at: Option<Instant>,
 }
 
 impl Fleet {
@@ -315,6 +326,7 @@ impl Fleet {
             },
             next_expiry: None,
             link_down_since: None,
+            link_up_at: None,
         }
     }
 
@@ -329,6 +341,7 @@ impl Fleet {
     /// it is alive, counted from now. Wills published meanwhile were lost with the clean
     /// session; the retained statuses that arrive with the new subscription carry them.
     pub fn link_up(&mut self, now: Instant) {
+        self.link_up_at = Some(now);
         if self.link_down_since.take().is_some() {
             for pi in self.pis.values_mut() {
                 if pi.is_online() {
@@ -485,6 +498,15 @@ impl Fleet {
         pi.heartbeats += 1;
         pi.clock.sample(wall_ms, hb.timestamp_ms);
         pi.last_alive = Some(now);
+        pi.last_heartbeat = Some(now);
+        if let PiState::Offline {
+            reason: OfflineReason::CleanShutdown | OfflineReason::Will,
+            ..
+        } = pi.state
+        {
+            // Alive after all: the status that said otherwise was wrong, its session too.
+            pi.session = None;
+        }
         book.set_online(c, pi, now, "heartbeat");
     }
 
@@ -529,6 +551,7 @@ impl Fleet {
     ) -> Option<WentOffline> {
         let is_new = !self.pis.contains_key(id);
         self.entry(now, id, c)?;
+        let link_up_at = self.link_up_at;
         let Fleet { pis, book, .. } = self;
         let pi = pis.get_mut(id)?;
         match st.presence {
@@ -554,6 +577,18 @@ impl Fleet {
                 None
             }
             Presence::Offline | Presence::ConnectionLost => {
+                let heard_live = pi.is_online()
+                    && pi
+                        .last_heartbeat
+                        .is_some_and(|hb| link_up_at.is_none_or(|up| hb >= up));
+                if retained && heard_live {
+                    c.registry_event("stale_status", 1);
+                    debug!(
+                        "{id}: ignored a retained {:?} of session {}: heartbeating since the link came up",
+                        st.presence, st.session
+                    );
+                    return None;
+                }
                 if pi.session.is_some_and(|newest| st.session < newest) {
                     c.registry_event("stale_status", 1);
                     debug!(
@@ -1015,5 +1050,73 @@ mod tests {
         assert!(f.pi("b").is_some());
         assert_eq!(f.counters().registry_of("pis_evicted"), 1);
         assert_eq!(f.online_count(), 0);
+    }
+
+    #[test]
+    fn a_live_heartbeat_stream_wins_over_any_status() {
+        let t0 = Instant::now();
+        // A bogus live Offline of session u32::MAX: the Pi heartbeats on, and its real will
+        // later is not "stale".
+        let mut f = fleet(10);
+        f.on_status(t0, "a", status(Presence::Online, 100), false);
+        f.on_heartbeat(t0 + ms(10), 0, "a", hb(1, 0));
+        f.on_status(t0 + ms(20), "a", status(Presence::Offline, u32::MAX), false);
+        assert!(
+            !f.pi("a").unwrap().is_online(),
+            "a live status applies at once"
+        );
+        f.on_heartbeat(t0 + ms(500), 0, "a", hb(2, 0));
+        assert!(f.pi("a").unwrap().is_online());
+        assert_eq!(
+            f.pi("a").unwrap().session,
+            None,
+            "the bogus session is dropped"
+        );
+        f.on_status(
+            t0 + ms(600),
+            "a",
+            status(Presence::ConnectionLost, 100),
+            false,
+        );
+        assert_eq!(
+            f.pi("a").unwrap().offline_reason(),
+            Some(OfflineReason::Will),
+            "the real will counts"
+        );
+        // A new server: a retained Offline(u32::MAX) does not take a heartbeating Pi offline.
+        let mut f = fleet(10);
+        f.link_up(t0);
+        f.on_heartbeat(t0 + ms(10), 0, "b", hb(1, 0));
+        f.on_status(t0 + ms(20), "b", status(Presence::Offline, u32::MAX), true);
+        assert!(f.pi("b").unwrap().is_online());
+        assert!(f.take_went_offline().is_empty());
+        assert_eq!(f.counters().registry_of("stale_status"), 1);
+        // Retained first (the usual order), then heartbeats: online, and no poisoned session.
+        f.on_status(
+            t0 + ms(30),
+            "c",
+            status(Presence::ConnectionLost, u32::MAX),
+            true,
+        );
+        f.on_heartbeat(t0 + ms(40), 0, "c", hb(1, 0));
+        assert!(f.pi("c").unwrap().is_online());
+        f.on_status(t0 + ms(50), "c", status(Presence::ConnectionLost, 7), false);
+        assert_eq!(
+            f.pi("c").unwrap().offline_reason(),
+            Some(OfflineReason::Will)
+        );
+        // A retained will of a Pi not heard since the link came back still counts.
+        f.link_down(t0 + ms(100));
+        f.link_up(t0 + ms(3000));
+        f.on_status(
+            t0 + ms(3010),
+            "b",
+            status(Presence::ConnectionLost, u32::MAX),
+            true,
+        );
+        assert_eq!(
+            f.pi("b").unwrap().offline_reason(),
+            Some(OfflineReason::Will)
+        );
     }
 }
