@@ -44,6 +44,13 @@ pub enum Stdout {
     Filter(LineFilter),
 }
 
+/// One of a child's two outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
 /// How to start a [`Daemon`]. Tests use [`Daemon::spawn`]; the benchmark names the log file
 /// and reads stderr lines.
 pub struct Spawn {
@@ -89,7 +96,7 @@ impl Spawn {
         self
     }
 
-    /// Also send the stderr lines, time-stamped, to a channel ([`Daemon::wait_stderr_line`]).
+    /// Also send the stderr lines, time-stamped, to a channel ([`Daemon::wait_line`]).
     pub fn stderr_lines(mut self) -> Spawn {
         self.stderr_lines = true;
         self
@@ -291,25 +298,23 @@ impl Daemon {
 
     /// Waits for a stdout line for which `pred` holds.
     pub fn wait_stdout(&self, timeout: Duration, pred: impl FnMut(&str) -> bool) -> Option<String> {
-        self.wait_stdout_line(timeout, pred).map(|l| l.text)
+        self.wait_line(Stream::Stdout, timeout, pred)
+            .map(|l| l.text)
     }
 
-    /// Waits for a stdout line for which `pred` holds, with the time it was read.
-    pub fn wait_stdout_line(
+    /// Waits for a line of `stream` for which `pred` holds, with the time it was read
+    /// (stderr lines only with [`Spawn::stderr_lines`]).
+    pub fn wait_line(
         &self,
+        stream: Stream,
         timeout: Duration,
         pred: impl FnMut(&str) -> bool,
     ) -> Option<Line> {
-        wait_line(&self.stdout, timeout, pred)
-    }
-
-    /// Waits for a stderr line for which `pred` holds ([`Spawn::stderr_lines`] only).
-    pub fn wait_stderr_line(
-        &self,
-        timeout: Duration,
-        pred: impl FnMut(&str) -> bool,
-    ) -> Option<Line> {
-        wait_line(&self.stderr, timeout, pred)
+        let rx = match stream {
+            Stream::Stdout => &self.stdout,
+            Stream::Stderr => &self.stderr,
+        };
+        wait_line(rx, timeout, pred)
     }
 
     /// The stderr lines read so far and not yet taken ([`Spawn::stderr_lines`] only).

@@ -11,7 +11,7 @@ use common::{Message, Presence};
 use serde::{Deserialize, Serialize};
 use testkit::Probe;
 
-use super::procs::{Daemon, Line};
+use super::procs::{Daemon, Line, Stream};
 use super::{Bench, stop_server};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,14 +46,16 @@ fn ms(d: Duration) -> f64 {
 
 fn wait_offline(server: &Daemon, id: &str, timeout: Duration) -> Option<Line> {
     let needle = format!("{id}: offline");
-    server.wait_stderr_line(timeout, |l| l.contains(&needle))
+    server.wait_line(Stream::Stderr, timeout, |l| l.contains(&needle))
 }
 
 fn start_online(b: &Bench, broker: &testkit::Broker, server: &Daemon, id: &str) -> Daemon {
     let pi = b.pi(broker, id);
     let needle = format!("{id}: online");
     server
-        .wait_stderr_line(Duration::from_secs(10), |l| l.contains(&needle))
+        .wait_line(Stream::Stderr, Duration::from_secs(10), |l| {
+            l.contains(&needle)
+        })
         .unwrap_or_else(|| panic!("the server did not see {id} online"));
     // A few heartbeats, so the Pi is in its steady state.
     std::thread::sleep(Duration::from_millis(1200));

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::procs::{CpuMark, MachineMark, Stdout, TopicCounts};
+use super::procs::{CpuMark, MachineMark, Stdout, Stream, TopicCounts};
 use super::{Bench, ServerStats, latency, stop_server};
 use crate::Summary;
 
@@ -120,7 +120,7 @@ pub fn run(
         &b.logs(),
     );
     let steady = sim
-        .wait_stdout_line(ramp + Duration::from_secs(30), |l| {
+        .wait_line(Stream::Stdout, ramp + Duration::from_secs(30), |l| {
             l.starts_with("phase steady")
         })
         .expect("the simulator did not start its window");
@@ -149,7 +149,9 @@ pub fn run(
         if let Some(m) = server.memory() {
             rss_max = rss_max.max(m.rss_kib);
         }
-        match sim.wait_stdout_line(Duration::from_secs(1), |l| l.starts_with("phase end")) {
+        match sim.wait_line(Stream::Stdout, Duration::from_secs(1), |l| {
+            l.starts_with("phase end")
+        }) {
             Some(l) => break l,
             None if Instant::now() > steady.at + duration + Duration::from_secs(30) => {
                 panic!("the simulator did not end its window")

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use testkit::{Broker, Probe};
 
-use procs::{Daemon, Line, Stdout, TopicCounts};
+use procs::{Daemon, Line, Stdout, Stream, TopicCounts};
 
 /// Settings of one benchmark run.
 #[derive(Debug, Clone)]
@@ -127,7 +127,7 @@ impl Bench {
             TopicCounts::stdout(counts.clone(), READY),
             &self.logs(),
         );
-        p.wait_stdout_line(Duration::from_secs(10), |l| l == READY)
+        p.wait_line(Stream::Stdout, Duration::from_secs(10), |l| l == READY)
             .expect("mosquitto_sub did not subscribe within 10 s");
         drop(marker);
         (p, counts)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub use testkit::process::{Daemon, Line, Spawn, Stdout};
+pub use testkit::process::{Daemon, Line, Spawn, Stdout, Stream};
 use testkit::procfs;
 
 /// Messages per topic leaf counted from `mosquitto_sub -F '%t'` output (one topic per line).
