@@ -1,6 +1,6 @@
 //! mqtt-server: the fleet monitor and segment dispatcher.
 //!
-//! It subscribes to `rpi/+/+`, keeps a registry of every Pi (presence, heartbeat age, lost
+//! It subscribes to the four Pi leaves (`rpi/+/status` first, then `heartbeat`, `state`, `ack`), keeps a registry of every Pi (presence, heartbeat age, lost
 //! heartbeats, clock offset) and entity (pose, velocity, segment progress) ([`fleet`],
 //! [`clock_offset`]), routes what it receives on the `registry` thread ([`registry`]), prints
 //! it as a table on stdout ([`table`]), sends segments and tracks their acks ([`dispatch`]),

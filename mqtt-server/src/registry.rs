@@ -168,7 +168,7 @@ impl<P: Publisher> Registry<P> {
         }
     }
 
-    /// Routes one publish received on `rpi/+/+`. Bad input is counted and logged
+    /// Routes one publish received on one of the Pi leaves (`rpi/+/{status,heartbeat,state,ack}`). Bad input is counted and logged
     /// (rate-limited), never fatal.
     fn on_publish(
         &mut self,
