@@ -105,6 +105,23 @@ pub fn read_bytes(path: impl AsRef<std::path::Path>) -> std::io::Result<Vec<u8>>
     Ok(buf)
 }
 
+/// The hostname: the first line of `/etc/hostname`, else `/proc/sys/kernel/hostname`. The
+/// Pi's client id defaults to it, the server's to `mqtt-server-{hostname}`.
+pub fn system_hostname() -> Result<String, String> {
+    for path in ["/etc/hostname", "/proc/sys/kernel/hostname"] {
+        if let Ok(text) = read_file(path) {
+            if let Some(line) = text
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with('#'))
+            {
+                return Ok(line.to_owned());
+            }
+        }
+    }
+    Err("the hostname could not be read from /etc/hostname or /proc/sys/kernel/hostname".into())
+}
+
 /// Reads a config file from the file system (the `read_file` of `common::conf::load`):
 /// [`read_bytes`] as UTF-8 text.
 pub fn read_file(path: &str) -> std::io::Result<String> {

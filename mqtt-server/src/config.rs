@@ -30,6 +30,15 @@ pub const SERVER_KEYS: &[&str] = &[
     "ack_timeout",
 ];
 
+/// The client id of a [`ServerConfig::default`] (in-process servers in tests); a loaded
+/// configuration uses [`default_client_id`] unless `client_id` is set.
+pub const FALLBACK_CLIENT_ID: &str = "mqtt-server";
+
+/// `mqtt-server-{hostname}`: the default client id, unique per machine.
+pub fn default_client_id(hostname: &str) -> String {
+    format!("{FALLBACK_CLIENT_ID}-{hostname}")
+}
+
 /// Switches (flags without a value).
 pub const SWITCHES: &[&str] = &["--check-config", "--help", "-h", "--version", "-V"];
 
@@ -56,6 +65,8 @@ pub fn schema<'a>(keys: &'a [&'a str]) -> Schema<'a> {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// The server's own MQTT client id (two servers with one id would kick each other off).
+    /// [`ServerConfig::load`] defaults it to [`default_client_id`] of the hostname, so two
+    /// servers on two machines never share one; [`Default`] holds [`FALLBACK_CLIENT_ID`].
     pub client_id: String,
     pub broker: BrokerConfig,
     /// A Pi with no heartbeat for this long is marked offline.
@@ -78,7 +89,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            client_id: "mqtt-server".into(),
+            client_id: FALLBACK_CLIENT_ID.into(),
             broker: BrokerConfig::default(),
             heartbeat_timeout: Duration::from_millis(1500),
             segment_interval: Duration::from_secs(3),
@@ -179,11 +190,13 @@ impl ServerConfig {
         self.broker.check()
     }
 
-    /// Loads settings from `args` (after the program name), `env` and the config file.
+    /// Loads settings from `args` (after the program name), `env` and the config file; the
+    /// client id, when not set, is [`default_client_id`] of `hostname()`.
     pub fn load(
         args: &[String],
         env: &[(String, String)],
         read_file: impl FnOnce(&str) -> std::io::Result<String>,
+        hostname: impl FnOnce() -> Result<String, String>,
     ) -> Result<Command, ConfigError> {
         // `--help` and `--version` win over everything else, even a broken config file.
         if args.iter().any(|a| a == "--help" || a == "-h") {
@@ -194,8 +207,14 @@ impl ServerConfig {
         }
         let keys = schema_keys();
         let mut cfg = ServerConfig::default();
-        let loaded: Loaded =
-            common::conf::load(&schema(&keys), args, env, read_file, |k, v| cfg.apply(k, v))?;
+        let mut id_set = false;
+        let loaded: Loaded = common::conf::load(&schema(&keys), args, env, read_file, |k, v| {
+            id_set |= k == "client_id";
+            cfg.apply(k, v)
+        })?;
+        if !id_set {
+            cfg.client_id = hostname_client_id(hostname)?;
+        }
         cfg.finish();
         let has = |s: &[&str]| loaded.switches.iter().any(|x| s.contains(&x.as_str()));
         Ok(if has(&["--check-config"]) {
@@ -210,12 +229,43 @@ impl ServerConfig {
     /// the binary's configuration is checked.
     pub fn from_process() -> Result<Command, ConfigError> {
         let input = mqtt_link::daemon::ProcessInput::read();
-        let cmd = ServerConfig::load(&input.args, &input.env, mqtt_link::daemon::read_file)?;
+        let cmd = ServerConfig::load(
+            &input.args,
+            &input.env,
+            mqtt_link::daemon::read_file,
+            mqtt_link::daemon::system_hostname,
+        )?;
         if let Command::Run(cfg) | Command::CheckConfig(cfg) = &cmd {
             cfg.validate()?;
         }
         Ok(cmd)
     }
+}
+
+/// [`default_client_id`] of the hostname; an error naming `client_id` when the hostname
+/// cannot be read or makes no valid id.
+fn hostname_client_id(
+    hostname: impl FnOnce() -> Result<String, String>,
+) -> Result<String, ConfigError> {
+    let host = hostname().map_err(|m| {
+        ConfigError::new(
+            "client_id",
+            "",
+            format!("not set, and {m}; set one with --client-id ID"),
+        )
+    })?;
+    let id = default_client_id(&host);
+    validate_client_id(&id).map_err(|e| {
+        ConfigError::new(
+            "client_id",
+            "hostname",
+            format!(
+                "not set, and {id:?} (from the hostname) is not a valid client id ({e}); \
+                 set one with --client-id ID (or client_id in the config file)"
+            ),
+        )
+    })?;
+    Ok(id)
 }
 
 /// The `--help` text.
@@ -228,6 +278,9 @@ pub fn usage() -> String {
          environment, which wins over the file ({DEFAULT_CONFIG_PATH} by default):\n{}\n\
          Switches:\n  --check-config   validate, print the effective config and exit\n  \
          --help, -h       this text\n  --version, -V    the version\n\n\
+         client_id defaults to mqtt-server-HOSTNAME (unique per machine). broker takes one\n\
+         address or a list tried in turn on a failed or lost connection: host1:1883,host2:1883\n\
+         ([v6]:port for IPv6).\n\
          Durations are written like 500ms, 1.5s, 2m. The status table goes to stdout, logs to stderr.\n",
         env!("CARGO_PKG_VERSION"),
         common::conf::help_lines(&schema(&keys)),
@@ -248,10 +301,15 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        ServerConfig::load(&args, &env, |_| match file {
-            Some(t) => Ok(t.to_string()),
-            None => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "absent")),
-        })
+        ServerConfig::load(
+            &args,
+            &env,
+            |_| match file {
+                Some(t) => Ok(t.to_string()),
+                None => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "absent")),
+            },
+            || Ok("host-a".to_string()),
+        )
     }
 
     fn run_cfg(args: &[&str]) -> ServerConfig {
@@ -267,7 +325,8 @@ mod tests {
         assert_eq!(c.heartbeat_timeout, Duration::from_millis(1500));
         assert_eq!(c.segment_interval, Duration::from_secs(3));
         assert_eq!(c.status_interval, Duration::from_secs(1));
-        assert_eq!(c.client_id, "mqtt-server");
+        assert_eq!(c.client_id, "mqtt-server-host-a");
+        assert_eq!(run_cfg(&["--client-id", "s2"]).client_id, "s2");
         assert_eq!(c.max_pis, 5000);
         assert_eq!(c.evict_after, Duration::from_secs(600));
         assert_eq!(c.segment_retries, 3);
@@ -312,6 +371,23 @@ mod tests {
         }
         let e = load(&["--nope", "1"], &[], None).unwrap_err();
         assert!(e.to_string().contains("--nope"), "{e}");
+    }
+
+    #[test]
+    fn client_id_comes_from_the_hostname_unless_set() {
+        let no_file = |_: &str| Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+        let e = ServerConfig::load(&[], &[], no_file, || Ok("my host".to_string())).unwrap_err();
+        assert_eq!(e.key, "client_id");
+        assert!(e.to_string().contains("--client-id"), "{e}");
+        let e =
+            ServerConfig::load(&[], &[], no_file, || Err("no hostname".to_string())).unwrap_err();
+        assert!(e.to_string().contains("no hostname"), "{e}");
+        // An explicit id (flag, env or file) does not need the hostname at all.
+        let env = [("MQTT_SERVER_CLIENT_ID".to_string(), "s1".to_string())];
+        match ServerConfig::load(&[], &env, no_file, || Err("no hostname".into())).unwrap() {
+            Command::Run(c) => assert_eq!(c.client_id, "s1"),
+            o => panic!("{o:?}"),
+        }
     }
 
     #[test]

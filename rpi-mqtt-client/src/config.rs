@@ -209,21 +209,8 @@ impl Draft {
     }
 }
 
-/// The hostname: the first line of `/etc/hostname`, else `/proc/sys/kernel/hostname`.
-pub fn system_hostname() -> Result<String, String> {
-    for path in ["/etc/hostname", "/proc/sys/kernel/hostname"] {
-        if let Ok(text) = mqtt_link::daemon::read_file(path) {
-            if let Some(line) = text
-                .lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty() && !l.starts_with('#'))
-            {
-                return Ok(line.to_owned());
-            }
-        }
-    }
-    Err("the hostname could not be read from /etc/hostname or /proc/sys/kernel/hostname".into())
-}
+/// The hostname (shared with the server, which derives its default client id from it too).
+pub use mqtt_link::daemon::system_hostname;
 
 /// The schema for `keys` (see [`keys`]).
 pub fn schema<'a>(keys: &'a [&'a str]) -> Schema<'a> {
