@@ -292,7 +292,7 @@ fn password_file_in(dir: &Path, user: &str) -> PathBuf {
 /// `--tls-cert`, `--tls-key`, `--username`, `--password-file`; unset ones are left out).
 /// Both daemons share these keys (`mqtt_link::BROKER_KEYS`).
 pub fn broker_flags(c: &BrokerConfig) -> Vec<String> {
-    let mut v = vec!["--broker".to_owned(), c.addr.to_string()];
+    let mut v = vec!["--broker".to_owned(), c.addrs.to_string()];
     let mut path = |flag: &str, p: &Option<PathBuf>| {
         if let Some(p) = p {
             v.push(flag.to_owned());

@@ -96,6 +96,71 @@ impl fmt::Display for BrokerAddr {
     }
 }
 
+/// Most addresses in a `broker` list: plenty for a broker cluster, and a bound on what a
+/// config file can make the link cycle through.
+pub const MAX_BROKERS: usize = 16;
+
+/// The `broker` setting: one address or a comma-separated list (`host1:1883,host2:1883`),
+/// never empty. The link connects to the first and moves to the next on every failed or lost
+/// connection, wrapping around.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddrs(Vec<BrokerAddr>);
+
+impl BrokerAddrs {
+    /// Parses a list; an empty list, an empty item (`a:1,,b`) or a bad address is an error
+    /// (the daemons exit 2 naming `broker`), never something retried for ever.
+    pub fn parse(s: &str) -> Result<BrokerAddrs, String> {
+        if s.trim().is_empty() {
+            return Err("empty: give host:port, or a list host1:1883,host2:1883".into());
+        }
+        let items: Vec<&str> = s.split(',').collect();
+        if items.len() > MAX_BROKERS {
+            return Err(format!(
+                "{} addresses; at most {MAX_BROKERS} are allowed",
+                items.len()
+            ));
+        }
+        let mut addrs = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            if item.trim().is_empty() {
+                return Err(format!(
+                    "{s:?}: address {} of the list is empty (a stray comma?)",
+                    i + 1
+                ));
+            }
+            addrs.push(BrokerAddr::parse(item)?);
+        }
+        Ok(BrokerAddrs(addrs))
+    }
+
+    /// A list of one.
+    pub fn one(addr: BrokerAddr) -> BrokerAddrs {
+        BrokerAddrs(vec![addr])
+    }
+
+    /// The first address: where the link connects first.
+    pub fn first(&self) -> &BrokerAddr {
+        &self.0[0]
+    }
+
+    /// Every address, in the order they are tried.
+    pub fn all(&self) -> &[BrokerAddr] {
+        &self.0
+    }
+}
+
+impl fmt::Display for BrokerAddrs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, a) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{a}")?;
+        }
+        Ok(())
+    }
+}
+
 /// PEM files for TLS. `cert` and `key` together enable client-certificate authentication.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TlsFiles {
@@ -118,7 +183,8 @@ pub const BROKER_KEYS: &[&str] = &[
 /// Everything needed to reach and log in to the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerConfig {
-    pub addr: BrokerAddr,
+    /// Tried in turn: the next one after every failed or lost connection.
+    pub addrs: BrokerAddrs,
     /// CA to verify the broker with; setting it turns TLS on. The broker host must then be
     /// the name in its certificate (e.g. `broker.lan`), not an IP address.
     pub tls_ca: Option<PathBuf>,
@@ -135,10 +201,10 @@ pub struct BrokerConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
-            addr: BrokerAddr {
+            addrs: BrokerAddrs::one(BrokerAddr {
                 host: "localhost".into(),
                 port: None,
-            },
+            }),
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
@@ -160,7 +226,7 @@ impl BrokerConfig {
             }
         };
         let r = match key {
-            "broker" => BrokerAddr::parse(value).map(|a| self.addr = a),
+            "broker" => BrokerAddrs::parse(value).map(|a| self.addrs = a),
             "tls_ca" => path().map(|p| self.tls_ca = p),
             "tls_cert" => path().map(|p| self.tls_cert = p),
             "tls_key" => path().map(|p| self.tls_key = p),
@@ -193,7 +259,7 @@ impl BrokerConfig {
         };
         format!(
             "broker = {}\ntls_ca = {}\ntls_cert = {}\ntls_key = {}\nusername = {}\npassword_file = {}\nkeep_alive = {}\n",
-            self.addr,
+            self.addrs,
             p(&self.tls_ca),
             p(&self.tls_cert),
             p(&self.tls_key),
@@ -219,7 +285,7 @@ impl BrokerConfig {
     /// Reads and checks every file now, so that a bad path stops the start (exit 2) rather
     /// than failing every reconnect.
     pub fn validate(&self) -> Result<(), SetupError> {
-        self.mqtt_options("validate").map(|_| ())
+        self.mqtt_options_all("validate").map(|_| ())
     }
 
     /// [`BrokerConfig::validate`] as a configuration error that names the key to blame, as
@@ -420,14 +486,29 @@ fn tls_client_config(files: &TlsFiles) -> Result<rustls::ClientConfig, SetupErro
 }
 
 impl BrokerConfig {
-    /// Checks every file and builds the rumqttc options for `client_id`.
+    /// Checks every file and builds the rumqttc options for `client_id` and the first broker.
     pub fn mqtt_options(&self, client_id: &str) -> Result<MqttOptions, SetupError> {
+        self.mqtt_options_for(client_id, self.addrs.first())
+    }
+
+    /// The rumqttc options for every broker of the list, in order. With TLS each one checks
+    /// the certificate against its own host name (rumqttc takes the server name from the
+    /// options' host).
+    pub fn mqtt_options_all(&self, client_id: &str) -> Result<Vec<MqttOptions>, SetupError> {
+        self.addrs
+            .all()
+            .iter()
+            .map(|a| self.mqtt_options_for(client_id, a))
+            .collect()
+    }
+
+    fn mqtt_options_for(
+        &self,
+        client_id: &str,
+        addr: &BrokerAddr,
+    ) -> Result<MqttOptions, SetupError> {
         let tls = self.tls_files()?;
-        let mut opts = MqttOptions::new(
-            client_id,
-            &self.addr.host,
-            self.addr.port_or_default(tls.is_some()),
-        );
+        let mut opts = MqttOptions::new(client_id, &addr.host, addr.port_or_default(tls.is_some()));
         opts.set_keep_alive(self.keep_alive.max(Duration::from_secs(1)));
         if let Some(files) = &tls {
             let cfg = tls_client_config(files)?;
@@ -518,10 +599,25 @@ mod tests {
             assert!(c.apply(k, "").is_some(), "{k}");
         }
         assert!(c.apply("client_id", "x").is_none());
-        c.apply("broker", "broker.lan:8883").unwrap().unwrap();
         c.apply("keep_alive", "10s").unwrap().unwrap();
         assert!(c.apply("keep_alive", "10ms").unwrap().is_err());
         assert!(c.apply("broker", "x:0").unwrap().is_err());
+        c.apply("broker", "a:1, [::1]:2,b").unwrap().unwrap();
+        assert_eq!(c.addrs.to_string(), "a:1,[::1]:2,b");
+        let opts = c.mqtt_options_all("x").unwrap();
+        let hosts: Vec<_> = opts.iter().map(|o| o.broker_address()).collect();
+        assert_eq!(
+            hosts,
+            [("a".into(), 1), ("::1".into(), 2), ("b".into(), 1883)]
+        );
+        for bad in ["a:1,,b", "a:1,", ",a:1", "", " ", "a:1,::1:1883", "a:1,b:0"] {
+            assert!(c.apply("broker", bad).unwrap().is_err(), "{bad:?}");
+        }
+        let e = BrokerAddrs::parse("a:1,,b").unwrap_err();
+        assert!(e.contains("address 2 of the list is empty"), "{e}");
+        let many = vec!["h:1"; MAX_BROKERS + 1].join(",");
+        assert!(BrokerAddrs::parse(&many).is_err());
+        c.apply("broker", "broker.lan:8883").unwrap().unwrap();
         let d = c.describe();
         assert!(d.contains("broker = broker.lan:8883\n"), "{d}");
         assert!(d.contains("keep_alive = 10s\n"), "{d}");

@@ -14,7 +14,9 @@ pub mod link;
 pub mod publisher;
 pub mod worker;
 
-pub use broker::{BROKER_KEYS, BrokerAddr, BrokerConfig, SetupError, TlsFiles};
+pub use broker::{
+    BROKER_KEYS, BrokerAddr, BrokerAddrs, BrokerConfig, MAX_BROKERS, SetupError, TlsFiles,
+};
 pub use held::Held;
 pub use link::{Link, LinkConfig, LinkEvent, WillFn};
 pub use publisher::{NotSent, Publisher};

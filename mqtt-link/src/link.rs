@@ -113,7 +113,7 @@ impl Link {
             stop: stop.clone(),
             stop_rx,
             events,
-            addr: cfg.broker.addr.to_string(),
+            addr: cfg.broker.addrs.to_string(),
             backoff: Backoff::new(
                 cfg.backoff_min,
                 cfg.backoff_max,

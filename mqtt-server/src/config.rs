@@ -345,7 +345,7 @@ mod tests {
             Command::Run(c) => c,
             o => panic!("{o:?}"),
         };
-        assert_eq!(c.broker.addr.to_string(), "h:1884");
+        assert_eq!(c.broker.addrs.to_string(), "h:1884");
         assert_eq!(c.segment_interval, Duration::ZERO);
         assert_eq!(c.status_interval, Duration::from_millis(250));
         assert_eq!(c.heartbeat_timeout, Duration::from_secs(2));

@@ -207,7 +207,7 @@ impl Server {
         info!(
             "mqtt-server {} started: broker {}, heartbeat timeout {}, table every {}, demo planner {}",
             env!("CARGO_PKG_VERSION"),
-            cfg.broker.addr,
+            cfg.broker.addrs,
             crate::table::human(cfg.heartbeat_timeout),
             if cfg.status_interval.is_zero() {
                 "off".to_string()

@@ -69,6 +69,11 @@ fn bad_settings_name_themselves_and_exit_2() {
         ),
         // A port glued to an IPv6 address: refused, not retried for ever.
         (&["--broker", "::1:1883"], "ambiguous IPv6"),
+        // A broker list with an empty, missing or malformed address names the key.
+        (&["--broker", "a:1,,b"], "broker"),
+        (&["--broker", "a:1,"], "broker"),
+        (&["--broker", ""], "broker"),
+        (&["--broker", "a:1,::1:1883"], "ambiguous IPv6"),
         // An endless file: a clear error, not an out-of-memory kill.
         (&["--config", "/dev/zero"], "larger than 64 KiB"),
         (
@@ -81,6 +86,26 @@ fn bad_settings_name_themselves_and_exit_2() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
         assert!(stdout.is_empty(), "{args:?}: {stdout}");
     }
+    let out = Command::new(server_bin())
+        .args(["--config", "/dev/null", "--check-config"])
+        .env("MQTT_SERVER_BROKER", "a:1,,b")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("MQTT_SERVER_BROKER") && err.contains("broker"),
+        "{err}"
+    );
+    let (code, stdout, stderr) = run(&[
+        "--config",
+        "/dev/null",
+        "--check-config",
+        "--broker",
+        "h1:1883,[::1]:1884",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("broker = h1:1883,[::1]:1884\n"), "{stdout}");
     let out = Command::new(server_bin())
         .args(["--config", "/dev/null", "--check-config"])
         .env("MQTT_SERVER_ACK_TIMEOUT", "0s")

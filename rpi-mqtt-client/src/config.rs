@@ -345,8 +345,8 @@ mod tests {
         assert_eq!(c.state_interval, Duration::from_millis(100));
         assert_eq!(c.log_level, LevelFilter::Info);
         assert_eq!(c.queue_depth, 8);
-        assert_eq!(c.broker.addr.to_string(), "localhost");
-        assert_eq!(c.broker.addr.port_or_default(false), 1883);
+        assert_eq!(c.broker.addrs.to_string(), "localhost");
+        assert_eq!(c.broker.addrs.first().port_or_default(false), 1883);
     }
 
     #[test]
@@ -372,7 +372,7 @@ mod tests {
         assert_eq!(c.state_interval, Duration::from_millis(20));
         assert_eq!(c.log_level, LevelFilter::Debug);
         assert_eq!(c.queue_depth, 3);
-        assert_eq!(c.broker.addr.to_string(), "broker.lan:1884");
+        assert_eq!(c.broker.addrs.to_string(), "broker.lan:1884");
         assert_eq!(c.broker.keep_alive, Duration::from_secs(10));
     }
 

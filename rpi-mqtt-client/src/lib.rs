@@ -102,7 +102,7 @@ pub fn run_with(
         env!("CARGO_PKG_VERSION"),
         config.client_id,
         ids,
-        config.broker.addr,
+        config.broker.addrs,
         common::duration::format_duration(config.heartbeat_interval),
         common::duration::format_duration(config.state_interval),
     );

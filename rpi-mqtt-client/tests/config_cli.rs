@@ -123,6 +123,44 @@ fn ipv6_address_with_port_needs_brackets() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
+#[test]
+fn malformed_broker_lists_name_the_key() {
+    let base = ["--config", "/dev/null", "--client-id", "x"];
+    for bad in ["a:1,,b", "a:1,", "", "a:1,::1:1883", "a:1,b:0"] {
+        // From a flag, the environment and a file alike.
+        let mut args = base.to_vec();
+        args.extend(["--broker", bad]);
+        assert_config_error(&run(&args, &[]), &["broker"]);
+        assert_config_error(
+            &run(&base, &[("RPI_CLIENT_BROKER", bad)]),
+            &["broker", "RPI_CLIENT_BROKER"],
+        );
+        let dir = TempDir::new("brokers");
+        let file = write(&dir, "c.conf", &format!("broker = \"{bad}\"\n"));
+        assert_config_error(
+            &run(&["--config", &file, "--client-id", "x"], &[]),
+            &["broker", &file],
+        );
+    }
+    let out = run(
+        &[
+            "--config",
+            "/dev/null",
+            "--check-config",
+            "--client-id",
+            "x",
+            "--broker",
+            "a:1, [::1]:2,b",
+        ],
+        &[],
+    );
+    assert!(
+        settings(&out).contains("broker = a:1,[::1]:2,b\n"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
 /// A self-signed certificate and its key in `dir`, made by openssl.
 fn self_signed(dir: &TempDir, name: &str) -> (String, String) {
     let cert = dir.path().join(format!("{name}.crt"));
