@@ -18,7 +18,7 @@ pub use broker::{
     BROKER_KEYS, BrokerAddr, BrokerAddrs, BrokerConfig, MAX_BROKERS, SetupError, TlsFiles,
 };
 pub use held::Held;
-pub use link::{Link, LinkConfig, LinkEvent, WillFn};
+pub use link::{BACKOFF_MAX, Link, LinkConfig, LinkEvent, WillFn};
 pub use publisher::{NotSent, Publisher};
 pub use rumqttc::{Client, ClientError, LastWill, QoS};
 pub use worker::Worker;

@@ -2,6 +2,11 @@
 //! backoff and jitter, re-subscribes and renews the Last Will on every connect, and turns
 //! what happens into [`LinkEvent`]s on a crossbeam channel.
 //!
+//! With a list of brokers, every failed or lost connection moves the link to the next address
+//! (wrapping around), after the same backoff. rumqttc's blocking `Connection` reads its
+//! `MqttOptions` at each connect, so the link swaps in the next broker's prebuilt options:
+//! the `Client` handles the daemons hold stay valid (one request channel throughout).
+//!
 //! What rumqttc 0.25 does not do by itself, and this module does: it never backs off between
 //! reconnect attempts (a refused port spins ~100k attempts/s), it never re-subscribes, it keeps
 //! iterating (and so reconnects) after `disconnect()`, and TCP_NODELAY is off by default.
@@ -16,8 +21,8 @@ use common::ratelimit::RateLimiter;
 use crossbeam_channel::{Receiver, Sender, select};
 use log::{debug, error, info, warn};
 use rumqttc::{
-    Client, Connection, ConnectionError, Event, LastWill, NetworkOptions, Outgoing, Packet,
-    Publish, QoS, SubscribeReasonCode,
+    Client, Connection, ConnectionError, Event, LastWill, MqttOptions, NetworkOptions, Outgoing,
+    Packet, Publish, QoS, SubscribeReasonCode,
 };
 
 use crate::Held;
@@ -32,6 +37,11 @@ pub type WillFn = Box<dyn Fn(u32) -> LastWill + Send>;
 /// on a 512 MB Pi; the payload is freed as soon as it is counted and dropped) instead of the
 /// connection. A larger one still costs a reconnect (docs/reliability.md, "Oversized").
 pub const MAX_INCOMING_PACKET: usize = 16 << 20;
+
+/// The default cap of the reconnect backoff ([`LinkConfig::backoff_max`]): both daemons are
+/// back within about this long (plus a connect) of a broker's return, and with a list of
+/// brokers each one is tried about this often. A refused attempt costs one SYN on loopback.
+pub const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 /// How to run a link.
 pub struct LinkConfig {
@@ -66,7 +76,7 @@ impl LinkConfig {
             request_capacity: 64,
             max_packet_size: MAX_INCOMING_PACKET,
             backoff_min: Duration::from_millis(50),
-            backoff_max: Duration::from_secs(2),
+            backoff_max: BACKOFF_MAX,
         }
     }
 }
@@ -95,10 +105,12 @@ pub struct Link {
 impl Link {
     /// Checks the settings (TLS files, password file) and starts the thread `mqtt-link`.
     pub fn start(cfg: LinkConfig, events: Sender<LinkEvent>) -> Result<Link, SetupError> {
-        let mut opts = cfg.broker.mqtt_options(&cfg.client_id)?;
-        opts.set_max_packet_size(cfg.max_packet_size, cfg.max_packet_size);
-        opts.set_clean_session(true);
-        let (client, mut connection) = Client::new(opts, cfg.request_capacity.max(1));
+        let mut targets = cfg.broker.mqtt_options_all(&cfg.client_id)?;
+        for opts in &mut targets {
+            opts.set_max_packet_size(cfg.max_packet_size, cfg.max_packet_size);
+            opts.set_clean_session(true);
+        }
+        let (client, mut connection) = Client::new(targets[0].clone(), cfg.request_capacity.max(1));
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);
         net.set_connection_timeout(5);
@@ -113,7 +125,15 @@ impl Link {
             stop: stop.clone(),
             stop_rx,
             events,
-            addr: cfg.broker.addrs.to_string(),
+            addrs: cfg
+                .broker
+                .addrs
+                .all()
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+            targets,
+            current: 0,
             backoff: Backoff::new(
                 cfg.backoff_min,
                 cfg.backoff_max,
@@ -232,7 +252,12 @@ struct Runner {
     stop: Arc<AtomicBool>,
     stop_rx: Receiver<()>,
     events: Sender<LinkEvent>,
-    addr: String,
+    /// The broker addresses as logged, parallel to `targets`.
+    addrs: Vec<String>,
+    /// The rumqttc options for each broker of the list (at least one).
+    targets: Vec<MqttOptions>,
+    /// The broker being tried or connected to: an index into `targets`.
+    current: usize,
     backoff: Backoff,
     /// The wait between attempts while the session looks taken over ([`TAKEOVER_AFTER`]).
     takeover_backoff: Backoff,
@@ -288,7 +313,7 @@ impl Runner {
                 if flapping {
                     info!(
                         "connection to {} stable again after {flaps} short-lived connections",
-                        self.addr
+                        self.addr()
                     );
                 }
                 flapping = false;
@@ -310,17 +335,17 @@ impl Runner {
                             info!(
                                 "connected to {} (session {session}); the connection keeps \
                                  breaking{}",
-                                self.addr,
+                                self.addr(),
                                 not_logged(held)
                             );
                         }
                     } else if failures > 0 {
                         info!(
                             "connected to {} (session {session}) after {failures} failed attempts",
-                            self.addr
+                            self.addr()
                         );
                     } else {
-                        info!("connected to {} (session {session})", self.addr);
+                        info!("connected to {} (session {session})", self.addr());
                     }
                     failures = 0;
                     if !self.subscriptions.is_empty() {
@@ -354,7 +379,7 @@ impl Runner {
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                     drain_until_closed(conn);
-                    info!("disconnected from {}", self.addr);
+                    info!("disconnected from {}", self.addr());
                     break;
                 }
                 Ok(_) => {}
@@ -378,7 +403,7 @@ impl Runner {
                                      ({}): another client is likely using the same client id \
                                      \"{}\" (a duplicate id: give every device its own); \
                                      waiting {TAKEOVER_BACKOFF:?} to {:?} between attempts{}",
-                                    self.addr,
+                                    self.addr(),
                                     chain(&e),
                                     self.client_id,
                                     2 * TAKEOVER_BACKOFF,
@@ -392,13 +417,13 @@ impl Runner {
                         } else if !flapping {
                             warn!(
                                 "connection to {} lost: {}; reconnecting",
-                                self.addr,
+                                self.addr(),
                                 chain(&e)
                             );
                         } else if let Some(held) = flap_log.check(Instant::now()) {
                             warn!(
                                 "connection to {} lost again after {:?}: {}; reconnecting{}",
-                                self.addr,
+                                self.addr(),
                                 lasted.unwrap_or_default(),
                                 chain(&e),
                                 not_logged(held)
@@ -413,7 +438,7 @@ impl Runner {
                             let more = Held(held).note("similar failures");
                             warn!(
                                 "cannot connect to {}: {}; retrying{more}",
-                                self.addr,
+                                self.addr(),
                                 chain(&e)
                             );
                         }
@@ -421,6 +446,7 @@ impl Runner {
                     if self.stop.load(Ordering::Acquire) {
                         break;
                     }
+                    self.next_broker(conn);
                     self.renew_will(conn);
                     let delay = if flaps >= TAKEOVER_AFTER {
                         self.takeover_backoff.next_delay()
@@ -438,6 +464,21 @@ impl Runner {
             }
         }
         self.connected.store(false, Ordering::Release);
+    }
+
+    /// The address of the broker being tried or connected to.
+    fn addr(&self) -> &str {
+        &self.addrs[self.current]
+    }
+
+    /// After a failed or lost connection: the next broker of the list, if there are several.
+    fn next_broker(&mut self, conn: &mut Connection) {
+        if self.targets.len() < 2 {
+            return;
+        }
+        self.current = (self.current + 1) % self.targets.len();
+        conn.eventloop.mqtt_options = self.targets[self.current].clone();
+        debug!("next attempt: broker {}", self.addr());
     }
 
     fn renew_will(&self, conn: &mut Connection) {

@@ -47,7 +47,7 @@ use crate::vehicles::VehiclesLoop;
 pub const LINK_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(800);
 /// Reconnect delays: capped so heartbeats resume within 1 s of the broker's return.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
-pub const BACKOFF_MAX: Duration = Duration::from_millis(500);
+pub const BACKOFF_MAX: Duration = mqtt_link::BACKOFF_MAX;
 
 /// Why the daemon stopped other than by a shutdown signal.
 #[derive(Debug)]
