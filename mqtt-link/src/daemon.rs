@@ -122,6 +122,39 @@ pub fn system_hostname() -> Result<String, String> {
     Err("the hostname could not be read from /etc/hostname or /proc/sys/kernel/hostname".into())
 }
 
+/// The default client id `make(hostname)` of a daemon whose `client_id` is not set: the Pi's
+/// is the hostname, the server's `mqtt-server-{hostname}`. An error naming `client_id` when the
+/// hostname cannot be read or makes no valid id.
+pub fn client_id_from_hostname(
+    hostname: impl FnOnce() -> Result<String, String>,
+    make: impl FnOnce(&str) -> String,
+) -> Result<String, common::ConfigError> {
+    let host = hostname().map_err(|m| {
+        common::ConfigError::new(
+            "client_id",
+            "",
+            format!("not set, and {m}; set one with --client-id ID"),
+        )
+    })?;
+    let id = make(&host);
+    common::topic::validate_client_id(&id).map_err(|e| {
+        let what = if id == host {
+            format!("the hostname {host:?}")
+        } else {
+            format!("{id:?} (from the hostname {host:?})")
+        };
+        common::ConfigError::new(
+            "client_id",
+            "hostname",
+            format!(
+                "not set, and {what} is not a valid client id ({e}); \
+                 set one with --client-id ID (or client_id in the config file)"
+            ),
+        )
+    })?;
+    Ok(id)
+}
+
 /// Reads a config file from the file system (the `read_file` of `common::conf::load`):
 /// [`read_bytes`] as UTF-8 text.
 pub fn read_file(path: &str) -> std::io::Result<String> {

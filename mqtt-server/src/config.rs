@@ -213,7 +213,8 @@ impl ServerConfig {
             cfg.apply(k, v)
         })?;
         if !id_set {
-            cfg.client_id = hostname_client_id(hostname)?;
+            cfg.client_id =
+                mqtt_link::daemon::client_id_from_hostname(hostname, default_client_id)?;
         }
         cfg.finish();
         let has = |s: &[&str]| loaded.switches.iter().any(|x| s.contains(&x.as_str()));
@@ -240,32 +241,6 @@ impl ServerConfig {
         }
         Ok(cmd)
     }
-}
-
-/// [`default_client_id`] of the hostname; an error naming `client_id` when the hostname
-/// cannot be read or makes no valid id.
-fn hostname_client_id(
-    hostname: impl FnOnce() -> Result<String, String>,
-) -> Result<String, ConfigError> {
-    let host = hostname().map_err(|m| {
-        ConfigError::new(
-            "client_id",
-            "",
-            format!("not set, and {m}; set one with --client-id ID"),
-        )
-    })?;
-    let id = default_client_id(&host);
-    validate_client_id(&id).map_err(|e| {
-        ConfigError::new(
-            "client_id",
-            "hostname",
-            format!(
-                "not set, and {id:?} (from the hostname) is not a valid client id ({e}); \
-                 set one with --client-id ID (or client_id in the config file)"
-            ),
-        )
-    })?;
-    Ok(id)
 }
 
 /// The `--help` text.

@@ -171,23 +171,9 @@ impl Draft {
         let client_id = match self.client_id {
             Some(id) => id,
             None => {
-                let host = hostname().map_err(|m| {
-                    ConfigError::new(
-                        "client_id",
-                        "",
-                        format!("not set, and {m}; set one with --client-id ID"),
-                    )
-                })?;
-                ClientId::new(&host).map_err(|e| {
-                    ConfigError::new(
-                        "client_id",
-                        "hostname",
-                        format!(
-                            "not set, and the hostname {host:?} is not a valid client id ({e}); \
-                             set one with --client-id ID (or client_id in the config file)"
-                        ),
-                    )
-                })?
+                let id = mqtt_link::daemon::client_id_from_hostname(hostname, str::to_owned)?;
+                ClientId::new(&id)
+                    .map_err(|e| ConfigError::new("client_id", "hostname", e.to_string()))?
             }
         };
         let mut broker = self.broker;

@@ -143,15 +143,7 @@ fn malformed_broker_lists_name_the_key() {
         );
     }
     let out = run(
-        &[
-            "--config",
-            "/dev/null",
-            "--check-config",
-            "--client-id",
-            "x",
-            "--broker",
-            "a:1, [::1]:2,b",
-        ],
+        &[&base[..], &["--check-config", "--broker", "a:1, [::1]:2,b"]].concat(),
         &[],
     );
     assert!(
