@@ -1,6 +1,8 @@
 //! The server's settings: schema (keys, switches, env prefix, default path), parsing of each
 //! value with a message naming what is wrong, and the effective config as `key = value` lines.
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::ConfigError;
@@ -25,6 +27,7 @@ pub const SERVER_KEYS: &[&str] = &[
     "status_interval",
     "log_level",
     "max_pis",
+    "fleet_file",
     "evict_after",
     "segment_retries",
     "ack_timeout",
@@ -67,6 +70,9 @@ pub struct ServerConfig {
     pub log_level: LevelFilter,
     /// Registry cap: a flood of made-up client ids cannot grow memory past this many Pis.
     pub max_pis: usize,
+    /// The optional fleet list ([`crate::fleet_list`]): ids that always keep their place in
+    /// the registry, whatever floods it. None: no list (the handshake rule alone).
+    pub fleet_file: Option<PathBuf>,
     /// A Pi offline this long is dropped from the registry.
     pub evict_after: Duration,
     /// Re-sends of an unacknowledged segment before it is reported failed.
@@ -85,6 +91,7 @@ impl Default for ServerConfig {
             status_interval: Duration::from_secs(1),
             log_level: LevelFilter::Info,
             max_pis: 5000,
+            fleet_file: None,
             evict_after: Duration::from_secs(600),
             segment_retries: 3,
             ack_timeout: Duration::from_secs(1),
@@ -139,6 +146,10 @@ impl ServerConfig {
             "status_interval" => self.status_interval = duration(value, true)?,
             "log_level" => self.log_level = mqtt_link::daemon::parse_level(value)?,
             "max_pis" => self.max_pis = integer(value, 1, 1_000_000)?,
+            "fleet_file" => {
+                let v = value.trim();
+                self.fleet_file = (!v.is_empty()).then(|| PathBuf::from(v));
+            }
             "evict_after" => self.evict_after = duration(value, false)?,
             "segment_retries" => self.segment_retries = integer(value, 0, 100)?,
             "ack_timeout" => self.ack_timeout = duration(value, false)?,
@@ -158,13 +169,17 @@ impl ServerConfig {
     pub fn describe(&self) -> String {
         let mut s = format!(
             "client_id = {}\nheartbeat_timeout = {}\nsegment_interval = {}\nstatus_interval = {}\n\
-             log_level = {}\nmax_pis = {}\nevict_after = {}\nsegment_retries = {}\nack_timeout = {}\n",
+             log_level = {}\nmax_pis = {}\nfleet_file = {}\nevict_after = {}\nsegment_retries = {}\nack_timeout = {}\n",
             self.client_id,
             format_duration(self.heartbeat_timeout),
             format_duration(self.segment_interval),
             format_duration(self.status_interval),
             self.log_level.as_str().to_ascii_lowercase(),
             self.max_pis,
+            self.fleet_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             format_duration(self.evict_after),
             self.segment_retries,
             format_duration(self.ack_timeout),
@@ -173,10 +188,20 @@ impl ServerConfig {
         s
     }
 
-    /// Reads the TLS and password files now, so a bad path stops the start (exit 2); the
-    /// error names the key.
+    /// Reads the TLS, password and fleet list files now, so a bad path stops the start
+    /// (exit 2); the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.broker.check()
+        self.broker.check()?;
+        self.fleet_list().map(|_| ())
+    }
+
+    /// The ids of the fleet list (empty without a `fleet_file`); an error names the key.
+    pub fn fleet_list(&self) -> Result<BTreeSet<String>, ConfigError> {
+        match &self.fleet_file {
+            None => Ok(BTreeSet::new()),
+            Some(p) => crate::fleet_list::load(p, self.max_pis)
+                .map_err(|e| ConfigError::new("fleet_file", "", e)),
+        }
     }
 
     /// Loads settings from `args` (after the program name), `env` and the config file.

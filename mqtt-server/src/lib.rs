@@ -15,11 +15,13 @@ pub mod counters;
 pub mod dispatch;
 pub mod flapping;
 pub mod fleet;
+pub mod fleet_list;
 pub mod ingest;
 pub mod planner;
 pub mod registry;
 pub mod server;
 pub mod snapshot;
+pub mod standing;
 pub mod table;
 
 pub use config::{Command, ServerConfig};

@@ -115,6 +115,8 @@ impl Publisher for mqtt_link::Publisher {
 #[derive(Debug)]
 pub enum StartError {
     Link(SetupError),
+    /// A setting read at start (the fleet list) is bad.
+    Config(common::ConfigError),
     Spawn(&'static str, std::io::Error),
     /// A thread the server cannot run without ended on its own.
     Stopped(&'static str),
@@ -124,6 +126,7 @@ impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StartError::Link(_) => write!(f, "cannot set up the broker connection"),
+            StartError::Config(_) => write!(f, "bad configuration"),
             StartError::Spawn(name, _) => write!(f, "cannot start thread {name}"),
             StartError::Stopped(name) => write!(f, "thread {name} stopped unexpectedly"),
         }
@@ -134,6 +137,7 @@ impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StartError::Link(e) => Some(e),
+            StartError::Config(e) => Some(e),
             StartError::Spawn(_, e) => Some(e),
             StartError::Stopped(_) => None,
         }
@@ -155,6 +159,7 @@ impl Server {
     /// Connects (in the background: the link retries until the broker answers) and starts
     /// the threads.
     pub fn start(cfg: &ServerConfig) -> Result<Server, StartError> {
+        let fleet_list = cfg.fleet_list().map_err(StartError::Config)?;
         let (event_tx, event_rx) = bounded(EVENT_CAPACITY);
         let mut lc = LinkConfig::new(cfg.client_id.clone(), cfg.broker.clone());
         lc.subscriptions = SERVER_SUBSCRIPTIONS
@@ -180,7 +185,8 @@ impl Server {
                 cfg.heartbeat_timeout,
                 cfg.max_pis,
                 cfg.evict_after,
-            )),
+            ))
+            .with_fleet_list(fleet_list),
             Dispatcher::new(
                 DispatchConfig::new(cfg.ack_timeout, cfg.segment_retries),
                 seed_segment_id(),
