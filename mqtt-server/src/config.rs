@@ -340,6 +340,20 @@ mod tests {
     }
 
     #[test]
+    fn fleet_file_is_read_at_start_and_named_when_bad() {
+        assert!(run_cfg(&[]).fleet_list().unwrap().is_empty());
+        let c = run_cfg(&["--fleet-file", "/nonexistent/fleet"]);
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "fleet_file", "{e}");
+        assert!(e.to_string().contains("/nonexistent/fleet"), "{e}");
+        let e = run_cfg(&["--fleet-file", "/dev/zero"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.key, "fleet_file", "{e}");
+        assert_eq!(run_cfg(&["--fleet-file", ""]).fleet_file, None);
+    }
+
+    #[test]
     fn password_file_implies_server_user() {
         let c = run_cfg(&["--password-file", "/run/secret"]);
         assert_eq!(c.broker.username.as_deref(), Some("server"));
