@@ -276,13 +276,7 @@ fn idle_latency(b: &Bench) -> IdleLatency {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut sim = procs::spawn(
-        "latency-simpi",
-        &procs::bin_dir().join("fleet-sim"),
-        &args,
-        procs::Stdout::Lines,
-        &b.logs(),
-    );
+    let mut sim = b.run("latency-simpi", &procs::bin_dir().join("fleet-sim"), &args);
     let sim_res = fleet_sim::bench::wait_subscribed(
         &broker,
         "bench-simpi-0",
