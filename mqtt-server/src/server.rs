@@ -7,7 +7,8 @@
 //!                                                         │ Dispatch, Snapshot, Render, Poses
 //!  [status]  Render every status_interval ─> stdout ──────┤
 //!  [planner] Poses + Dispatch every segment_interval ─────┤
-//!  FleetHandle users (tests, the HTTP API to come) ───────┘
+//!  FleetHandle users (tests, the HTTP API) ───────────────┘
+//!  [registry] ─Feed (bounded, try_send)─> [http-events] ─> event streams ([`crate::http`])
 //! ```
 //!
 //! `registry` ([`crate::registry`]) is the only owner of the [`Fleet`], the [`Dispatcher`] and
