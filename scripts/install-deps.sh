@@ -10,6 +10,8 @@ command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # systemd-analyze checks the units in the test suite.
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# The /metrics test parses the exposition with the reference Python parser.
+{ /usr/bin/python3 -c 'import prometheus_client' || python3 -c 'import prometheus_client'; } >/dev/null 2>&1 || need+=(python3-prometheus-client)
 for extra in "$@"; do
   dpkg -s "$extra" >/dev/null 2>&1 || need+=("$extra")
 done

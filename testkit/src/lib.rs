@@ -3,11 +3,13 @@
 //! processes with signals and captured logs ([`process`]), the daemon binaries built on
 //! demand ([`bins`]) and started against a broker ([`daemons`]), a process's CPU time and
 //! memory ([`procfs`]) sampled over time ([`rss`]), and the mqtt-server status table read
-//! from its stdout ([`table`]).
+//! from its stdout ([`table`]), and a tiny HTTP
+//! client for its operator interface ([`http`]).
 
 pub mod bins;
 pub mod broker;
 pub mod daemons;
+pub mod http;
 pub mod probe;
 pub mod process;
 pub mod procfs;

@@ -76,6 +76,9 @@ impl Bench {
             "0s",
             "--log-level",
             "info",
+            // Off unless `extra` asks for it (a later flag wins).
+            "--http-listen",
+            "off",
         ];
         args.extend_from_slice(extra);
         let p = self.run(name, &self.bin("mqtt-server"), &args);
