@@ -277,16 +277,20 @@ fn spawn<T: Send + 'static>(
     Worker::spawn(name, exits, body).map_err(|e| StartError::Spawn(name, e))
 }
 
-/// The `status` thread: the table on stdout every `interval`, one write and flush each.
+/// The `status` thread: the table on stdout every `interval`, one write and flush each. On a
+/// terminal each table replaces the last one ([`crate::table::Screen`]); piped or redirected,
+/// tables follow each other line by line (scripts and tests read them).
 fn status_loop(handle: &FleetHandle, interval: Duration, stop: &Receiver<()>) {
+    let screen = crate::table::Screen::detect(&std::io::stdout());
     let ticker = tick(interval);
     loop {
         select! {
             recv(stop) -> _ => break,
             recv(ticker) -> _ => {
-                let Some(text) = handle.render_table() else {
+                let Some(table) = handle.render_table() else {
                     break;
                 };
+                let text = screen.frame(table);
                 let mut out = std::io::stdout().lock();
                 if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
                     warn!("cannot write the status table to stdout ({e}); no more tables");
