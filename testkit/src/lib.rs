@@ -1,12 +1,14 @@
 //! Dev-only test harness shared by every crate's integration tests: a real `mosquitto` per
 //! test ([`broker`]), MQTT probes to publish and watch topics ([`probe`]), and daemon child
-//! processes with signals and captured logs ([`process`]), and the mqtt-server status table
-//! read from its stdout ([`table`]).
+//! processes with signals and captured logs ([`process`]), the mqtt-server status table
+//! read from its stdout ([`table`]), and a headless Chromium driven over WebDriver
+//! ([`webdriver`]).
 
 pub mod broker;
 pub mod probe;
 pub mod process;
 pub mod table;
+pub mod webdriver;
 
 pub use broker::Broker;
 pub use probe::Probe;
