@@ -8,13 +8,16 @@
 //! counted per kind and never fatal ([`ingest`], [`counters`]). The threads are wired in
 //! [`server`]; [`run`] is what `main` calls, [`Server`] what tests and other code embed.
 
+pub mod broker_sys;
 pub mod budget;
 pub mod clock_offset;
 pub mod config;
 pub mod counters;
 pub mod dispatch;
+pub mod feed;
 pub mod flapping;
 pub mod fleet;
+pub mod http;
 pub mod ingest;
 pub mod planner;
 pub mod registry;

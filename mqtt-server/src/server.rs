@@ -24,14 +24,17 @@ use log::{debug, info, warn};
 use mqtt_link::{Link, LinkConfig, QoS, SetupError, Worker};
 
 use crate::config::ServerConfig;
+use crate::dispatch::journal::SegmentRecord;
 use crate::dispatch::{
     DispatchConfig, DispatchError, Dispatcher, Order, Publisher, SegmentSpec, SegmentTicket,
     seed_segment_id,
 };
+use crate::feed::Feed;
 use crate::fleet::{Fleet, FleetConfig};
+use crate::http::Http;
 use crate::planner::SegmentSink;
 use crate::registry::{Registry, Request};
-use crate::snapshot::{EntityPose, Snapshot};
+use crate::snapshot::{EntityPose, PiView, Snapshot, Stats};
 
 /// Link events waiting for the registry; when full, the link thread waits (no loss).
 pub const EVENT_CAPACITY: usize = 65_536;
@@ -82,6 +85,22 @@ impl FleetHandle {
         self.ask(Request::Snapshot)
     }
 
+    /// One Pi; None when unknown or the server has stopped.
+    pub fn pi(&self, id: &str) -> Option<PiView> {
+        self.ask(|reply| Request::Pi(id.to_owned(), reply))
+            .flatten()
+    }
+
+    /// One of the last segments sent ([`crate::dispatch::journal`]); None when not among them.
+    pub fn segment(&self, id: u32) -> Option<SegmentRecord> {
+        self.ask(|reply| Request::Segment(id, reply)).flatten()
+    }
+
+    /// The counters and gauges, without the per-Pi views (cheap: for the metrics).
+    pub fn stats(&self) -> Option<Stats> {
+        self.ask(Request::Stats)
+    }
+
     /// The status table as printed on stdout.
     pub fn render_table(&self) -> Option<String> {
         self.ask(Request::Render)
@@ -117,6 +136,10 @@ pub enum StartError {
     Spawn(&'static str, std::io::Error),
     /// A thread the server cannot run without ended on its own.
     Stopped(&'static str),
+    /// The operator interface could not listen (address in use, no permission, ...).
+    Http(std::net::SocketAddr, std::io::Error),
+    /// `http_token_file` could not be read (it was readable when the config was checked).
+    Token(common::ConfigError),
 }
 
 impl std::fmt::Display for StartError {
@@ -125,6 +148,8 @@ impl std::fmt::Display for StartError {
             StartError::Link(_) => write!(f, "cannot set up the broker connection"),
             StartError::Spawn(name, _) => write!(f, "cannot start thread {name}"),
             StartError::Stopped(name) => write!(f, "thread {name} stopped unexpectedly"),
+            StartError::Http(addr, _) => write!(f, "cannot listen on {addr} (http_listen)"),
+            StartError::Token(e) => write!(f, "{e}"),
         }
     }
 }
@@ -134,7 +159,8 @@ impl std::error::Error for StartError {
         match self {
             StartError::Link(e) => Some(e),
             StartError::Spawn(_, e) => Some(e),
-            StartError::Stopped(_) => None,
+            StartError::Http(_, e) => Some(e),
+            StartError::Stopped(_) | StartError::Token(_) => None,
         }
     }
 }
@@ -148,6 +174,8 @@ pub struct Server {
     registry: Option<Worker<Snapshot>>,
     status: Option<Worker<()>>,
     planner: Option<Worker<()>>,
+    /// The operator interface, unless `http_listen` is off.
+    http: Option<Http>,
 }
 
 impl Server {
@@ -157,6 +185,12 @@ impl Server {
         let (event_tx, event_rx) = bounded(EVENT_CAPACITY);
         let mut lc = LinkConfig::new(cfg.client_id.clone(), cfg.broker.clone());
         lc.subscriptions = vec![(SERVER_SUBSCRIPTION.to_owned(), QoS::AtLeastOnce)];
+        // The broker's own figures for the metrics; a broker that denies them costs nothing.
+        lc.subscriptions.extend(
+            crate::broker_sys::SYS_TOPICS
+                .iter()
+                .map(|t| ((*t).to_owned(), QoS::AtMostOnce)),
+        );
         lc.max_packet_size = MAX_PACKET;
         lc.request_capacity = REQUEST_CAPACITY;
         let link = Link::start(lc, event_tx).map_err(StartError::Link)?;
@@ -170,6 +204,7 @@ impl Server {
             registry: None,
             status: None,
             planner: None,
+            http: None,
         };
         let registry = Registry::new(
             Fleet::new(FleetConfig::new(
@@ -183,6 +218,27 @@ impl Server {
             ),
             out,
         );
+        let registry = match cfg.http_listen {
+            Some(addr) => {
+                let token = cfg.http_token().map_err(StartError::Token)?;
+                let (feed, feed_rx, shared) = Feed::new();
+                let http = Http::start(
+                    addr,
+                    token,
+                    server.handle.clone(),
+                    (feed_rx, shared),
+                    &exit_tx,
+                )
+                .map_err(|e| StartError::Http(addr, e))?;
+                info!(
+                    "operator interface on http://{} (docs/operator.md)",
+                    http.addr
+                );
+                server.http = Some(http);
+                registry.with_feed(feed)
+            }
+            None => registry,
+        };
         server.registry = Some(spawn("registry", &exit_tx, move |stop| {
             registry.run(event_rx, req_rx, stop)
         })?);
@@ -219,6 +275,11 @@ impl Server {
         Ok(server)
     }
 
+    /// Where the operator interface listens (None: off).
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().map(|h| h.addr)
+    }
+
     /// A handle for the library API (dispatch, snapshot, table).
     pub fn handle(&self) -> FleetHandle {
         self.handle.clone()
@@ -249,6 +310,9 @@ impl Server {
     }
 
     fn stop_all(&mut self) -> Option<Snapshot> {
+        if let Some(http) = self.http.take() {
+            http.stop();
+        }
         if let Some(w) = self.planner.take() {
             w.stop_join();
         }
