@@ -245,8 +245,12 @@ impl Server {
         if !cfg.status_interval.is_zero() {
             let handle = server.handle.clone();
             let interval = cfg.status_interval;
+            let title = match server.http_addr() {
+                Some(addr) => format!("Web map: http://{addr}/   (Ctrl-C stops)\n\n"),
+                None => String::new(),
+            };
             server.status = Some(spawn("status", &exit_tx, move |stop| {
-                status_loop(&handle, interval, &stop)
+                status_loop(&handle, interval, &title, &stop)
             })?);
         }
         if !cfg.segment_interval.is_zero() {
@@ -342,9 +346,9 @@ fn spawn<T: Send + 'static>(
 }
 
 /// The `status` thread: the table on stdout every `interval`, one write and flush each. On a
-/// terminal each table replaces the last one ([`crate::table::Screen`]); piped or redirected,
-/// tables follow each other line by line (scripts and tests read them).
-fn status_loop(handle: &FleetHandle, interval: Duration, stop: &Receiver<()>) {
+/// terminal each table replaces the last one, under `title` ([`crate::table::Screen`]); piped
+/// or redirected, tables follow each other line by line (scripts and tests read them).
+fn status_loop(handle: &FleetHandle, interval: Duration, title: &str, stop: &Receiver<()>) {
     let screen = crate::table::Screen::detect(&std::io::stdout());
     let ticker = tick(interval);
     loop {
@@ -354,7 +358,7 @@ fn status_loop(handle: &FleetHandle, interval: Duration, stop: &Receiver<()>) {
                 let Some(table) = handle.render_table() else {
                     break;
                 };
-                let text = screen.frame(table);
+                let text = screen.frame(title, table);
                 let mut out = std::io::stdout().lock();
                 if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
                     warn!("cannot write the status table to stdout ({e}); no more tables");

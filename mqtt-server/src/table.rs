@@ -52,13 +52,15 @@ impl Screen {
         }
     }
 
-    /// The text of one refresh, to be written in one write.
-    pub fn frame(self, table: String) -> String {
+    /// The text of one refresh, to be written in one write. `title` (e.g. where the web map
+    /// is) heads the screen on a terminal; piped, only the table goes out.
+    pub fn frame(self, title: &str, table: String) -> String {
         match self {
             Screen::Lines => table,
             Screen::Terminal => {
-                let mut out = String::with_capacity(CLEAR_SCREEN.len() + table.len());
+                let mut out = String::with_capacity(CLEAR_SCREEN.len() + title.len() + table.len());
                 out.push_str(CLEAR_SCREEN);
+                out.push_str(title);
                 out.push_str(&table);
                 out
             }
@@ -210,9 +212,10 @@ mod tests {
     #[test]
     fn a_terminal_frame_clears_first_and_a_pipe_gets_the_table_as_is() {
         let table = render(&fleet(), Instant::now());
-        assert_eq!(Screen::Lines.frame(table.clone()), table);
-        let framed = Screen::Terminal.frame(table.clone());
-        assert_eq!(framed, format!("\x1b[H\x1b[2J{table}"));
+        let title = "Web map: http://127.0.0.1:8080/\n\n";
+        assert_eq!(Screen::Lines.frame(title, table.clone()), table);
+        let framed = Screen::Terminal.frame(title, table.clone());
+        assert_eq!(framed, format!("\x1b[H\x1b[2J{title}{table}"));
         // Tests and cargo capture stdout: not a terminal.
         let file = std::fs::File::open("Cargo.toml").unwrap();
         assert_eq!(Screen::detect(&file), Screen::Lines);

@@ -248,6 +248,18 @@ impl Browser {
         self.cmd("DELETE", "/actions", None);
     }
 
+    /// A mouse wheel turn of `delta_y` px at viewport coordinates `(x, y)` (negative: away
+    /// from the user, which zooms in on a map).
+    pub fn wheel_at(&self, x: f64, y: f64, delta_y: i64) {
+        let actions = json!({"actions": [{
+            "type": "wheel", "id": "wheel",
+            "actions": [{"type": "scroll", "origin": "viewport", "x": x.round() as i64,
+                         "y": y.round() as i64, "deltaX": 0, "deltaY": delta_y, "duration": 0}],
+        }]});
+        self.cmd("POST", "/actions", Some(&actions));
+        self.cmd("DELETE", "/actions", None);
+    }
+
     /// Types `text` into an element.
     pub fn send_keys(&self, el: &Element, text: &str) {
         self.cmd(
@@ -311,8 +323,10 @@ impl Drop for Browser {
     }
 }
 
-/// One HTTP/1.1 request to `127.0.0.1:port`, `Connection: close`; (status, body).
-fn http_request(
+/// One HTTP/1.1 request to `127.0.0.1:port`, `Connection: close`; (status, body). Reads
+/// exactly the body's announced length (or chunks), so a server that keeps the connection
+/// open is fine. Bounded by the socket's timeouts.
+pub fn http_request(
     port: u16,
     method: &str,
     path: &str,
