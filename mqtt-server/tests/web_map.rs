@@ -19,7 +19,9 @@ use support::*;
 use testkit::webdriver::{Browser, Element, http_request};
 use testkit::{Broker, wait_for};
 
-const PIS: [&str; 2] = ["web-pi-1", "web-pi-2"];
+/// Pi ids and their entities: the simulator starts entity `n` at (n m, 0), so distinct ids
+/// keep the vehicles apart on the map.
+const PIS: [(&str, &str); 2] = [("web-pi-1", "1,2"), ("web-pi-2", "3,4")];
 
 /// GET `path` from the operator interface as JSON (None until it answers 200).
 fn get(port: u16, path: &str) -> Option<Value> {
@@ -82,7 +84,10 @@ fn the_map_shows_the_fleet_live_and_sends_a_segment_by_click() {
             "0s",
         ],
     );
-    let mut pis: Vec<_> = PIS.iter().map(|id| spawn_pi(&broker, id, "1,2")).collect();
+    let mut pis: Vec<_> = PIS
+        .iter()
+        .map(|(id, entities)| spawn_pi(&broker, id, entities))
+        .collect();
     wait_for(Duration::from_secs(20), || {
         let f = get(port, "/api/fleet")?;
         let ready = f["pis"].as_array()?.iter().filter(|p| {
@@ -105,7 +110,7 @@ fn the_map_shows_the_fleet_live_and_sends_a_segment_by_click() {
         (rows.len() == 2 && online == 2).then_some(rows)
     });
     let ids: Vec<String> = rows.iter().map(|r| text_in(&b, r, ".pi-id")).collect();
-    assert_eq!(ids, PIS);
+    assert_eq!(ids, PIS.map(|p| p.0));
     for r in &rows {
         let text = b.text(r);
         assert!(text.contains("online"), "row text {text:?}");
@@ -126,7 +131,7 @@ fn the_map_shows_the_fleet_live_and_sends_a_segment_by_click() {
     let labels: Vec<&str> = before.keys().map(String::as_str).collect();
     assert_eq!(
         labels,
-        ["web-pi-1/1", "web-pi-1/2", "web-pi-2/1", "web-pi-2/2"]
+        ["web-pi-1/1", "web-pi-1/2", "web-pi-2/3", "web-pi-2/4"]
     );
     b.wait_for(
         "every vehicle's pose to change",
@@ -183,19 +188,19 @@ fn the_map_shows_the_fleet_live_and_sends_a_segment_by_click() {
     );
 
     step("zoomed and fitted");
-    // Select web-pi-2/1 in the list, then click a free point of the map.
+    // Select web-pi-2/3 in the list, then click a free point of the map.
     let chip = b
-        .find_all("#pis button.vehicle[data-label='web-pi-2/1']")
+        .find_all("#pis button.vehicle[data-label='web-pi-2/3']")
         .remove(0);
     b.click(&chip);
     assert_eq!(b.attribute(&chip, "aria-pressed").as_deref(), Some("true"));
-    assert_eq!(b.text(&b.find_all("#sel-label")[0]), "web-pi-2/1");
+    assert_eq!(b.text(&b.find_all("#sel-label")[0]), "web-pi-2/3");
     // A point of the canvas at least 40 px from every vehicle and 60 px from the edges,
     // near the selected one: in viewport px, and in mm.
     let target = b.execute(
         "const m = window.fleetMap, c = document.getElementById('map'), r = c.getBoundingClientRect();
          const vs = m.vehicles().map(v => m.toScreen(v.x, v.y));
-         const me = m.vehicles().find(v => v.pi === 'web-pi-2' && v.entity === 1);
+         const me = m.vehicles().find(v => v.pi === 'web-pi-2' && v.entity === 3);
          const [mx, my] = m.toScreen(me.x, me.y);
          let best = null;
          for (let x = 60; x < r.width - 60; x += 10) for (let y = 60; y < r.height - 60; y += 10) {
@@ -229,16 +234,16 @@ fn the_map_shows_the_fleet_live_and_sends_a_segment_by_click() {
     step("completed");
     let text = b.text(&done);
     assert!(text.contains("completed"), "shown: {text:?}");
-    assert!(text.contains("web-pi-2/1"), "shown: {text:?}");
+    assert!(text.contains("web-pi-2/3"), "shown: {text:?}");
     let id: u64 = b
         .attribute(&done, "data-segment-id")
         .and_then(|s| s.parse().ok())
         .expect("the outcome names its segment id");
-    // The server agrees: that segment went to web-pi-2/1, ends where the click was (the click
+    // The server agrees: that segment went to web-pi-2/3, ends where the click was (the click
     // lands on a whole CSS pixel: within a pixel's worth of mm), and completed.
     let seg = get(port, &format!("/api/segments/{id}")).expect("GET /api/segments/{id}");
     assert_eq!(seg["pi"], json!("web-pi-2"), "{seg}");
-    assert_eq!(seg["entity"], json!(1), "{seg}");
+    assert_eq!(seg["entity"], json!(3), "{seg}");
     assert_eq!(seg["state"], json!("completed"), "{seg}");
     let px_mm = b
         .execute(
