@@ -14,6 +14,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # chromedriver; Ubuntu ships the same names (as snaps behind transitional packages).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# The /metrics test parses the exposition with the reference Python parser.
+{ /usr/bin/python3 -c 'import prometheus_client' || python3 -c 'import prometheus_client'; } >/dev/null 2>&1 || need+=(python3-prometheus-client)
 for extra in "$@"; do
   dpkg -s "$extra" >/dev/null 2>&1 || need+=("$extra")
 done

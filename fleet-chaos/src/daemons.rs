@@ -24,7 +24,15 @@ pub fn spawn_pi(broker: &str, id: &str, entities: &str, extra: &[&str]) -> Daemo
 
 /// The server binary against `broker` with `extra` flags (e.g. `--status-interval 100ms`).
 pub fn spawn_server(broker: &str, extra: &[&str]) -> Daemon {
-    let mut args = vec!["--config", "/dev/null", "--broker", broker];
+    // No operator interface unless `extra` asks for one (a later flag wins).
+    let mut args = vec![
+        "--config",
+        "/dev/null",
+        "--broker",
+        broker,
+        "--http-listen",
+        "off",
+    ];
     args.extend_from_slice(extra);
     Daemon::spawn(&bins::mqtt_server(), &args, &[])
 }

@@ -380,6 +380,7 @@ mod tests {
         assert_eq!(cfg.apply("broker", "127.0.0.1:1"), Ok(()));
         cfg.status_interval = Duration::ZERO;
         cfg.segment_interval = Duration::ZERO;
+        cfg.http_listen = None;
         let server = Server::start(&cfg).unwrap();
         let handle = server.handle();
         // The signal never comes: the sender stays alive for the whole test.

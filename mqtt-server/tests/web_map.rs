@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::*;
-use testkit::webdriver::{Browser, Element, http_request};
+use testkit::http::Client;
+use testkit::webdriver::{Browser, Element};
 use testkit::{Broker, wait_for};
 
 /// Pi ids and their entities: the simulator starts entity `n` at (n m, 0), so distinct ids
@@ -24,12 +25,9 @@ use testkit::{Broker, wait_for};
 const PIS: [(&str, &str); 2] = [("web-pi-1", "1,2"), ("web-pi-2", "3,4")];
 
 /// GET `path` from the operator interface as JSON (None until it answers 200).
-fn get(port: u16, path: &str) -> Option<Value> {
-    let (status, body) = http_request(port, "GET", path, None).ok()?;
-    if status != 200 {
-        return None;
-    }
-    serde_json::from_str(&body).ok()
+fn get(api: &Client, path: &str) -> Option<Value> {
+    let reply = api.get(path).ok()?;
+    (reply.status == 200).then(|| reply.json())
 }
 
 /// Every vehicle button of the side list: label -> (x, y) from its data attributes.
@@ -73,6 +71,7 @@ fn the_map_shows_the_fleet_live_and_sends_a_segment_by_click() {
     let broker = Broker::start();
     let port = testkit::broker::free_port();
     let listen = format!("127.0.0.1:{port}");
+    let api = Client::new(listen.clone());
     let _server = spawn_server(
         &broker,
         &[
@@ -89,7 +88,7 @@ fn the_map_shows_the_fleet_live_and_sends_a_segment_by_click() {
         .map(|(id, entities)| spawn_pi(&broker, id, entities))
         .collect();
     wait_for(Duration::from_secs(20), || {
-        let f = get(port, "/api/fleet")?;
+        let f = get(&api, "/api/fleet")?;
         let ready = f["pis"].as_array()?.iter().filter(|p| {
             p["online"] == json!(true) && p["entities"].as_array().map(Vec::len) == Some(2)
         });
@@ -241,7 +240,7 @@ fn the_map_shows_the_fleet_live_and_sends_a_segment_by_click() {
         .expect("the outcome names its segment id");
     // The server agrees: that segment went to web-pi-2/3, ends where the click was (the click
     // lands on a whole CSS pixel: within a pixel's worth of mm), and completed.
-    let seg = get(port, &format!("/api/segments/{id}")).expect("GET /api/segments/{id}");
+    let seg = get(&api, &format!("/api/segments/{id}")).expect("GET /api/segments/{id}");
     assert_eq!(seg["pi"], json!("web-pi-2"), "{seg}");
     assert_eq!(seg["entity"], json!(3), "{seg}");
     assert_eq!(seg["state"], json!("completed"), "{seg}");

@@ -1,10 +1,11 @@
 //! Dev-only test harness shared by every crate's integration tests: a real `mosquitto` per
 //! test ([`broker`]), MQTT probes to publish and watch topics ([`probe`]), and daemon child
 //! processes with signals and captured logs ([`process`]), the mqtt-server status table
-//! read from its stdout ([`table`]), and a headless Chromium driven over WebDriver
-//! ([`webdriver`]).
+//! read from its stdout ([`table`]), a tiny HTTP client for its operator interface
+//! ([`http`]), and a headless Chromium driven over WebDriver ([`webdriver`]).
 
 pub mod broker;
+pub mod http;
 pub mod probe;
 pub mod process;
 pub mod table;

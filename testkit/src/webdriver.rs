@@ -325,8 +325,9 @@ impl Drop for Browser {
 
 /// One HTTP/1.1 request to `127.0.0.1:port`, `Connection: close`; (status, body). Reads
 /// exactly the body's announced length (or chunks), so a server that keeps the connection
-/// open is fine. Bounded by the socket's timeouts.
-pub fn http_request(
+/// open is fine (unlike [`crate::http::Client`], which reads to the end). Bounded by the
+/// socket's timeouts.
+fn http_request(
     port: u16,
     method: &str,
     path: &str,

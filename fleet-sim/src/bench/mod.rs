@@ -70,6 +70,9 @@ impl Bench {
             "0s",
             "--log-level",
             "info",
+            // Off unless `extra` asks for it (a later flag wins).
+            "--http-listen",
+            "off",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -92,7 +92,16 @@ pub fn server_bin() -> PathBuf {
 /// Starts the `mqtt-server` binary against `broker` with no config file and `extra` flags.
 pub fn spawn_server(broker: &Broker, extra: &[&str]) -> Daemon {
     let addr = broker.addr();
-    let mut args = vec!["--config", "/dev/null", "--broker", addr.as_str()];
+    // No operator interface unless `extra` asks for one (a later flag wins): tests run in
+    // parallel and would all want 127.0.0.1:8080.
+    let mut args = vec![
+        "--config",
+        "/dev/null",
+        "--broker",
+        addr.as_str(),
+        "--http-listen",
+        "off",
+    ];
     args.extend_from_slice(extra);
     Daemon::spawn(&server_bin(), &args, &[])
 }
@@ -105,6 +114,7 @@ pub fn config(broker: &Broker) -> ServerConfig {
         .unwrap();
     cfg.segment_interval = Duration::ZERO;
     cfg.status_interval = Duration::ZERO;
+    cfg.http_listen = None;
     cfg
 }
 
