@@ -3,12 +3,12 @@
 # web map), and two simulated Pis with three entities each; prints the map's URL, then shows
 # the server's live table. Ctrl-C stops all.
 #
-#   DEMO_PIS=2  DEMO_ENTITIES=1,2,3 (every Pi; default: 1,2,3 for the first, 4,5,6 ...)
-#   DEMO_SECONDS=0 (until Ctrl-C)  DEMO_HTTP=127.0.0.1:8080
+#   DEMO_PIS=2  DEMO_ENTITIES=1,2,3  DEMO_SECONDS=0 (until Ctrl-C)  DEMO_HTTP=127.0.0.1:8080
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PIS=${DEMO_PIS:-2}
+ENTITIES=${DEMO_ENTITIES:-1,2,3}
 DURATION=${DEMO_SECONDS:-0}   # 0 = until Ctrl-C
 RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/fleet-demo.XXXXXX")
 
@@ -74,13 +74,9 @@ for _ in $(seq 100); do
   sleep 0.05
 done
 
-# Each simulated vehicle starts at (entity id x 1 m, 0): without DEMO_ENTITIES, Pi n drives
-# its own ids (1,2,3; 4,5,6; ...) so that the map shows every vehicle apart.
-for i in $(seq 1 "$PIS"); do
-  n=$(printf "%03d" "$i")
-  ents=${DEMO_ENTITIES:-$(seq -s, $(( (i - 1) * 3 + 1 )) $(( i * 3 )))}
+for n in $(seq -f "%03g" 1 "$PIS"); do
   target/release/rpi-client --config /dev/null --broker "127.0.0.1:$PORT" \
-    --client-id "rpi_client_$n" --entities "$ents" 2>"$RUN_DIR/rpi_client_$n.log" &
+    --client-id "rpi_client_$n" --entities "$ENTITIES" 2>"$RUN_DIR/rpi_client_$n.log" &
   pids+=($!)
 done
 

@@ -20,8 +20,9 @@ use testkit::http::Client;
 use testkit::webdriver::{Browser, Element};
 use testkit::{Broker, wait_for};
 
-/// Pi ids and their entities: the simulator starts entity `n` at (n m, 0), so distinct ids
-/// keep the vehicles apart on the map.
+/// Pi ids and their entities, distinct so that every vehicle has its own label (the
+/// simulator places a Pi's vehicles by their place in the list: both Pis start on the same
+/// spots).
 const PIS: [(&str, &str); 2] = [("web-pi-1", "1,2"), ("web-pi-2", "3,4")];
 
 /// GET `path` from the operator interface as JSON (None until it answers 200).
