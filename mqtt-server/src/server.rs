@@ -7,7 +7,8 @@
 //!                                                         │ Dispatch, Snapshot, Render, Poses
 //!  [status]  Render every status_interval ─> stdout ──────┤
 //!  [planner] Poses + Dispatch every segment_interval ─────┤
-//!  FleetHandle users (tests, the HTTP API to come) ───────┘
+//!  FleetHandle users (tests, the HTTP API) ───────────────┘
+//!  [registry] ─Feed (bounded, try_send)─> [http-events] ─> event streams ([`crate::http`])
 //! ```
 //!
 //! `registry` ([`crate::registry`]) is the only owner of the [`Fleet`], the [`Dispatcher`] and
@@ -372,6 +373,35 @@ fn status_loop(handle: &FleetHandle, interval: Duration, title: &str, stop: &Rec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_operator_interface_answers_and_stops_with_the_server() {
+        let mut cfg = ServerConfig::default();
+        assert_eq!(cfg.apply("broker", "127.0.0.1:1"), Ok(()));
+        assert_eq!(cfg.apply("http_listen", "127.0.0.1:0"), Ok(()));
+        cfg.status_interval = Duration::ZERO;
+        cfg.segment_interval = Duration::ZERO;
+        let server = Server::start(&cfg).unwrap();
+        let addr = server.http_addr().expect("listening").to_string();
+        let http = testkit::http::Client::new(addr.clone());
+        let r = http.get("/api/fleet").unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["broker_connected"], false);
+        let r = http
+            .post_json(
+                "/api/pis/a/entities/1/segments",
+                r#"{"end": [1, 2], "velocity_start": 1, "velocity_end": 0, "segment_type": 0}"#,
+            )
+            .unwrap();
+        assert_eq!(r.status, 404, "unknown Pi: checked before the broker");
+        let t0 = std::time::Instant::now();
+        server.shutdown();
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        assert!(
+            std::net::TcpStream::connect(&addr).is_err(),
+            "no longer listening"
+        );
+    }
 
     #[test]
     fn run_stops_when_the_registry_dies_instead_of_waiting_for_a_signal() {

@@ -322,8 +322,18 @@ fn fleet_segments_errors_events_and_metrics() {
         ),
         1.0
     );
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operator.md"))
+        .unwrap();
     for (name, f) in m.as_object().unwrap() {
         assert!(name.starts_with("fleet_"), "{name}");
+        let exposed = match f["type"].as_str() {
+            Some("counter") => format!("`{name}_total`"),
+            _ => format!("`{name}`"),
+        };
+        assert!(
+            doc.contains(&exposed),
+            "{exposed} is not in docs/operator.md"
+        );
         for s in f["samples"].as_array().unwrap() {
             for label in s[1].as_object().unwrap().keys() {
                 assert!(

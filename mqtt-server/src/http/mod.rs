@@ -16,7 +16,7 @@ pub mod router;
 pub mod server;
 pub mod sse;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -110,7 +110,30 @@ impl Http {
     /// Stops accepting and ends the event streams (their threads end on their own, within
     /// the write timeout).
     pub fn stop(self) {
-        self.accept.stop_join();
-        self.hub.stop_join();
+        let Http {
+            addr,
+            mut accept,
+            hub,
+        } = self;
+        accept.stop();
+        // Wake the blocking accept: it sees the stop after this connection.
+        let mut wake = addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        match TcpStream::connect_timeout(&wake, std::time::Duration::from_secs(1)) {
+            Ok(_) => {
+                accept.stop_join();
+            }
+            Err(e) => {
+                // Never hang the shutdown on it: the thread ends with the process.
+                log::warn!("http: cannot wake the accept thread ({e}); leaving it");
+                std::mem::forget(accept);
+            }
+        }
+        hub.stop_join();
     }
 }

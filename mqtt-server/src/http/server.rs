@@ -27,8 +27,8 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// much), so the client sees the answer instead of a reset.
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 const DRAIN_BYTES: u64 = 2 << 20;
-/// How often the accept loop looks at its stop channel.
-const POLL: Duration = Duration::from_millis(50);
+/// After a failed accept (out of file descriptors, ...), a pause before the next.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 
 /// Decrements the connection count when a connection thread ends.
 struct Slot(Arc<AtomicUsize>);
@@ -39,30 +39,23 @@ impl Drop for Slot {
     }
 }
 
-/// The `http-accept` thread, until `stop` disconnects.
+/// The `http-accept` thread, until `stop` disconnects (then a connection wakes it: see
+/// [`super::Http::stop`]).
 pub fn accept_loop(listener: TcpListener, ctx: Arc<HttpShared>, stop: Receiver<()>) {
     let active = Arc::new(AtomicUsize::new(0));
-    if let Err(e) = listener.set_nonblocking(true) {
-        warn!("http: cannot poll the listener ({e}); the operator interface is off");
-        return;
-    }
     loop {
+        let accepted = listener.accept();
         if !matches!(stop.try_recv(), Err(TryRecvError::Empty)) {
             break;
         }
-        let stream = match listener.accept() {
+        let stream = match accepted {
             Ok((s, _)) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(POLL);
-                continue;
-            }
             Err(e) => {
                 debug!("http: accept failed: {e}");
-                std::thread::sleep(POLL);
+                std::thread::sleep(ACCEPT_PAUSE);
                 continue;
             }
         };
-        let _ = stream.set_nonblocking(false);
         let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let _ = stream.set_nodelay(true);
