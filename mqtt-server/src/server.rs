@@ -250,8 +250,12 @@ impl Server {
         if !cfg.status_interval.is_zero() {
             let handle = server.handle.clone();
             let interval = cfg.status_interval;
+            let title = match server.http_addr() {
+                Some(addr) => format!("Web map: http://{addr}/   (Ctrl-C stops)\n\n"),
+                None => String::new(),
+            };
             server.status = Some(spawn("status", &exit_tx, move |stop| {
-                status_loop(&handle, interval, &stop)
+                status_loop(&handle, interval, &title, &stop)
             })?);
         }
         if !cfg.segment_interval.is_zero() {
@@ -346,16 +350,20 @@ fn spawn<T: Send + 'static>(
     Worker::spawn(name, exits, body).map_err(|e| StartError::Spawn(name, e))
 }
 
-/// The `status` thread: the table on stdout every `interval`, one write and flush each.
-fn status_loop(handle: &FleetHandle, interval: Duration, stop: &Receiver<()>) {
+/// The `status` thread: the table on stdout every `interval`, one write and flush each. On a
+/// terminal each table replaces the last one, under `title` ([`crate::table::Screen`]); piped
+/// or redirected, tables follow each other line by line (scripts and tests read them).
+fn status_loop(handle: &FleetHandle, interval: Duration, title: &str, stop: &Receiver<()>) {
+    let screen = crate::table::Screen::detect(&std::io::stdout());
     let ticker = tick(interval);
     loop {
         select! {
             recv(stop) -> _ => break,
             recv(ticker) -> _ => {
-                let Some(text) = handle.render_table() else {
+                let Some(table) = handle.render_table() else {
                     break;
                 };
+                let text = screen.frame(title, table);
                 let mut out = std::io::stdout().lock();
                 if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
                     warn!("cannot write the status table to stdout ({e}); no more tables");

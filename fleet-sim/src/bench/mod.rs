@@ -8,6 +8,7 @@ pub mod failure;
 pub mod footprint;
 pub mod ingest;
 pub mod latency;
+pub mod map;
 pub mod procs;
 pub mod report;
 pub mod svg;
