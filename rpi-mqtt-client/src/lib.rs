@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod config;
 pub mod entities;
+pub mod fence;
 pub mod heartbeat;
 pub mod link_change;
 pub mod outbox;
@@ -18,6 +19,7 @@ pub mod publisher;
 pub mod reject_budget;
 pub mod router;
 pub mod seen;
+pub mod seen_actions;
 pub mod simulator;
 pub mod state;
 pub mod ticker;
@@ -108,7 +110,10 @@ pub fn run_with(
     );
 
     let mut link_cfg = LinkConfig::new(config.client_id.as_str(), config.broker.clone());
-    link_cfg.subscriptions = vec![(topics.segment.clone(), QoS::AtLeastOnce)];
+    link_cfg.subscriptions = vec![
+        (topics.segment.clone(), QoS::AtLeastOnce),
+        (topics.action.clone(), QoS::AtLeastOnce),
+    ];
     link_cfg.will = Some(presence::will(topics.status.clone()));
     link_cfg.first_session = first_session;
     link_cfg.request_capacity = 16 + 4 * ids.len();
@@ -122,7 +127,7 @@ pub fn run_with(
     entities.reports(clock::now_ms(), &mut initial);
     let snapshot: state::Snapshot = Arc::new(Mutex::new(initial));
     let (exit_tx, exit_rx) = crossbeam_channel::bounded(8);
-    let (segment_tx, segment_rx) = crossbeam_channel::bounded(64);
+    let (input_tx, input_rx) = crossbeam_channel::bounded(64);
     let mut workers: Vec<Worker> = Vec::new();
     let mut watchers = Vec::new();
 
@@ -158,6 +163,7 @@ pub fn run_with(
             entities,
             publisher: publisher.clone(),
             ack_topic: topics.ack.clone(),
+            state_topic: topics.state.clone(),
             snapshot: snapshot.clone(),
             step: vehicles::STEP.min(config.state_interval),
             idle_step: config.state_interval,
@@ -165,20 +171,14 @@ pub fn run_with(
         };
         workers.push(
             Worker::spawn("vehicles", &exit_tx, move |stop| {
-                vl.run(stop, segment_rx, link_rx)
+                vl.run(stop, input_rx, link_rx)
             })
             .map_err(|e| RunError::Spawn("vehicles", e))?,
         );
         Ok(())
     })();
 
-    let mut router = Router::new(
-        publisher,
-        topics.clone(),
-        segment_tx,
-        watchers,
-        first_session,
-    );
+    let mut router = Router::new(publisher, topics.clone(), input_tx, watchers, first_session);
     let exit = match spawned {
         Ok(()) => router.run(&event_rx, &shutdown, &exit_rx),
         Err(e) => {

@@ -2,10 +2,11 @@
 //! Last Will meaning "connection lost", `Online` after each ConnAck, `Offline` on a clean
 //! shutdown). All retained, QoS 1 (see docs/protocol.md, "Status and sessions").
 
-use common::{Presence, Status};
+use common::{Message, Presence, Status};
 use mqtt_link::{LastWill, QoS, WillFn};
 
 use crate::clock;
+use crate::publisher::encode;
 
 /// The first connection's session: the Pi's clock in seconds at start; the link adds one
 /// per connect, so sessions only grow, across restarts too.
@@ -15,12 +16,11 @@ pub fn first_session() -> u32 {
 
 /// A Status payload stamped now.
 pub fn status(presence: Presence, session: u32) -> Vec<u8> {
-    Status {
+    encode(Message::Status(Status {
         presence,
         session,
         timestamp_ms: clock::now_ms(),
-    }
-    .encode()
+    }))
     .to_vec()
 }
 

@@ -1,12 +1,12 @@
 //! The main loop: turns link events into work. After every ConnAck it publishes the retained
-//! `Online` status and tells the workers; segments are decoded and routed to the `vehicles`
-//! thread; bad input gets a counted, rate-limited log line. It ends on a shutdown signal, or
+//! `Online` status and tells the workers; segments and instant actions are decoded and routed
+//! to the `vehicles` thread; bad input gets a counted, rate-limited log line. It ends on a shutdown signal, or
 //! when the link or a worker thread stops unexpectedly.
 
 use std::time::{Duration, Instant};
 
 use common::ratelimit::RateLimiter;
-use common::{Presence, Segment};
+use common::{Action, Presence, Segment};
 use crossbeam_channel::{Receiver, Sender, at, never, select};
 use log::{debug, error, warn};
 use mqtt_link::{LinkEvent, QoS};
@@ -14,10 +14,14 @@ use mqtt_link::{LinkEvent, QoS};
 use crate::link_change::LinkChange;
 use crate::presence;
 use crate::publisher::Topics;
+use crate::vehicles::Input;
 use mqtt_link::{Held, Publisher};
 
 /// How soon a failed `Online` publish is tried again.
 const ONLINE_RETRY: Duration = Duration::from_millis(50);
+
+/// Decodes one kind of order into what the `vehicles` thread takes.
+type Decoder = fn(&[u8]) -> Result<Input, common::DecodeError>;
 
 enum Event {
     Link(LinkEvent),
@@ -38,11 +42,11 @@ pub enum Exit {
 pub struct Router {
     pub publisher: Publisher,
     pub topics: Topics,
-    pub segments: Sender<Segment>,
+    pub inputs: Sender<Input>,
     pub watchers: Vec<Sender<LinkChange>>,
     /// The session of the current (or last) connection.
     pub session: u32,
-    /// Bad payloads on the segment topic since start.
+    /// Bad payloads on the segment and action topics since start.
     pub malformed: u64,
     /// Retained segments dropped since start. The server never retains a segment, so one
     /// delivered with the retain flag was left by someone else (or by a bug) and would be
@@ -56,14 +60,14 @@ impl Router {
     pub fn new(
         publisher: Publisher,
         topics: Topics,
-        segments: Sender<Segment>,
+        inputs: Sender<Input>,
         watchers: Vec<Sender<LinkChange>>,
         first_session: u32,
     ) -> Router {
         Router {
             publisher,
             topics,
-            segments,
+            inputs,
             watchers,
             session: first_session,
             malformed: 0,
@@ -113,18 +117,22 @@ impl Router {
                     self.tell(LinkChange::Down);
                 }
                 Event::Link(LinkEvent::Message(p)) => {
-                    if p.topic != self.topics.segment {
+                    let (what, decode): (&str, Decoder) = if p.topic == self.topics.segment {
+                        ("segment", |b| Segment::decode(b).map(Input::Segment))
+                    } else if p.topic == self.topics.action {
+                        ("action", |b| Action::decode(b).map(Input::Action))
+                    } else {
                         self.bad(format_args!(
                             "message on unexpected topic {:?} ignored",
                             p.topic
                         ));
                         continue;
-                    }
+                    };
                     if p.retain {
                         self.retained += 1;
                         let total = self.retained;
                         self.bad(format_args!(
-                            "retained segment on {} ({} bytes) dropped: the server never \
+                            "retained {what} on {} ({} bytes) dropped: the server never \
                              retains one, so it is stale ({total} retained since start; \
                              clear it with an empty retained publish)",
                             p.topic,
@@ -132,9 +140,9 @@ impl Router {
                         ));
                         continue;
                     }
-                    match Segment::decode(&p.payload) {
-                        Ok(seg) => {
-                            if self.segments.send(seg).is_err() {
+                    match decode(&p.payload) {
+                        Ok(input) => {
+                            if self.inputs.send(input).is_err() {
                                 return Exit::WorkerStopped("vehicles");
                             }
                         }
@@ -142,7 +150,7 @@ impl Router {
                             self.malformed += 1;
                             let total = self.malformed;
                             self.bad(format_args!(
-                                "malformed segment on {} ({} bytes) ignored: {e} \
+                                "malformed {what} on {} ({} bytes) ignored: {e} \
                                  ({total} malformed since start)",
                                 p.topic,
                                 p.payload.len()
