@@ -20,6 +20,7 @@ pub mod reject_budget;
 pub mod router;
 pub mod seen;
 pub mod seen_actions;
+pub mod server_presence;
 pub mod simulator;
 pub mod state;
 pub mod ticker;
@@ -97,7 +98,8 @@ pub fn run_with(
 ) -> Result<(), RunError> {
     let topics = Topics::new(&config.client_id);
     let first_session = presence::first_session();
-    let entities = Entities::new(vehicles, config.queue_depth);
+    let fence = fence::SharedFence::default();
+    let entities = Entities::new(vehicles, config.queue_depth).with_fence(fence.clone());
     let ids = entities.ids();
     info!(
         "rpi-client {} starting as {}: entities {:?}, broker {}, heartbeat every {}, state every {}",
@@ -113,6 +115,10 @@ pub fn run_with(
     link_cfg.subscriptions = vec![
         (topics.segment.clone(), QoS::AtLeastOnce),
         (topics.action.clone(), QoS::AtLeastOnce),
+        (
+            common::topic::SERVER_STATUS_SUBSCRIPTION.to_owned(),
+            QoS::AtLeastOnce,
+        ),
     ];
     link_cfg.will = Some(presence::will(topics.status.clone()));
     link_cfg.first_session = first_session;
@@ -178,7 +184,15 @@ pub fn run_with(
         Ok(())
     })();
 
-    let mut router = Router::new(publisher, topics.clone(), input_tx, watchers, first_session);
+    let mut router = Router::new(
+        publisher,
+        topics.clone(),
+        input_tx,
+        watchers,
+        first_session,
+        fence,
+        config.server_lost_stop_after,
+    );
     let exit = match spawned {
         Ok(()) => router.run(&event_rx, &shutdown, &exit_rx),
         Err(e) => {

@@ -1,19 +1,23 @@
 //! The main loop: turns link events into work. After every ConnAck it publishes the retained
 //! `Online` status and tells the workers; segments and instant actions are decoded and routed
-//! to the `vehicles` thread; bad input gets a counted, rate-limited log line. It ends on a shutdown signal, or
+//! to the `vehicles` thread; servers' statuses feed [`ServerPresence`] (and the fence), whose
+//! `server_lost_stop_after` deadline pauses every vehicle; bad input gets a counted, rate-limited log line. It ends on a shutdown signal, or
 //! when the link or a worker thread stops unexpectedly.
 
 use std::time::{Duration, Instant};
 
 use common::ratelimit::RateLimiter;
-use common::{Action, Presence, Segment};
+use common::topic::{SERVER_STATUS_PREFIX, parse_server_status_topic};
+use common::{Action, Presence, Segment, ServerStatus};
 use crossbeam_channel::{Receiver, Sender, at, never, select};
-use log::{debug, error, warn};
+use log::{debug, error, info, warn};
 use mqtt_link::{LinkEvent, QoS};
 
+use crate::fence::SharedFence;
 use crate::link_change::LinkChange;
 use crate::presence;
 use crate::publisher::Topics;
+use crate::server_presence::{Change, ServerPresence};
 use crate::vehicles::Input;
 use mqtt_link::{Held, Publisher};
 
@@ -29,6 +33,7 @@ enum Event {
     Shutdown,
     WorkerExit(&'static str),
     RetryOnline,
+    ServerLostDue,
 }
 
 /// Why the main loop ended.
@@ -54,6 +59,8 @@ pub struct Router {
     pub retained: u64,
     online_due: Option<Instant>,
     bad_input: RateLimiter,
+    pub fence: SharedFence,
+    pub server: ServerPresence,
 }
 
 impl Router {
@@ -63,6 +70,8 @@ impl Router {
         inputs: Sender<Input>,
         watchers: Vec<Sender<LinkChange>>,
         first_session: u32,
+        fence: SharedFence,
+        server_lost_stop_after: Option<Duration>,
     ) -> Router {
         Router {
             publisher,
@@ -74,6 +83,8 @@ impl Router {
             retained: 0,
             online_due: None,
             bad_input: RateLimiter::new(Duration::from_secs(10)),
+            fence,
+            server: ServerPresence::new(server_lost_stop_after, Instant::now()),
         }
     }
 
@@ -88,11 +99,16 @@ impl Router {
                 Some(t) => at(t),
                 None => never(),
             };
+            let lost = match self.server.stop_due() {
+                Some(t) => at(t),
+                None => never(),
+            };
             let event = select! {
                 recv(shutdown) -> _ => Event::Shutdown,
                 recv(events) -> e => e.map(Event::Link).unwrap_or(Event::LinkGone),
                 recv(exits) -> n => n.map(Event::WorkerExit).unwrap_or(Event::WorkerExit("?")),
                 recv(retry) -> _ => Event::RetryOnline,
+                recv(lost) -> _ => Event::ServerLostDue,
             };
             match event {
                 Event::Shutdown => return Exit::Shutdown,
@@ -105,16 +121,41 @@ impl Router {
                     return Exit::WorkerStopped(name);
                 }
                 Event::RetryOnline => self.publish_online(),
+                Event::ServerLostDue => {
+                    let now = Instant::now();
+                    if self.server.take_stop(now) {
+                        let gone = self.server.gone_for(now).unwrap_or_default();
+                        warn!(
+                            "no server for {}: every vehicle paused (server_lost_stop_after); \
+                             only a resume action moves them again",
+                            common::duration::format_duration(gone)
+                        );
+                        if self.inputs.send(Input::ServerLost).is_err() {
+                            return Exit::WorkerStopped("vehicles");
+                        }
+                    }
+                }
                 Event::Link(LinkEvent::Connected { session }) => {
                     self.session = session;
                     self.publish_online();
                     self.tell(LinkChange::Up);
+                    let change = self
+                        .server
+                        .on_link(true, self.fence.highest(), Instant::now());
+                    self.server_changed(change);
                 }
                 Event::Link(LinkEvent::Disconnected { reason }) => {
                     // The link logged it already (one line per state change).
                     debug!("link down: {reason}");
                     self.online_due = None;
                     self.tell(LinkChange::Down);
+                    let change = self
+                        .server
+                        .on_link(false, self.fence.highest(), Instant::now());
+                    self.server_changed(change);
+                }
+                Event::Link(LinkEvent::Message(p)) if p.topic.starts_with(SERVER_STATUS_PREFIX) => {
+                    self.on_server_status(&p.topic, &p.payload);
                 }
                 Event::Link(LinkEvent::Message(p)) => {
                     let (what, decode): (&str, Decoder) = if p.topic == self.topics.segment {
@@ -159,6 +200,53 @@ impl Router {
                     }
                 }
             }
+        }
+    }
+
+    /// A message on `server/@status/{server_id}` (retained or live; empty = cleared). An
+    /// `Online` status raises the fence with its epoch.
+    fn on_server_status(&mut self, topic: &str, payload: &[u8]) {
+        let Ok(server_id) = parse_server_status_topic(topic) else {
+            self.bad(format_args!(
+                "server status on a bad topic {topic:?} ignored"
+            ));
+            return;
+        };
+        let status = if payload.is_empty() {
+            None
+        } else {
+            match ServerStatus::decode(payload) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    self.malformed += 1;
+                    self.bad(format_args!(
+                        "malformed server status on {topic} ({} bytes) ignored: {e}",
+                        payload.len()
+                    ));
+                    return;
+                }
+            }
+        };
+        if let Some(s) = status.filter(|s| s.presence == Presence::Online) {
+            self.fence.raise(s.epoch);
+        }
+        let now = Instant::now();
+        let change = self
+            .server
+            .on_status(server_id, status, self.fence.highest(), now);
+        self.server_changed(change);
+    }
+
+    /// Logs what matters of a presence change: the return of a server after the vehicles
+    /// were paused (once per event); the pause itself is logged when it happens.
+    fn server_changed(&self, change: Change) {
+        match change {
+            Change::Back { after_stop: true } => {
+                info!("a server is back; the vehicles stay paused until a resume action")
+            }
+            Change::Back { after_stop: false } => debug!("a server is online"),
+            Change::Gone => debug!("no server online"),
+            Change::None => {}
         }
     }
 
