@@ -21,6 +21,7 @@ pub mod router;
 pub mod seen;
 pub mod seen_actions;
 pub mod server_presence;
+pub mod session_store;
 pub mod simulator;
 pub mod state;
 pub mod ticker;
@@ -97,7 +98,8 @@ pub fn run_with(
     vehicles: Vec<(u32, Box<dyn Vehicle>)>,
 ) -> Result<(), RunError> {
     let topics = Topics::new(&config.client_id);
-    let first_session = presence::first_session();
+    let (session_store, stored) = session_store::SessionStore::open(config.state_dir.as_deref());
+    let first_session = presence::first_session(stored);
     let fence = fence::SharedFence::default();
     let entities = Entities::new(vehicles, config.queue_depth).with_fence(fence.clone());
     let ids = entities.ids();
@@ -192,6 +194,7 @@ pub fn run_with(
         first_session,
         fence,
         config.server_lost_stop_after,
+        session_store,
     );
     let exit = match spawned {
         Ok(()) => router.run(&event_rx, &shutdown, &exit_rx),

@@ -8,10 +8,11 @@ use mqtt_link::{LastWill, QoS, WillFn};
 use crate::clock;
 use crate::publisher::encode;
 
-/// The first connection's session: the Pi's clock in seconds at start; the link adds one
-/// per connect, so sessions only grow, across restarts too.
-pub fn first_session() -> u32 {
-    clock::now_secs_u32()
+/// The first connection's session: the Pi's clock in seconds at start, or the last session
+/// stored in the state directory + 1 if that is larger (see [`crate::session_store`]); the link
+/// adds one per connect, so sessions only grow, across restarts too.
+pub fn first_session(stored: Option<u32>) -> u32 {
+    crate::session_store::first_session(stored, clock::now_secs_u32())
 }
 
 /// A Status payload stamped now.

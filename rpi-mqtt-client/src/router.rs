@@ -18,6 +18,7 @@ use crate::link_change::LinkChange;
 use crate::presence;
 use crate::publisher::Topics;
 use crate::server_presence::{Change, ServerPresence};
+use crate::session_store::SessionStore;
 use crate::vehicles::Input;
 use mqtt_link::{Held, Publisher};
 
@@ -61,6 +62,8 @@ pub struct Router {
     bad_input: RateLimiter,
     pub fence: SharedFence,
     pub server: ServerPresence,
+    /// Where each connection's session is kept for the next run.
+    pub sessions: SessionStore,
 }
 
 impl Router {
@@ -72,6 +75,7 @@ impl Router {
         first_session: u32,
         fence: SharedFence,
         server_lost_stop_after: Option<Duration>,
+        sessions: SessionStore,
     ) -> Router {
         Router {
             publisher,
@@ -85,6 +89,7 @@ impl Router {
             bad_input: RateLimiter::new(Duration::from_secs(10)),
             fence,
             server: ServerPresence::new(server_lost_stop_after, Instant::now()),
+            sessions,
         }
     }
 
@@ -139,6 +144,8 @@ impl Router {
                     self.session = session;
                     self.publish_online();
                     self.tell(LinkChange::Up);
+                    // After Online: an fsync must not delay it.
+                    self.sessions.save(session);
                     let change = self
                         .server
                         .on_link(true, self.fence.highest(), Instant::now());
