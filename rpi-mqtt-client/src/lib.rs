@@ -98,8 +98,9 @@ pub fn run_with(
     vehicles: Vec<(u32, Box<dyn Vehicle>)>,
 ) -> Result<(), RunError> {
     let topics = Topics::new(&config.client_id);
-    let (session_store, stored) = session_store::SessionStore::open(config.state_dir.as_deref());
-    let first_session = presence::first_session(stored);
+    let session_store =
+        session_store::SessionStore::open(config.state_dir.as_deref(), clock::now_secs_u32());
+    let first_session = session_store.first;
     let fence = fence::SharedFence::default();
     let entities = Entities::new(vehicles, config.queue_depth).with_fence(fence.clone());
     let ids = entities.ids();
@@ -191,7 +192,6 @@ pub fn run_with(
         topics.clone(),
         input_tx,
         watchers,
-        first_session,
         fence,
         config.server_lost_stop_after,
         session_store,

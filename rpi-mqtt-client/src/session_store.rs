@@ -21,6 +21,8 @@ pub const FILE: &str = "session";
 pub struct SessionStore {
     /// The session file; None when there is no usable state directory.
     path: Option<PathBuf>,
+    /// The first session of this run (see [`first_session`]).
+    pub first: u32,
 }
 
 /// The first session of this run: the wall clock (seconds) as a floor, above the last stored.
@@ -32,33 +34,43 @@ pub fn first_session(stored: Option<u32>, wall_secs: u32) -> u32 {
 }
 
 impl SessionStore {
-    /// Opens the store in `dir` (None: disabled) and reads the last stored session.
-    pub fn open(dir: Option<&str>) -> (SessionStore, Option<u32>) {
+    /// Opens the store in `dir` (None: disabled); the first session follows from the last
+    /// stored one and the wall clock (`wall_secs`).
+    pub fn open(dir: Option<&str>, wall_secs: u32) -> SessionStore {
+        let (path, stored) = SessionStore::read(dir);
+        SessionStore {
+            path,
+            first: first_session(stored, wall_secs),
+        }
+    }
+
+    /// The session file (None when unusable) and the last session stored in it.
+    fn read(dir: Option<&str>) -> (Option<PathBuf>, Option<u32>) {
         let Some(dir) = dir else {
-            return (SessionStore { path: None }, None);
+            return (None, None);
         };
         let path = PathBuf::from(dir).join(FILE);
         match fs::read_to_string(&path) {
             Ok(text) => match text.trim().parse::<u32>() {
-                Ok(last) => (SessionStore { path: Some(path) }, Some(last)),
+                Ok(last) => (Some(path), Some(last)),
                 Err(_) => {
                     warn!(
                         "{}: not a session counter ({:?}); starting from the wall clock",
                         path.display(),
                         text.chars().take(20).collect::<String>()
                     );
-                    (SessionStore { path: Some(path) }, None)
+                    (Some(path), None)
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && PathBuf::from(dir).is_dir() => {
-                (SessionStore { path: Some(path) }, None)
+                (Some(path), None)
             }
             Err(e) => {
                 warn!(
                     "state_dir {dir}: cannot read {FILE} ({e}); the session counter follows \
                      the wall clock alone (it may go back if the clock is behind)"
                 );
-                (SessionStore { path: None }, None)
+                (None, None)
             }
         }
     }
@@ -103,14 +115,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rpi-session-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let d = dir.to_str().unwrap();
-        let (mut s, last) = SessionStore::open(Some(d));
-        assert_eq!(last, None);
+        let mut s = SessionStore::open(Some(d), 40);
+        assert_eq!(s.first, 40);
         s.save(42);
         s.save(43);
-        assert_eq!(SessionStore::open(Some(d)).1, Some(43));
+        assert_eq!(SessionStore::open(Some(d), 40).first, 44);
         fs::remove_dir_all(&dir).unwrap();
-        let (mut gone, last) = SessionStore::open(Some(d));
-        assert_eq!(last, None);
+        let mut gone = SessionStore::open(Some(d), 40);
+        assert_eq!(gone.first, 40);
         gone.save(44);
         assert!(!dir.exists(), "the directory is not created");
     }
