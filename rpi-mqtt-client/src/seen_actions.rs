@@ -39,14 +39,6 @@ impl SeenActions {
         }
         self.entries.push_back(((epoch, ack.action_id), ack));
     }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -78,7 +70,7 @@ mod tests {
         );
         for id in 2..=10 {
             s.record(0, ack(id));
-            assert!(s.len() <= 3);
+            assert!(s.entries.len() <= 3);
         }
         assert_eq!(s.get(0, 1), None);
         assert_eq!(s.get(0, 10), Some(ack(10)));
