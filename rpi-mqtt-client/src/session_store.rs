@@ -78,7 +78,8 @@ impl SessionStore {
     /// Stores `session` (after a connect). On failure it logs once and stops trying.
     pub fn save(&mut self, session: u32) {
         let Some(path) = &self.path else { return };
-        let tmp = path.with_extension("tmp");
+        // Per process: several daemons sharing one directory (a simulator) do not collide.
+        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
         let written = (|| {
             let mut f = fs::File::create(&tmp)?;
             writeln!(f, "{session}")?;
