@@ -2,6 +2,7 @@
 //! value with a message naming what is wrong, and the effective config as `key = value` lines.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ pub const SERVER_KEYS: &[&str] = &[
     "evict_after",
     "segment_retries",
     "ack_timeout",
+    "http_listen",
+    "http_token_file",
 ];
 
 /// Switches (flags without a value).
@@ -79,6 +82,10 @@ pub struct ServerConfig {
     pub segment_retries: u32,
     /// Time to wait for a segment's ack before re-sending it.
     pub ack_timeout: Duration,
+    /// Where the operator interface listens (`off`: None).
+    pub http_listen: Option<SocketAddr>,
+    /// The bearer token's file; required when `http_listen` is not loopback.
+    pub http_token_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +102,8 @@ impl Default for ServerConfig {
             evict_after: Duration::from_secs(600),
             segment_retries: 3,
             ack_timeout: Duration::from_secs(1),
+            http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            http_token_file: None,
         }
     }
 }
@@ -153,6 +162,20 @@ impl ServerConfig {
             "evict_after" => self.evict_after = duration(value, false)?,
             "segment_retries" => self.segment_retries = integer(value, 0, 100)?,
             "ack_timeout" => self.ack_timeout = duration(value, false)?,
+            "http_listen" => {
+                self.http_listen = match value.trim() {
+                    "off" => None,
+                    v => Some(v.parse().map_err(|_| {
+                        format!("{v:?} is not an address:port like 127.0.0.1:8080 (or off)")
+                    })?),
+                }
+            }
+            "http_token_file" => {
+                self.http_token_file = match value.trim() {
+                    "" => None,
+                    v => Some(PathBuf::from(v)),
+                }
+            }
             _ => return Err("unknown key".into()),
         }
         Ok(())
@@ -184,6 +207,14 @@ impl ServerConfig {
             self.segment_retries,
             format_duration(self.ack_timeout),
         );
+        s.push_str(&format!(
+            "http_listen = {}\nhttp_token_file = {}\n",
+            self.http_listen
+                .map_or_else(|| "off".to_string(), |a| a.to_string()),
+            self.http_token_file
+                .as_ref()
+                .map_or_else(String::new, |p| p.display().to_string()),
+        ));
         s.push_str(&self.broker.describe());
         s
     }
@@ -192,6 +223,19 @@ impl ServerConfig {
     /// (exit 2); the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.broker.check()?;
+        self.http_token()?;
+        if let Some(addr) = self.http_listen {
+            if !addr.ip().is_loopback() && self.http_token_file.is_none() {
+                return Err(ConfigError::new(
+                    "http_listen",
+                    "",
+                    format!(
+                        "{addr} is not a loopback address: set http_token_file so that \
+                         requests need a token, or listen on 127.0.0.1"
+                    ),
+                ));
+            }
+        }
         self.fleet_list().map(|_| ())
     }
 
@@ -201,6 +245,21 @@ impl ServerConfig {
             None => Ok(BTreeSet::new()),
             Some(p) => crate::fleet_list::load(p, self.max_pis)
                 .map_err(|e| ConfigError::new("fleet_file", "", e)),
+        }
+    }
+
+    /// The bearer token from `http_token_file` (its first line), if one is set; an
+    /// unreadable or empty file is an error naming the key.
+    pub fn http_token(&self) -> Result<Option<String>, ConfigError> {
+        let Some(path) = &self.http_token_file else {
+            return Ok(None);
+        };
+        let bad = |m: String| ConfigError::new("http_token_file", "", m);
+        let text = crate::http::auth::read_token_file(path)
+            .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+        match text {
+            Some(t) => Ok(Some(t)),
+            None => Err(bad(format!("{} holds no token", path.display()))),
         }
     }
 
@@ -297,6 +356,34 @@ mod tests {
         assert_eq!(c.evict_after, Duration::from_secs(600));
         assert_eq!(c.segment_retries, 3);
         assert_eq!(c.ack_timeout, Duration::from_secs(1));
+        assert_eq!(c.http_listen, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.http_token_file, None);
+    }
+
+    #[test]
+    fn http_listen_off_and_the_token_rule() {
+        assert_eq!(run_cfg(&["--http-listen", "off"]).http_listen, None);
+        let e = load(&["--http-listen", "localhost"], &[], None).unwrap_err();
+        assert_eq!(e.key, "http_listen");
+        let open = run_cfg(&["--http-listen", "0.0.0.0:8080"]);
+        let e = open.validate().unwrap_err();
+        assert_eq!(e.key, "http_listen", "{e}");
+        let dir = std::env::temp_dir().join(format!("http-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let path = empty.display().to_string();
+        let e = run_cfg(&["--http-listen", "0.0.0.0:8080", "--http-token-file", &path])
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.key, "http_token_file", "{e}");
+        let good = dir.join("good");
+        std::fs::write(&good, "s3cret\n").unwrap();
+        let path = good.display().to_string();
+        let c = run_cfg(&["--http-listen", "0.0.0.0:8080", "--http-token-file", &path]);
+        assert!(c.validate().is_ok());
+        assert_eq!(c.http_token().unwrap().as_deref(), Some("s3cret"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub struct Incoming<'a> {
     pub message: Message,
 }
 
-/// Classifies one publish received on `rpi/+/+`.
+/// Classifies one publish received on one of the Pi leaves the server subscribes to.
 pub fn classify<'a>(topic: &'a str, payload: &[u8]) -> Result<Incoming<'a>, InputError> {
     let (kind, client_id) = parse_topic(topic).map_err(|e| match e {
         TopicError::Unknown => InputError::BadTopic,

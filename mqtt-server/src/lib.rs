@@ -1,6 +1,6 @@
 //! mqtt-server: the fleet monitor and segment dispatcher.
 //!
-//! It subscribes to `rpi/+/+`, keeps a registry of every Pi (presence, heartbeat age, lost
+//! It subscribes to the four Pi leaves (`rpi/+/status` first, then `heartbeat`, `state`, `ack`), keeps a registry of every Pi (presence, heartbeat age, lost
 //! heartbeats, clock offset) and entity (pose, velocity, segment progress) ([`fleet`],
 //! [`clock_offset`]), routes what it receives on the `registry` thread ([`registry`]), prints
 //! it as a table on stdout ([`table`]), sends segments and tracks their acks ([`dispatch`]),
@@ -8,14 +8,17 @@
 //! counted per kind and never fatal ([`ingest`], [`counters`]). The threads are wired in
 //! [`server`]; [`run`] is what `main` calls, [`Server`] what tests and other code embed.
 
+pub mod broker_sys;
 pub mod budget;
 pub mod clock_offset;
 pub mod config;
 pub mod counters;
 pub mod dispatch;
+pub mod feed;
 pub mod flapping;
 pub mod fleet;
 pub mod fleet_list;
+pub mod http;
 pub mod ingest;
 pub mod planner;
 pub mod registry;

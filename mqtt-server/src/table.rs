@@ -23,8 +23,13 @@
 //! Pis listed are those of highest [`crate::standing::Standing`] (fleet list, then completed
 //! handshakes, then ids only heard by heartbeat), and among those the ones with a problem
 //! first (suspected duplicate id, heartbeat lagging, clock out of range, old protocol).
+//!
+//! On a terminal ([`Screen::Terminal`]) each table is written as one frame: cursor home, clear
+//! screen, the table; so the screen never shows half a table (no pipe through `awk`, whose
+//! Debian flavour buffers).
 
 use std::fmt::Write;
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use crate::fleet::{Fleet, Pi, PiState};
@@ -33,6 +38,44 @@ use crate::fleet::{Fleet, Pi, PiState};
 pub const MAX_OFFLINE_LINES: usize = 100;
 /// Active Pis listed by name (each with its entity lines).
 pub const MAX_ACTIVE_LINES: usize = 100;
+
+/// Where the tables go: decides how each one is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    /// A pipe or a file: tables one after the other, line-oriented, exactly as rendered.
+    Lines,
+    /// A terminal: each table clears the screen and replaces the last one.
+    Terminal,
+}
+
+/// Cursor to the top-left corner, then clear the whole screen (ANSI / VT100).
+pub const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
+
+impl Screen {
+    /// [`Screen::Terminal`] when `out` is a terminal.
+    pub fn detect(out: &impl IsTerminal) -> Screen {
+        if out.is_terminal() {
+            Screen::Terminal
+        } else {
+            Screen::Lines
+        }
+    }
+
+    /// The text of one refresh, to be written in one write. `title` (e.g. where the web map
+    /// is) heads the screen on a terminal; piped, only the table goes out.
+    pub fn frame(self, title: &str, table: String) -> String {
+        match self {
+            Screen::Lines => table,
+            Screen::Terminal => {
+                let mut out = String::with_capacity(CLEAR_SCREEN.len() + title.len() + table.len());
+                out.push_str(CLEAR_SCREEN);
+                out.push_str(title);
+                out.push_str(&table);
+                out
+            }
+        }
+    }
+}
 
 /// A short human duration: `850ms`, `3.2s`, `4m05s`, `2h10m`.
 pub fn human(d: Duration) -> String {
@@ -263,6 +306,18 @@ mod tests {
         assert_eq!(human(ms(3217)), "3.2s");
         assert_eq!(human(ms(245_000)), "4m05s");
         assert_eq!(human(Duration::from_secs(7800)), "2h10m");
+    }
+
+    #[test]
+    fn a_terminal_frame_clears_first_and_a_pipe_gets_the_table_as_is() {
+        let table = render(&fleet(), Instant::now());
+        let title = "Web map: http://127.0.0.1:8080/\n\n";
+        assert_eq!(Screen::Lines.frame(title, table.clone()), table);
+        let framed = Screen::Terminal.frame(title, table.clone());
+        assert_eq!(framed, format!("\x1b[H\x1b[2J{title}{table}"));
+        // Tests and cargo capture stdout: not a terminal.
+        let file = std::fs::File::open("Cargo.toml").unwrap();
+        assert_eq!(Screen::detect(&file), Screen::Lines);
     }
 
     #[test]
