@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Runs the whole fleet on this machine: a mosquitto broker on loopback, mqtt-server, and two
-# simulated Pis with three entities each; shows the server's live table. Ctrl-C stops all.
+# Runs the whole fleet on this machine: a mosquitto broker on loopback, mqtt-server (with its
+# web map), and two simulated Pis with three entities each; prints the map's URL, then shows
+# the server's live table. Ctrl-C stops all.
+#
+#   DEMO_PIS=2  DEMO_ENTITIES=1,2,3  DEMO_SECONDS=0 (until Ctrl-C)  DEMO_HTTP=127.0.0.1:8080
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,21 +15,27 @@ RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/fleet-demo.XXXXXX")
 MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 [ -x "$MOSQUITTO" ] || { echo "demo: mosquitto not found; run scripts/install-deps.sh" >&2; exit 1; }
 
-echo "demo: building release binaries..." >&2
-cargo build --release --quiet -p mqtt-server -p rpi-client
-
-# Port 1883 if free, otherwise one the kernel picks.
-PORT=$(python3 - <<'PY' 2>/dev/null || echo 1883
-import socket
+# free_port PREFERRED: PREFERRED if nothing listens there on loopback, else one the kernel picks.
+free_port() {
+  python3 - "$1" <<'PY' 2>/dev/null || echo "$1"
+import socket, sys
 s = socket.socket()
 try:
-    s.bind(("127.0.0.1", 1883))
+    s.bind(("127.0.0.1", int(sys.argv[1])))
 except OSError:
     s.bind(("127.0.0.1", 0))
 print(s.getsockname()[1])
 s.close()
 PY
-)
+}
+
+PORT=$(free_port 1883)
+HTTP=${DEMO_HTTP:-127.0.0.1:$(free_port 8080)}
+# The first thing printed: where to look.
+echo "demo: web map at http://$HTTP/  (open it in a browser)"
+
+echo "demo: building release binaries..." >&2
+cargo build --release --quiet -p mqtt-server -p rpi-client
 
 cat > "$RUN_DIR/mosquitto.conf" <<CONF
 # Development broker for the demo: anonymous, loopback only, TCP_NODELAY on.
@@ -74,10 +83,11 @@ for n in $(seq -f "%03g" 1 "$PIS"); do
 done
 
 echo "demo: broker on 127.0.0.1:$PORT, $PIS Pis; logs in $RUN_DIR; Ctrl-C stops everything" >&2
-# The table goes to stdout; on a terminal each new table replaces the last one.
-if [ -t 1 ]; then CLEAR=1; else CLEAR=0; fi
-target/release/mqtt-server --config /dev/null --broker "127.0.0.1:$PORT" 2>"$RUN_DIR/mqtt-server.log" \
-  > >(awk -v clear="$CLEAR" '/^=== Active/ && clear { printf "\033[H\033[2J" } { print; fflush() }') &
+# The server writes the table straight to stdout (no pipe): on a terminal it clears the screen
+# and redraws the whole table in one write, with the map's URL on top; piped or redirected, the
+# tables follow each other line by line.
+target/release/mqtt-server --config /dev/null --broker "127.0.0.1:$PORT" --http-listen "$HTTP" \
+  2>"$RUN_DIR/mqtt-server.log" &
 pids+=($!)
 
 if [ "$DURATION" -gt 0 ]; then

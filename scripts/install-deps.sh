@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the system packages the project needs (mosquitto, its clients, openssl, systemd-analyze)
-# on Debian/Ubuntu.
+# Installs the system packages the project needs (mosquitto, its clients, openssl, systemd-analyze,
+# and headless Chromium with its WebDriver for the web map's browser test) on Debian/Ubuntu.
 # Idempotent: does nothing when everything is already there. Uses sudo when not root.
 set -euo pipefail
 
@@ -10,6 +10,12 @@ command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # systemd-analyze checks the units in the test suite.
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# The web map's browser test (mqtt-server/tests/web_map.rs) drives Debian's Chromium through
+# chromedriver; Ubuntu ships the same names (as snaps behind transitional packages).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# The /metrics test parses the exposition with the reference Python parser.
+{ /usr/bin/python3 -c 'import prometheus_client' || python3 -c 'import prometheus_client'; } >/dev/null 2>&1 || need+=(python3-prometheus-client)
 for extra in "$@"; do
   dpkg -s "$extra" >/dev/null 2>&1 || need+=("$extra")
 done

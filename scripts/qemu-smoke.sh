@@ -42,14 +42,14 @@ for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && brea
 CLIENT=$!
 pids+=("$CLIENT")
 
-# Two heartbeats (protocol version 2, kind 1: first byte 0x21).
+# Two heartbeats (protocol version 3, kind 1: first byte 0x31).
 mosquitto_sub -p "$PORT" -h 127.0.0.1 -t "rpi/$ID/heartbeat" -C 2 -W 20 -F '%x' >"$WORK/hb" || true
-[ "$(grep -c '^21' "$WORK/hb")" -eq 2 ] || fail "no heartbeats (got: $(cat "$WORK/hb"))"
+[ "$(grep -c '^31' "$WORK/hb")" -eq 2 ] || fail "no heartbeats (got: $(cat "$WORK/hb"))"
 echo "smoke: heartbeats arrive" >&2
 
 # A segment for entity 1, id 4242, (0,0) -> (300,0) at 300 mm/s; expect Accepted then Completed.
 # It is a version 1 segment (34 bytes, no deadline, as a server not upgraded yet sends it), so
-# the smoke test needs no clock arithmetic; the acks are version 2 (0x24).
+# the smoke test needs no clock arithmetic; the acks are version 3 (0x34), the Pi's version.
 mosquitto_sub -p "$PORT" -h 127.0.0.1 -t "rpi/$ID/ack" -C 2 -W 20 -F '%x' >"$WORK/acks" &
 SUB=$!
 pids+=("$SUB")
@@ -58,8 +58,8 @@ printf '\x13\x01\x00\x00\x00\x92\x10\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x2c
 [ "$(stat -c %s "$WORK/segment")" -eq 34 ] || fail "segment payload is not 34 bytes"
 mosquitto_pub -p "$PORT" -h 127.0.0.1 -t "server/$ID/segment" -q 1 -f "$WORK/segment"
 wait "$SUB" || true
-grep -qx '2401000000921000000000' "$WORK/acks" || fail "no Accepted ack (got: $(cat "$WORK/acks"))"
-grep -qx '2401000000921000000100' "$WORK/acks" || fail "no Completed ack (got: $(cat "$WORK/acks"))"
+grep -qx '3401000000921000000000' "$WORK/acks" || fail "no Accepted ack (got: $(cat "$WORK/acks"))"
+grep -qx '3401000000921000000100' "$WORK/acks" || fail "no Completed ack (got: $(cat "$WORK/acks"))"
 echo "smoke: segment accepted and completed" >&2
 
 kill -TERM "$CLIENT"

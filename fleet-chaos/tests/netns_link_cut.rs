@@ -43,6 +43,7 @@ fn setup(tag: &str) -> Setup {
         // Segments live 2 s (0.5 s x (3 retries + 1)): shorter than either cut.
         ack_timeout: Duration::from_millis(500),
         segment_retries: 3,
+        http_listen: None,
         ..ServerConfig::default()
     };
     cfg.apply("broker", &broker.addr()).unwrap();

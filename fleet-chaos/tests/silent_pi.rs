@@ -30,6 +30,7 @@ fn server(broker: &Broker, case: &Case) -> Server {
         segment_interval: Duration::ZERO,
         status_interval: Duration::ZERO,
         heartbeat_timeout: HEARTBEAT_TIMEOUT,
+        http_listen: None,
         ..ServerConfig::default()
     };
     cfg.apply("broker", &broker.addr()).unwrap();

@@ -120,6 +120,8 @@ fn daemons_run_over_tls_and_ignore_forged_messages() {
             "500ms",
             "--segment-interval",
             "1s",
+            "--http-listen",
+            "off",
         ]
         .map(String::from)
         .to_vec(),

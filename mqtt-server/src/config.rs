@@ -1,6 +1,9 @@
 //! The server's settings: schema (keys, switches, env prefix, default path), parsing of each
 //! value with a message naming what is wrong, and the effective config as `key = value` lines.
 
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::ConfigError;
@@ -25,9 +28,12 @@ pub const SERVER_KEYS: &[&str] = &[
     "status_interval",
     "log_level",
     "max_pis",
+    "fleet_file",
     "evict_after",
     "segment_retries",
     "ack_timeout",
+    "http_listen",
+    "http_token_file",
 ];
 
 /// The client id of a [`ServerConfig::default`] (in-process servers in tests); a loaded
@@ -78,12 +84,19 @@ pub struct ServerConfig {
     pub log_level: LevelFilter,
     /// Registry cap: a flood of made-up client ids cannot grow memory past this many Pis.
     pub max_pis: usize,
+    /// The optional fleet list ([`crate::fleet_list`]): ids that always keep their place in
+    /// the registry, whatever floods it. None: no list (the handshake rule alone).
+    pub fleet_file: Option<PathBuf>,
     /// A Pi offline this long is dropped from the registry.
     pub evict_after: Duration,
     /// Re-sends of an unacknowledged segment before it is reported failed.
     pub segment_retries: u32,
     /// Time to wait for a segment's ack before re-sending it.
     pub ack_timeout: Duration,
+    /// Where the operator interface listens (`off`: None).
+    pub http_listen: Option<SocketAddr>,
+    /// The bearer token's file; required when `http_listen` is not loopback.
+    pub http_token_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -96,9 +109,12 @@ impl Default for ServerConfig {
             status_interval: Duration::from_secs(1),
             log_level: LevelFilter::Info,
             max_pis: 5000,
+            fleet_file: None,
             evict_after: Duration::from_secs(600),
             segment_retries: 3,
             ack_timeout: Duration::from_secs(1),
+            http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            http_token_file: None,
         }
     }
 }
@@ -150,9 +166,27 @@ impl ServerConfig {
             "status_interval" => self.status_interval = duration(value, true)?,
             "log_level" => self.log_level = mqtt_link::daemon::parse_level(value)?,
             "max_pis" => self.max_pis = integer(value, 1, 1_000_000)?,
+            "fleet_file" => {
+                let v = value.trim();
+                self.fleet_file = (!v.is_empty()).then(|| PathBuf::from(v));
+            }
             "evict_after" => self.evict_after = duration(value, false)?,
             "segment_retries" => self.segment_retries = integer(value, 0, 100)?,
             "ack_timeout" => self.ack_timeout = duration(value, false)?,
+            "http_listen" => {
+                self.http_listen = match value.trim() {
+                    "off" => None,
+                    v => Some(v.parse().map_err(|_| {
+                        format!("{v:?} is not an address:port like 127.0.0.1:8080 (or off)")
+                    })?),
+                }
+            }
+            "http_token_file" => {
+                self.http_token_file = match value.trim() {
+                    "" => None,
+                    v => Some(PathBuf::from(v)),
+                }
+            }
             _ => return Err("unknown key".into()),
         }
         Ok(())
@@ -169,25 +203,75 @@ impl ServerConfig {
     pub fn describe(&self) -> String {
         let mut s = format!(
             "client_id = {}\nheartbeat_timeout = {}\nsegment_interval = {}\nstatus_interval = {}\n\
-             log_level = {}\nmax_pis = {}\nevict_after = {}\nsegment_retries = {}\nack_timeout = {}\n",
+             log_level = {}\nmax_pis = {}\nfleet_file = {}\nevict_after = {}\nsegment_retries = {}\nack_timeout = {}\n",
             self.client_id,
             format_duration(self.heartbeat_timeout),
             format_duration(self.segment_interval),
             format_duration(self.status_interval),
             self.log_level.as_str().to_ascii_lowercase(),
             self.max_pis,
+            self.fleet_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             format_duration(self.evict_after),
             self.segment_retries,
             format_duration(self.ack_timeout),
         );
+        s.push_str(&format!(
+            "http_listen = {}\nhttp_token_file = {}\n",
+            self.http_listen
+                .map_or_else(|| "off".to_string(), |a| a.to_string()),
+            self.http_token_file
+                .as_ref()
+                .map_or_else(String::new, |p| p.display().to_string()),
+        ));
         s.push_str(&self.broker.describe());
         s
     }
 
-    /// Reads the TLS and password files now, so a bad path stops the start (exit 2); the
-    /// error names the key.
+    /// Reads the TLS, password and fleet list files now, so a bad path stops the start
+    /// (exit 2); the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.broker.check()
+        self.broker.check()?;
+        self.http_token()?;
+        if let Some(addr) = self.http_listen {
+            if !addr.ip().is_loopback() && self.http_token_file.is_none() {
+                return Err(ConfigError::new(
+                    "http_listen",
+                    "",
+                    format!(
+                        "{addr} is not a loopback address: set http_token_file so that \
+                         requests need a token, or listen on 127.0.0.1"
+                    ),
+                ));
+            }
+        }
+        self.fleet_list().map(|_| ())
+    }
+
+    /// The ids of the fleet list (empty without a `fleet_file`); an error names the key.
+    pub fn fleet_list(&self) -> Result<BTreeSet<String>, ConfigError> {
+        match &self.fleet_file {
+            None => Ok(BTreeSet::new()),
+            Some(p) => crate::fleet_list::load(p, self.max_pis)
+                .map_err(|e| ConfigError::new("fleet_file", "", e)),
+        }
+    }
+
+    /// The bearer token from `http_token_file` (its first line), if one is set; an
+    /// unreadable or empty file is an error naming the key.
+    pub fn http_token(&self) -> Result<Option<String>, ConfigError> {
+        let Some(path) = &self.http_token_file else {
+            return Ok(None);
+        };
+        let bad = |m: String| ConfigError::new("http_token_file", "", m);
+        let text = crate::http::auth::read_token_file(path)
+            .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+        match text {
+            Some(t) => Ok(Some(t)),
+            None => Err(bad(format!("{} holds no token", path.display()))),
+        }
     }
 
     /// Loads settings from `args` (after the program name), `env` and the config file; the
@@ -306,6 +390,34 @@ mod tests {
         assert_eq!(c.evict_after, Duration::from_secs(600));
         assert_eq!(c.segment_retries, 3);
         assert_eq!(c.ack_timeout, Duration::from_secs(1));
+        assert_eq!(c.http_listen, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.http_token_file, None);
+    }
+
+    #[test]
+    fn http_listen_off_and_the_token_rule() {
+        assert_eq!(run_cfg(&["--http-listen", "off"]).http_listen, None);
+        let e = load(&["--http-listen", "localhost"], &[], None).unwrap_err();
+        assert_eq!(e.key, "http_listen");
+        let open = run_cfg(&["--http-listen", "0.0.0.0:8080"]);
+        let e = open.validate().unwrap_err();
+        assert_eq!(e.key, "http_listen", "{e}");
+        let dir = std::env::temp_dir().join(format!("http-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let path = empty.display().to_string();
+        let e = run_cfg(&["--http-listen", "0.0.0.0:8080", "--http-token-file", &path])
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.key, "http_token_file", "{e}");
+        let good = dir.join("good");
+        std::fs::write(&good, "s3cret\n").unwrap();
+        let path = good.display().to_string();
+        let c = run_cfg(&["--http-listen", "0.0.0.0:8080", "--http-token-file", &path]);
+        assert!(c.validate().is_ok());
+        assert_eq!(c.http_token().unwrap().as_deref(), Some("s3cret"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -363,6 +475,20 @@ mod tests {
             Command::Run(c) => assert_eq!(c.client_id, "s1"),
             o => panic!("{o:?}"),
         }
+    }
+
+    #[test]
+    fn fleet_file_is_read_at_start_and_named_when_bad() {
+        assert!(run_cfg(&[]).fleet_list().unwrap().is_empty());
+        let c = run_cfg(&["--fleet-file", "/nonexistent/fleet"]);
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "fleet_file", "{e}");
+        assert!(e.to_string().contains("/nonexistent/fleet"), "{e}");
+        let e = run_cfg(&["--fleet-file", "/dev/zero"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.key, "fleet_file", "{e}");
+        assert_eq!(run_cfg(&["--fleet-file", ""]).fleet_file, None);
     }
 
     #[test]

@@ -10,12 +10,30 @@ use serde::Serialize;
 /// Round-trip samples kept for percentiles.
 pub const RTT_WINDOW: usize = 1024;
 
-/// Segment round trips (sent -> Accepted): the last one and a bounded window for percentiles.
+/// Upper bounds (seconds) of the round-trip histogram's buckets (`+Inf` is implied).
+pub const RTT_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Segment round trips (sent -> Accepted): the last one, a bounded window for percentiles,
+/// and a cumulative histogram for the metrics.
 #[derive(Debug, Clone, Default)]
 pub struct RttStats {
     last: Option<Duration>,
     window: VecDeque<Duration>,
     count: u64,
+    /// Round trips at most `RTT_BUCKETS[i]` seconds (not cumulative; the metrics add up).
+    buckets: [u64; RTT_BUCKETS.len()],
+    sum: Duration,
+}
+
+/// The histogram of [`RttStats`], Prometheus-style.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RttHistogram {
+    /// (upper bound in seconds, cumulative count), ascending; `+Inf` is `count`.
+    pub buckets: Vec<(f64, u64)>,
+    pub count: u64,
+    pub sum_seconds: f64,
 }
 
 /// A summary of [`RttStats`].
@@ -31,6 +49,11 @@ impl RttStats {
     pub fn record(&mut self, d: Duration) {
         self.last = Some(d);
         self.count += 1;
+        self.sum += d;
+        let secs = d.as_secs_f64();
+        if let Some(i) = RTT_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i] += 1;
+        }
         if self.window.len() == RTT_WINDOW {
             self.window.pop_front();
         }
@@ -50,6 +73,22 @@ impl RttStats {
         v.sort_unstable();
         let rank = (q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize;
         Some(v[rank.clamp(1, v.len()) - 1])
+    }
+
+    pub fn histogram(&self) -> RttHistogram {
+        let mut acc = 0;
+        RttHistogram {
+            buckets: RTT_BUCKETS
+                .iter()
+                .zip(self.buckets)
+                .map(|(b, n)| {
+                    acc += n;
+                    (*b, acc)
+                })
+                .collect(),
+            count: self.count,
+            sum_seconds: self.sum.as_secs_f64(),
+        }
     }
 
     pub fn summary(&self) -> RttSummary {
@@ -217,6 +256,15 @@ mod tests {
         assert_eq!(r.window.len(), RTT_WINDOW);
         assert_eq!(r.quantile(0.99), Some(Duration::from_millis(7)));
         assert_eq!(r.summary().count, 100 + RTT_WINDOW as u64);
+        let h = r.histogram();
+        assert_eq!(h.count, 100 + RTT_WINDOW as u64);
+        // 1..=100 ms and the 7 ms ones: 1 at <= 1 ms, 2 at <= 2.5 ms, ..., 100 at <= 100 ms.
+        let at = |le: f64| h.buckets.iter().find(|(b, _)| *b == le).unwrap().1;
+        assert_eq!(at(0.001), 1);
+        assert_eq!(at(0.005), 5);
+        assert_eq!(at(0.01), 10 + RTT_WINDOW as u64);
+        assert_eq!(at(0.1), 100 + RTT_WINDOW as u64);
+        assert!((h.sum_seconds - (5.050 + 0.007 * RTT_WINDOW as f64)).abs() < 1e-6);
     }
 
     #[test]

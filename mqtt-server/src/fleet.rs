@@ -25,11 +25,14 @@
 //!   with another device ([`crate::flapping`]): one warning per window instead of a presence
 //!   line per flap, a `suspected_duplicate_id` counter and a marker in the table.
 //!
-//! Memory is bounded: at most `max_pis` Pis (a newcomer evicts the Pi offline longest, or is
-//! refused when every Pi is online), Pis offline for `evict_after` are dropped, and at most
-//! `max_entities` entities per Pi are tracked. State reports of unknown Pis are not stored.
+//! Memory is bounded: at most `max_pis` Pis, Pis offline for `evict_after` are dropped, and at
+//! most `max_entities` entities per Pi are tracked. State reports of unknown Pis are not
+//! stored. When the registry is full, a newcomer takes the place of a Pi of lower
+//! [`Standing`] (or an offline one of the same standing), else it is refused and counted
+//! (`registry_full`): a stranger that only heartbeats never evicts a Pi that completed an
+//! `Online` handshake or is in the fleet list (see [`crate::standing`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::ratelimit::RateLimiter;
@@ -42,6 +45,7 @@ use crate::clock_offset::ClockOffset;
 use crate::counters::Counters;
 use crate::flapping::{Flapping, Verdict};
 use crate::ingest::Incoming;
+use crate::standing::{Standing, may_evict, victim_key};
 
 /// The Pi's own limit of entities; the server tracks no more per Pi.
 pub const MAX_ENTITIES_PER_PI: usize = 64;
@@ -127,11 +131,13 @@ pub struct Pi {
     pub protocol: u8,
     /// Recent connections, to spot two devices sharing this id ([`crate::flapping`]).
     pub flapping: Flapping,
+    /// How sure the server is that this Pi belongs to the fleet (who may evict whom).
+    pub standing: Standing,
     pub entities: BTreeMap<u32, Entity>,
 }
 
 impl Pi {
-    fn new(id: ClientId, now: Instant) -> Pi {
+    fn new(id: ClientId, now: Instant, standing: Standing) -> Pi {
         Pi {
             id,
             state: PiState::Offline {
@@ -147,6 +153,7 @@ impl Pi {
             session: None,
             protocol: 1,
             flapping: Flapping::default(),
+            standing,
             entities: BTreeMap::new(),
         }
     }
@@ -312,6 +319,11 @@ pub struct Fleet {
     /// When the server's link last came up: a heartbeat since then is live proof of life
     /// that no retained status can contradict.
     link_up_at: Option<Instant>,
+    /// The fleet list (`fleet_file`): these ids are [`Standing::Listed`].
+    listed: BTreeSet<String>,
+    /// Online Pis evicted to make room for a Pi of higher standing, handed to the dispatcher
+    /// by the next [`Fleet::tick`] (their segments are settled as for a Pi gone offline).
+    evicted_online: Vec<WentOffline>,
 }
 
 impl Fleet {
@@ -327,7 +339,25 @@ impl Fleet {
             next_expiry: None,
             link_down_since: None,
             link_up_at: None,
+            listed: BTreeSet::new(),
+            evicted_online: Vec::new(),
         }
+    }
+
+    /// Sets the fleet list: these ids rank above every other ([`Standing::Listed`]).
+    pub fn with_fleet_list(mut self, ids: BTreeSet<String>) -> Fleet {
+        self.listed = ids;
+        for pi in self.pis.values_mut() {
+            if self.listed.contains(pi.id.as_str()) {
+                pi.standing = Standing::Listed;
+            }
+        }
+        self
+    }
+
+    /// Ids in the fleet list.
+    pub fn listed_count(&self) -> usize {
+        self.listed.len()
     }
 
     /// The server lost the broker: hold heartbeat timeouts (the Pis are not known to be gone,
@@ -418,48 +448,92 @@ impl Fleet {
         }
     }
 
-    /// The Pi with this id, added if new and there is room (evicting the Pi offline longest
-    /// when full). None when full of online Pis: the newcomer is refused.
-    fn entry(&mut self, now: Instant, id: &str, c: &mut Counters) -> Option<&mut Pi> {
+    /// The Pi with this id, added if new and there is room; `claim` is what the message
+    /// shows of it ([`Standing::Stranger`] for a heartbeat, [`Standing::Claimed`] for an
+    /// `Online` status), raised to [`Standing::Listed`] for an id in the fleet list. When
+    /// full, a Pi it outranks makes room ([`Fleet::evict_one_for`]); None if there is none:
+    /// the newcomer is refused.
+    fn entry(
+        &mut self,
+        now: Instant,
+        id: &str,
+        claim: Standing,
+        c: &mut Counters,
+    ) -> Option<&mut Pi> {
         if !self.pis.contains_key(id) {
             let client = ClientId::new(id).ok()?; // ids come from `parse_topic`: always valid
-            if self.pis.len() >= self.cfg.max_pis && !self.evict_one_for(now, id, c) {
+            let standing = if self.listed.contains(id) {
+                Standing::Listed
+            } else {
+                claim
+            };
+            if self.pis.len() >= self.cfg.max_pis && !self.evict_one_for(now, id, standing, c) {
                 return None;
             }
-            self.pis.insert(id.to_owned(), Pi::new(client, now));
+            self.pis
+                .insert(id.to_owned(), Pi::new(client, now, standing));
             c.registry_event("pis_added", 1);
         }
         self.pis.get_mut(id)
     }
 
-    /// Makes room for `newcomer` by evicting the Pi offline longest; false if none is offline.
-    fn evict_one_for(&mut self, now: Instant, newcomer: &str, c: &mut Counters) -> bool {
-        let max = self.cfg.max_pis;
-        if self.pis.len() == self.book.online {
+    /// Makes room for `newcomer` (of standing `standing`) by evicting the Pi of lowest
+    /// standing it may replace ([`may_evict`]): offline before online, gone or unheard
+    /// longest first. False (refused, counted `registry_full`) if there is none.
+    fn evict_one_for(
+        &mut self,
+        now: Instant,
+        newcomer: &str,
+        standing: Standing,
+        c: &mut Counters,
+    ) -> bool {
+        // A stranger may only replace an offline stranger: when every Pi is online, no scan.
+        let victim = if standing == Standing::Stranger && self.pis.len() == self.book.online {
+            None
+        } else {
+            self.pis
+                .values()
+                .filter(|p| may_evict(standing, p.standing, p.is_online()))
+                .map(|p| {
+                    let since = match p.state {
+                        PiState::Offline { since, .. } => since,
+                        PiState::Online { since } => p.last_alive.unwrap_or(since),
+                    };
+                    (victim_key(p.standing, p.is_online(), since), p.id.as_str())
+                })
+                .min()
+                .map(|(key, id)| (key, id.to_owned()))
+        };
+        let Some(((victim_standing, online, _), victim)) = victim else {
+            let (max, online) = (self.cfg.max_pis, self.book.online);
             self.book.registry_warn(c, now, "registry_full", || {
                 format!(
-                    "registry full ({max} Pis, all online): not tracking {newcomer} \
-                     (raise max_pis if the fleet is really this big)"
+                    "registry full ({max} Pis, {online} online, none a {} may replace): not \
+                     tracking {newcomer} (raise max_pis if the fleet is really this big, or \
+                     list the fleet in fleet_file)",
+                    standing.as_str()
                 )
             });
             return false;
-        }
-        let oldest = self
-            .pis
-            .values()
-            .filter_map(|p| match p.state {
-                PiState::Offline { since, .. } => Some((since, p.id.as_str())),
-                PiState::Online { .. } => None,
-            })
-            .min()
-            .map(|(_, id)| id.to_owned());
-        let Some(victim) = oldest else {
-            return false;
         };
-        self.pis.remove(&victim);
+        if let Some(gone) = self.pis.remove(&victim) {
+            if online {
+                self.book.online -= 1;
+                self.evicted_online.push(WentOffline(gone.id));
+            }
+        }
         c.registry_event("pis_evicted", 1);
         if self.book.transitions.allow(now) {
-            info!("{victim}: forgotten (registry full, offline longest) to track {newcomer}");
+            let what = if online {
+                "online, heard least recently"
+            } else {
+                "offline longest"
+            };
+            info!(
+                "{victim}: forgotten (registry full; {} {what}) to track {newcomer} ({})",
+                victim_standing.as_str(),
+                standing.as_str()
+            );
         }
         true
     }
@@ -472,7 +546,7 @@ impl Fleet {
         hb: Heartbeat,
         c: &mut Counters,
     ) {
-        if self.entry(now, id, c).is_none() {
+        if self.entry(now, id, Standing::Stranger, c).is_none() {
             return;
         }
         let Fleet { pis, book, .. } = self;
@@ -496,6 +570,7 @@ impl Fleet {
         }
         pi.last_seq = Some(hb.seq);
         pi.heartbeats += 1;
+        pi.standing = pi.standing.on_heartbeat();
         pi.clock.sample(wall_ms, hb.timestamp_ms);
         pi.last_alive = Some(now);
         pi.last_heartbeat = Some(now);
@@ -550,13 +625,18 @@ impl Fleet {
         c: &mut Counters,
     ) -> Option<WentOffline> {
         let is_new = !self.pis.contains_key(id);
-        self.entry(now, id, c)?;
+        let claim = match st.presence {
+            Presence::Online => Standing::Claimed,
+            Presence::Offline | Presence::ConnectionLost => Standing::Stranger,
+        };
+        self.entry(now, id, claim, c)?;
         let link_up_at = self.link_up_at;
         let Fleet { pis, book, .. } = self;
         let pi = pis.get_mut(id)?;
         match st.presence {
             Presence::Online => {
                 pi.session = Some(st.session);
+                pi.standing = pi.standing.on_online_status();
                 if retained {
                     // Not proof of life: wait for a heartbeat (see the module comment).
                     if !pi.is_online() {
@@ -624,10 +704,11 @@ impl Fleet {
             pis,
             book,
             next_expiry,
+            evicted_online,
             ..
         } = self;
         let mut evict = Vec::new();
-        let mut gone = Vec::new();
+        let mut gone = std::mem::take(evicted_online);
         *next_expiry = None;
         for pi in pis.values_mut() {
             if pi.flapping.settle(now) {
@@ -1034,6 +1115,134 @@ mod tests {
             c.registry_of("pis_added") + c.registry_of("registry_full"),
             10_000
         );
+    }
+
+    /// A real Pi's handshake: a live `Online` status, then a heartbeat.
+    fn handshake(f: &mut TestFleet, now: Instant, id: &str) {
+        f.on_status(now, id, status(Presence::Online, 1), false);
+        f.on_heartbeat(now, 0, id, hb(1, 0));
+    }
+
+    #[test]
+    fn a_stranger_never_evicts_a_pi_that_completed_the_handshake() {
+        let t0 = Instant::now();
+        let mut f = fleet(3);
+        handshake(&mut f, t0, "real");
+        assert_eq!(f.pi("real").unwrap().standing, Standing::Known);
+        f.on_heartbeat(t0, 0, "fake-1", hb(1, 0));
+        f.on_heartbeat(t0, 0, "fake-2", hb(1, 0));
+        assert_eq!(f.pi("fake-1").unwrap().standing, Standing::Stranger);
+        // The real Pi is killed: its will takes it offline, the only offline Pi.
+        f.on_status(
+            t0 + ms(10),
+            "real",
+            status(Presence::ConnectionLost, 1),
+            false,
+        );
+        for i in 3..50 {
+            f.on_heartbeat(t0 + ms(20), 0, &format!("fake-{i}"), hb(1, 0));
+        }
+        assert!(
+            f.pi("real").is_some(),
+            "a known Pi is never forgotten for a stranger"
+        );
+        assert_eq!(f.counters().registry_of("registry_full"), 47);
+        assert_eq!(f.counters().registry_of("pis_evicted"), 0);
+        // An offline stranger still makes room for another stranger.
+        f.tick(t0 + ms(1600));
+        assert_eq!(f.online_count(), 0, "the fakes timed out");
+        f.on_heartbeat(t0 + ms(1700), 0, "fake-99", hb(1, 0));
+        assert!(f.pi("fake-99").is_some() && f.pi("real").is_some());
+        let ids: Vec<&str> = f.pis().map(|p| p.id.as_str()).collect();
+        assert!(f.pi("fake-1").is_none(), "{ids:?}");
+        // The real Pi restarts: still tracked, still known.
+        handshake(&mut f, t0 + ms(1800), "real");
+        let real = f.pi("real").unwrap();
+        assert!(real.is_online());
+        assert_eq!(real.standing, Standing::Known);
+    }
+
+    #[test]
+    fn a_pi_starting_its_handshake_may_replace_an_online_stranger() {
+        let t0 = Instant::now();
+        let mut f = fleet(2);
+        f.on_heartbeat(t0, 0, "fake-1", hb(1, 0));
+        f.on_heartbeat(t0 + ms(10), 0, "fake-2", hb(1, 0));
+        f.on_heartbeat(t0 + ms(20), 0, "fake-1", hb(2, 0));
+        // A full registry of online strangers: a new stranger is refused ...
+        f.on_heartbeat(t0 + ms(30), 0, "fake-3", hb(1, 0));
+        assert!(f.pi("fake-3").is_none());
+        // ... a Pi announcing itself with Online takes the place of the one unheard longest.
+        f.on_status(t0 + ms(40), "real", status(Presence::Online, 7), false);
+        assert!(f.pi("real").unwrap().is_online());
+        assert_eq!(f.pi("real").unwrap().standing, Standing::Claimed);
+        assert!(f.pi("fake-2").is_none() && f.pi("fake-1").is_some());
+        assert_eq!(f.online_count(), 2);
+        assert_eq!(f.counters().registry_of("pis_evicted"), 1);
+        // The dispatcher hears of the evicted online Pi with the next tick.
+        f.tick(t0 + ms(50));
+        assert_eq!(f.take_went_offline(), vec!["fake-2".to_string()]);
+        f.on_heartbeat(t0 + ms(60), 0, "real", hb(1, 0));
+        assert_eq!(f.pi("real").unwrap().standing, Standing::Known);
+        // A retained Online, then a heartbeat, completes a handshake too (server restart).
+        let mut f = fleet(2);
+        f.on_status(t0, "old", status(Presence::Online, 3), true);
+        assert_eq!(f.pi("old").unwrap().standing, Standing::Claimed);
+        f.on_heartbeat(t0 + ms(10), 0, "old", hb(9, 0));
+        assert_eq!(f.pi("old").unwrap().standing, Standing::Known);
+    }
+
+    #[test]
+    fn when_full_of_known_pis_newcomers_are_refused_and_counted() {
+        let t0 = Instant::now();
+        let mut f = fleet(2);
+        handshake(&mut f, t0, "a");
+        handshake(&mut f, t0, "b");
+        f.on_status(t0 + ms(10), "b", status(Presence::Offline, 1), false);
+        f.on_heartbeat(t0 + ms(20), 0, "stranger", hb(1, 0));
+        f.on_status(t0 + ms(20), "claimer", status(Presence::Online, 1), false);
+        f.on_status(
+            t0 + ms(20),
+            "gone",
+            status(Presence::ConnectionLost, 1),
+            true,
+        );
+        assert_eq!(f.len(), 2);
+        assert!(f.pi("a").is_some() && f.pi("b").is_some());
+        assert_eq!(f.counters().registry_of("registry_full"), 3);
+        assert_eq!(f.counters().registry_of("pis_evicted"), 0);
+        // Time-based forgetting still applies to a known Pi.
+        f.tick(t0 + ms(10) + Duration::from_secs(600));
+        assert!(f.pi("b").is_none());
+    }
+
+    #[test]
+    fn a_listed_pi_always_finds_room_and_keeps_it() {
+        let t0 = Instant::now();
+        let listed: BTreeSet<String> = ["yard-1".to_string()].into();
+        let mut f = fleet(2);
+        f.fleet = Fleet::new(*f.config()).with_fleet_list(listed);
+        assert_eq!(f.listed_count(), 1);
+        handshake(&mut f, t0, "a");
+        handshake(&mut f, t0, "b");
+        f.on_status(t0 + ms(10), "a", status(Presence::Offline, 1), false);
+        // Listed, even by a bare heartbeat: it replaces the known Pi offline (not the online one).
+        f.on_heartbeat(t0 + ms(20), 0, "yard-1", hb(1, 0));
+        assert_eq!(f.pi("yard-1").unwrap().standing, Standing::Listed);
+        assert!(f.pi("a").is_none() && f.pi("b").is_some());
+        // Offline, it is replaced by no one unlisted.
+        f.on_status(
+            t0 + ms(30),
+            "yard-1",
+            status(Presence::ConnectionLost, 1),
+            false,
+        );
+        handshake(&mut f, t0 + ms(40), "c");
+        f.on_heartbeat(t0 + ms(40), 0, "d", hb(1, 0));
+        assert!(f.pi("yard-1").is_some());
+        assert!(f.pi("c").is_none() && f.pi("d").is_none());
+        // c's Online and heartbeat, d's heartbeat.
+        assert_eq!(f.counters().registry_of("registry_full"), 3);
     }
 
     #[test]

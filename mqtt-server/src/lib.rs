@@ -8,18 +8,23 @@
 //! counted per kind and never fatal ([`ingest`], [`counters`]). The threads are wired in
 //! [`server`]; [`run`] is what `main` calls, [`Server`] what tests and other code embed.
 
+pub mod broker_sys;
 pub mod budget;
 pub mod clock_offset;
 pub mod config;
 pub mod counters;
 pub mod dispatch;
+pub mod feed;
 pub mod flapping;
 pub mod fleet;
+pub mod fleet_list;
+pub mod http;
 pub mod ingest;
 pub mod planner;
 pub mod registry;
 pub mod server;
 pub mod snapshot;
+pub mod standing;
 pub mod table;
 
 pub use config::{Command, ServerConfig};

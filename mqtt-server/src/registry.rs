@@ -20,11 +20,14 @@ use log::{debug, warn};
 use mqtt_link::daemon::wall_ms;
 use mqtt_link::{Held, LinkEvent};
 
+use crate::broker_sys::BrokerSys;
 use crate::counters::Counters;
+use crate::dispatch::journal::SegmentRecord;
 use crate::dispatch::{DispatchError, Dispatcher, Order, Publisher};
+use crate::feed::{EntityState, Feed, FeedEvent, Presence};
 use crate::fleet::{Fleet, WentOffline};
 use crate::ingest::{InputError, classify, printable_topic};
-use crate::snapshot::{EntityPose, Snapshot, online_poses};
+use crate::snapshot::{EntityPose, PiView, Snapshot, Stats, online_poses};
 
 /// The registry's housekeeping period (retries, eviction, and heartbeat timeouts of Pis that
 /// came online since the last deadline timer was armed).
@@ -39,6 +42,12 @@ pub(crate) enum Request {
     Snapshot(Sender<Snapshot>),
     Render(Sender<String>),
     Poses(Sender<Vec<EntityPose>>),
+    /// One Pi's view (None: unknown).
+    Pi(String, Sender<Option<PiView>>),
+    /// One segment of the journal (None: not among the last ones).
+    Segment(u32, Sender<Option<SegmentRecord>>),
+    /// The counters and gauges for the metrics.
+    Stats(Sender<Stats>),
     /// Unit tests only: the registry thread panics, as a bug would make it.
     #[cfg(test)]
     Crash,
@@ -53,6 +62,10 @@ pub(crate) struct Registry<P> {
     pub out: P,
     /// Bad input: one line per error kind per 10 s.
     input_limits: BTreeMap<&'static str, RateLimiter>,
+    /// Where presence, states and segment changes go (the HTTP event stream), if anywhere.
+    feed: Option<Feed>,
+    /// The broker's `$SYS` figures.
+    broker_sys: BrokerSys,
 }
 
 /// What wakes the registry.
@@ -73,6 +86,54 @@ impl<P: Publisher> Registry<P> {
             counters: Counters::default(),
             out,
             input_limits: BTreeMap::new(),
+            feed: None,
+            broker_sys: BrokerSys::default(),
+        }
+    }
+
+    /// Presence, states and segment changes go to `feed` from now on.
+    pub fn with_feed(mut self, feed: Feed) -> Self {
+        self.feed = Some(feed);
+        self
+    }
+
+    /// The feed, when someone listens to it.
+    fn listened_feed(&self) -> Option<&Feed> {
+        self.feed.as_ref().filter(|f| f.is_listened())
+    }
+
+    fn presence(&self, id: &str) -> Option<Presence> {
+        self.fleet.pi(id).map(|p| Presence {
+            pi: p.id.to_string(),
+            online: p.is_online(),
+            reason: p.offline_reason(),
+            protocol: p.protocol,
+            suspected_duplicate: p.flapping.is_suspected(),
+        })
+    }
+
+    /// Segment changes since the last call go to the feed (or are discarded).
+    fn flush_segments(&mut self) {
+        if !self.dispatcher.journal.has_changes() {
+            return;
+        }
+        let changes = self.dispatcher.journal.take_changed();
+        if let Some(feed) = self.listened_feed() {
+            for r in changes {
+                feed.send(FeedEvent::Segment(r));
+            }
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        Stats {
+            online: self.fleet.online_count(),
+            known: self.fleet.len(),
+            segments_in_flight: self.dispatcher.in_flight(),
+            segments_stranded: self.dispatcher.stranded(),
+            broker_connected: self.out.connected(),
+            counters: self.counters.clone(),
+            broker_sys: self.broker_sys,
         }
     }
 
@@ -115,6 +176,7 @@ impl<P: Publisher> Registry<P> {
                     };
                 }
             }
+            self.flush_segments();
         }
         let now = Instant::now();
         self.dispatcher.shutdown(now, &mut self.counters);
@@ -143,6 +205,11 @@ impl<P: Publisher> Registry<P> {
     /// The one place a presence transition reaches the dispatcher.
     fn went_offline(&mut self, now: Instant, gone: impl IntoIterator<Item = WentOffline>) {
         for WentOffline(id) in gone {
+            if let Some(feed) = self.listened_feed() {
+                if let Some(p) = self.presence(id.as_str()) {
+                    feed.send(FeedEvent::Presence(p));
+                }
+            }
             self.dispatcher
                 .on_pi_offline(now, id.as_str(), &mut self.counters);
         }
@@ -178,10 +245,16 @@ impl<P: Publisher> Registry<P> {
         payload: &[u8],
         retained: bool,
     ) {
+        if BrokerSys::is_sys(topic) {
+            return self.broker_sys.on_publish(topic, payload);
+        }
         let incoming = match classify(topic, payload) {
             Ok(i) => i,
             Err(e) => return self.bad_input(now, topic, &e),
         };
+        let before = self
+            .listened_feed()
+            .map(|_| self.presence(incoming.client_id));
         let c = &mut self.counters;
         match incoming.message {
             Message::Heartbeat(_) => c.message("heartbeat"),
@@ -199,7 +272,27 @@ impl<P: Publisher> Registry<P> {
             | Message::Lease(_) => return self.bad_input(now, topic, &InputError::BadTopic),
         }
         let gone = self.fleet.on_message(now, wall_ms, &incoming, retained, c);
+        let went = gone.is_some();
         self.went_offline(now, gone);
+        let Some(feed) = self.listened_feed() else {
+            return;
+        };
+        if let Message::State(s) = incoming.message {
+            if self.fleet.pi(incoming.client_id).is_some() {
+                feed.send(FeedEvent::State(EntityState {
+                    pi: incoming.client_id.to_owned(),
+                    entity: s.entity_id,
+                    motion: s.motion(),
+                }));
+            }
+        }
+        let after = self.presence(incoming.client_id);
+        // An offline transition was sent by `went_offline` already.
+        if !went && before.is_some_and(|b| b != after) {
+            if let Some(p) = after {
+                feed.send(FeedEvent::Presence(p));
+            }
+        }
     }
 
     fn bad_input(&mut self, now: Instant, topic: &str, e: &InputError) {
@@ -239,6 +332,15 @@ impl<P: Publisher> Registry<P> {
             }
             Request::Poses(reply) => {
                 let _ = reply.send(online_poses(&self.fleet));
+            }
+            Request::Pi(id, reply) => {
+                let _ = reply.send(self.fleet.pi(&id).map(|p| PiView::of(p, now)));
+            }
+            Request::Segment(id, reply) => {
+                let _ = reply.send(self.dispatcher.journal.get(id).cloned());
+            }
+            Request::Stats(reply) => {
+                let _ = reply.send(self.stats());
             }
             #[cfg(test)]
             Request::Crash => panic!("registry crash, asked for by a test"),

@@ -7,7 +7,8 @@
 //!                                                         │ Dispatch, Snapshot, Render, Poses
 //!  [status]  Render every status_interval ─> stdout ──────┤
 //!  [planner] Poses + Dispatch every segment_interval ─────┤
-//!  FleetHandle users (tests, the HTTP API to come) ───────┘
+//!  FleetHandle users (tests, the HTTP API) ───────────────┘
+//!  [registry] ─Feed (bounded, try_send)─> [http-events] ─> event streams ([`crate::http`])
 //! ```
 //!
 //! `registry` ([`crate::registry`]) is the only owner of the [`Fleet`], the [`Dispatcher`] and
@@ -24,14 +25,17 @@ use log::{debug, info, warn};
 use mqtt_link::{Link, LinkConfig, QoS, SetupError, Worker};
 
 use crate::config::ServerConfig;
+use crate::dispatch::journal::SegmentRecord;
 use crate::dispatch::{
     DispatchConfig, DispatchError, Dispatcher, Order, Publisher, SegmentSpec, SegmentTicket,
     seed_segment_id,
 };
+use crate::feed::Feed;
 use crate::fleet::{Fleet, FleetConfig};
+use crate::http::Http;
 use crate::planner::SegmentSink;
 use crate::registry::{Registry, Request};
-use crate::snapshot::{EntityPose, Snapshot};
+use crate::snapshot::{EntityPose, PiView, Snapshot, Stats};
 
 /// Link events waiting for the registry; when full, the link thread waits (no loss).
 pub const EVENT_CAPACITY: usize = 65_536;
@@ -83,6 +87,22 @@ impl FleetHandle {
         self.ask(Request::Snapshot)
     }
 
+    /// One Pi; None when unknown or the server has stopped.
+    pub fn pi(&self, id: &str) -> Option<PiView> {
+        self.ask(|reply| Request::Pi(id.to_owned(), reply))
+            .flatten()
+    }
+
+    /// One of the last segments sent ([`crate::dispatch::journal`]); None when not among them.
+    pub fn segment(&self, id: u32) -> Option<SegmentRecord> {
+        self.ask(|reply| Request::Segment(id, reply)).flatten()
+    }
+
+    /// The counters and gauges, without the per-Pi views (cheap: for the metrics).
+    pub fn stats(&self) -> Option<Stats> {
+        self.ask(Request::Stats)
+    }
+
     /// The status table as printed on stdout.
     pub fn render_table(&self) -> Option<String> {
         self.ask(Request::Render)
@@ -115,17 +135,26 @@ impl Publisher for mqtt_link::Publisher {
 #[derive(Debug)]
 pub enum StartError {
     Link(SetupError),
+    /// A setting read at start (the fleet list) is bad.
+    Config(common::ConfigError),
     Spawn(&'static str, std::io::Error),
     /// A thread the server cannot run without ended on its own.
     Stopped(&'static str),
+    /// The operator interface could not listen (address in use, no permission, ...).
+    Http(std::net::SocketAddr, std::io::Error),
+    /// `http_token_file` could not be read (it was readable when the config was checked).
+    Token(common::ConfigError),
 }
 
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StartError::Link(_) => write!(f, "cannot set up the broker connection"),
+            StartError::Config(_) => write!(f, "bad configuration"),
             StartError::Spawn(name, _) => write!(f, "cannot start thread {name}"),
             StartError::Stopped(name) => write!(f, "thread {name} stopped unexpectedly"),
+            StartError::Http(addr, _) => write!(f, "cannot listen on {addr} (http_listen)"),
+            StartError::Token(e) => write!(f, "{e}"),
         }
     }
 }
@@ -134,8 +163,10 @@ impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StartError::Link(e) => Some(e),
+            StartError::Config(e) => Some(e),
             StartError::Spawn(_, e) => Some(e),
-            StartError::Stopped(_) => None,
+            StartError::Http(_, e) => Some(e),
+            StartError::Stopped(_) | StartError::Token(_) => None,
         }
     }
 }
@@ -149,18 +180,27 @@ pub struct Server {
     registry: Option<Worker<Snapshot>>,
     status: Option<Worker<()>>,
     planner: Option<Worker<()>>,
+    /// The operator interface, unless `http_listen` is off.
+    http: Option<Http>,
 }
 
 impl Server {
     /// Connects (in the background: the link retries until the broker answers) and starts
     /// the threads.
     pub fn start(cfg: &ServerConfig) -> Result<Server, StartError> {
+        let fleet_list = cfg.fleet_list().map_err(StartError::Config)?;
         let (event_tx, event_rx) = bounded(EVENT_CAPACITY);
         let mut lc = LinkConfig::new(cfg.client_id.clone(), cfg.broker.clone());
         lc.subscriptions = SERVER_SUBSCRIPTIONS
             .iter()
             .map(|t| ((*t).to_owned(), QoS::AtLeastOnce))
             .collect();
+        // The broker's own figures for the metrics; a broker that denies them costs nothing.
+        lc.subscriptions.extend(
+            crate::broker_sys::SYS_TOPICS
+                .iter()
+                .map(|t| ((*t).to_owned(), QoS::AtMostOnce)),
+        );
         lc.max_packet_size = MAX_PACKET;
         lc.request_capacity = REQUEST_CAPACITY;
         let link = Link::start(lc, event_tx).map_err(StartError::Link)?;
@@ -174,27 +214,54 @@ impl Server {
             registry: None,
             status: None,
             planner: None,
+            http: None,
         };
         let registry = Registry::new(
             Fleet::new(FleetConfig::new(
                 cfg.heartbeat_timeout,
                 cfg.max_pis,
                 cfg.evict_after,
-            )),
+            ))
+            .with_fleet_list(fleet_list),
             Dispatcher::new(
                 DispatchConfig::new(cfg.ack_timeout, cfg.segment_retries),
                 seed_segment_id(),
             ),
             out,
         );
+        let registry = match cfg.http_listen {
+            Some(addr) => {
+                let token = cfg.http_token().map_err(StartError::Token)?;
+                let (feed, feed_rx, shared) = Feed::new();
+                let http = Http::start(
+                    addr,
+                    token,
+                    server.handle.clone(),
+                    (feed_rx, shared),
+                    &exit_tx,
+                )
+                .map_err(|e| StartError::Http(addr, e))?;
+                info!(
+                    "operator interface on http://{} (docs/operator.md)",
+                    http.addr
+                );
+                server.http = Some(http);
+                registry.with_feed(feed)
+            }
+            None => registry,
+        };
         server.registry = Some(spawn("registry", &exit_tx, move |stop| {
             registry.run(event_rx, req_rx, stop)
         })?);
         if !cfg.status_interval.is_zero() {
             let handle = server.handle.clone();
             let interval = cfg.status_interval;
+            let title = match server.http_addr() {
+                Some(addr) => format!("Web map: http://{addr}/   (Ctrl-C stops)\n\n"),
+                None => String::new(),
+            };
             server.status = Some(spawn("status", &exit_tx, move |stop| {
-                status_loop(&handle, interval, &stop)
+                status_loop(&handle, interval, &title, &stop)
             })?);
         }
         if !cfg.segment_interval.is_zero() {
@@ -221,6 +288,11 @@ impl Server {
             },
         );
         Ok(server)
+    }
+
+    /// Where the operator interface listens (None: off).
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().map(|h| h.addr)
     }
 
     /// A handle for the library API (dispatch, snapshot, table).
@@ -253,6 +325,9 @@ impl Server {
     }
 
     fn stop_all(&mut self) -> Option<Snapshot> {
+        if let Some(http) = self.http.take() {
+            http.stop();
+        }
         if let Some(w) = self.planner.take() {
             w.stop_join();
         }
@@ -281,16 +356,20 @@ fn spawn<T: Send + 'static>(
     Worker::spawn(name, exits, body).map_err(|e| StartError::Spawn(name, e))
 }
 
-/// The `status` thread: the table on stdout every `interval`, one write and flush each.
-fn status_loop(handle: &FleetHandle, interval: Duration, stop: &Receiver<()>) {
+/// The `status` thread: the table on stdout every `interval`, one write and flush each. On a
+/// terminal each table replaces the last one, under `title` ([`crate::table::Screen`]); piped
+/// or redirected, tables follow each other line by line (scripts and tests read them).
+fn status_loop(handle: &FleetHandle, interval: Duration, title: &str, stop: &Receiver<()>) {
+    let screen = crate::table::Screen::detect(&std::io::stdout());
     let ticker = tick(interval);
     loop {
         select! {
             recv(stop) -> _ => break,
             recv(ticker) -> _ => {
-                let Some(text) = handle.render_table() else {
+                let Some(table) = handle.render_table() else {
                     break;
                 };
+                let text = screen.frame(title, table);
                 let mut out = std::io::stdout().lock();
                 if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
                     warn!("cannot write the status table to stdout ({e}); no more tables");
@@ -306,12 +385,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_operator_interface_answers_and_stops_with_the_server() {
+        let mut cfg = ServerConfig::default();
+        assert_eq!(cfg.apply("broker", "127.0.0.1:1"), Ok(()));
+        assert_eq!(cfg.apply("http_listen", "127.0.0.1:0"), Ok(()));
+        cfg.status_interval = Duration::ZERO;
+        cfg.segment_interval = Duration::ZERO;
+        let server = Server::start(&cfg).unwrap();
+        let addr = server.http_addr().expect("listening").to_string();
+        let http = testkit::http::Client::new(addr.clone());
+        let r = http.get("/api/fleet").unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["broker_connected"], false);
+        let r = http
+            .post_json(
+                "/api/pis/a/entities/1/segments",
+                r#"{"end": [1, 2], "velocity_start": 1, "velocity_end": 0, "segment_type": 0}"#,
+            )
+            .unwrap();
+        assert_eq!(r.status, 404, "unknown Pi: checked before the broker");
+        let t0 = std::time::Instant::now();
+        server.shutdown();
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        assert!(
+            std::net::TcpStream::connect(&addr).is_err(),
+            "no longer listening"
+        );
+    }
+
+    #[test]
     fn run_stops_when_the_registry_dies_instead_of_waiting_for_a_signal() {
         let mut cfg = ServerConfig::default();
         // Nothing listens there: the link keeps retrying in the background.
         assert_eq!(cfg.apply("broker", "127.0.0.1:1"), Ok(()));
         cfg.status_interval = Duration::ZERO;
         cfg.segment_interval = Duration::ZERO;
+        cfg.http_listen = None;
         let server = Server::start(&cfg).unwrap();
         let handle = server.handle();
         // The signal never comes: the sender stays alive for the whole test.

@@ -6,9 +6,10 @@ use std::time::Instant;
 use common::{Motion, Point};
 use serde::Serialize;
 
+use crate::broker_sys::BrokerSys;
 use crate::counters::{Counters, RttSummary};
 use crate::dispatch::Dispatcher;
-use crate::fleet::{Fleet, OfflineReason, PiState};
+use crate::fleet::{Fleet, OfflineReason, Pi, PiState};
 
 /// One entity as last reported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -39,7 +40,56 @@ pub struct PiView {
     pub session: Option<u32>,
     /// The protocol version of the Pi's heartbeats (1 until one says otherwise).
     pub protocol: u8,
+    /// The id keeps reconnecting as two devices sharing it would ([`crate::flapping`]).
+    pub suspected_duplicate: bool,
     pub entities: Vec<EntityView>,
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+impl PiView {
+    pub fn of(p: &Pi, now: Instant) -> PiView {
+        let since = match p.state {
+            PiState::Online { since } | PiState::Offline { since, .. } => since,
+        };
+        PiView {
+            id: p.id.to_string(),
+            online: p.is_online(),
+            offline_reason: p.offline_reason(),
+            state_age_ms: ms(now.saturating_duration_since(since)),
+            last_heartbeat_age_ms: p.last_alive_age(now).map(ms),
+            heartbeats: p.heartbeats,
+            heartbeats_lost: p.heartbeats_lost,
+            clock_offset_ms: p.clock.smoothed_ms(),
+            clock_out_of_range: p.clock.out_of_range(),
+            session: p.session,
+            protocol: p.protocol,
+            suspected_duplicate: p.flapping.is_suspected(),
+            entities: p
+                .entities
+                .iter()
+                .map(|(id, e)| EntityView {
+                    id: *id,
+                    motion: e.report.motion(),
+                    age_ms: ms(now.saturating_duration_since(e.updated)),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The figures behind the metrics: the counters and gauges, without the per-Pi views.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub online: usize,
+    pub known: usize,
+    pub segments_in_flight: usize,
+    pub segments_stranded: usize,
+    pub broker_connected: bool,
+    pub counters: Counters,
+    pub broker_sys: BrokerSys,
 }
 
 /// The whole registry at one moment.
@@ -70,37 +120,7 @@ impl Snapshot {
         connected: bool,
         now: Instant,
     ) -> Self {
-        let ms = |d: std::time::Duration| d.as_millis() as u64;
-        let pis = fleet
-            .pis()
-            .map(|p| {
-                let since = match p.state {
-                    PiState::Online { since } | PiState::Offline { since, .. } => since,
-                };
-                PiView {
-                    id: p.id.to_string(),
-                    online: p.is_online(),
-                    offline_reason: p.offline_reason(),
-                    state_age_ms: ms(now.saturating_duration_since(since)),
-                    last_heartbeat_age_ms: p.last_alive_age(now).map(ms),
-                    heartbeats: p.heartbeats,
-                    heartbeats_lost: p.heartbeats_lost,
-                    clock_offset_ms: p.clock.smoothed_ms(),
-                    clock_out_of_range: p.clock.out_of_range(),
-                    session: p.session,
-                    protocol: p.protocol,
-                    entities: p
-                        .entities
-                        .iter()
-                        .map(|(id, e)| EntityView {
-                            id: *id,
-                            motion: e.report.motion(),
-                            age_ms: ms(now.saturating_duration_since(e.updated)),
-                        })
-                        .collect(),
-                }
-            })
-            .collect();
+        let pis = fleet.pis().map(|p| PiView::of(p, now)).collect();
         Snapshot {
             pis,
             online: fleet.online_count(),

@@ -16,16 +16,66 @@
 //! last heartbeat carried an absurd timestamp ([`crate::clock_offset::SANE_OFFSET_MS`]) has
 //! `, clock out of range (no segment deadlines)` after its columns.
 //!
-//! Pis sorted by id, entities by id; an empty line ends the table. The offline section lists
-//! at most [`MAX_OFFLINE_LINES`] Pis (the most recently gone), then `  ... and N more`.
+//! Pis sorted by id, entities by id; an empty line ends the table. Each section stays
+//! readable however big the registry (5,000 Pis printed 5,005 lines every second): the
+//! active section lists at most [`MAX_ACTIVE_LINES`] Pis, the offline section at most
+//! [`MAX_OFFLINE_LINES`] (the most recently gone), each then `  ... and N more`. The active
+//! Pis listed are those of highest [`crate::standing::Standing`] (fleet list, then completed
+//! handshakes, then ids only heard by heartbeat), and among those the ones with a problem
+//! first (suspected duplicate id, heartbeat lagging, clock out of range, old protocol).
+//!
+//! On a terminal ([`Screen::Terminal`]) each table is written as one frame: cursor home, clear
+//! screen, the table; so the screen never shows half a table (no pipe through `awk`, whose
+//! Debian flavour buffers).
 
 use std::fmt::Write;
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use crate::fleet::{Fleet, Pi, PiState};
 
 /// Offline Pis listed by name; a flood of made-up ids must not make the table huge.
 pub const MAX_OFFLINE_LINES: usize = 100;
+/// Active Pis listed by name (each with its entity lines).
+pub const MAX_ACTIVE_LINES: usize = 100;
+
+/// Where the tables go: decides how each one is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    /// A pipe or a file: tables one after the other, line-oriented, exactly as rendered.
+    Lines,
+    /// A terminal: each table clears the screen and replaces the last one.
+    Terminal,
+}
+
+/// Cursor to the top-left corner, then clear the whole screen (ANSI / VT100).
+pub const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
+
+impl Screen {
+    /// [`Screen::Terminal`] when `out` is a terminal.
+    pub fn detect(out: &impl IsTerminal) -> Screen {
+        if out.is_terminal() {
+            Screen::Terminal
+        } else {
+            Screen::Lines
+        }
+    }
+
+    /// The text of one refresh, to be written in one write. `title` (e.g. where the web map
+    /// is) heads the screen on a terminal; piped, only the table goes out.
+    pub fn frame(self, title: &str, table: String) -> String {
+        match self {
+            Screen::Lines => table,
+            Screen::Terminal => {
+                let mut out = String::with_capacity(CLEAR_SCREEN.len() + title.len() + table.len());
+                out.push_str(CLEAR_SCREEN);
+                out.push_str(title);
+                out.push_str(&table);
+                out
+            }
+        }
+    }
+}
 
 /// A short human duration: `850ms`, `3.2s`, `4m05s`, `2h10m`.
 pub fn human(d: Duration) -> String {
@@ -117,10 +167,32 @@ fn flapping_marker(pi: &Pi, now: Instant) -> String {
 pub fn render(fleet: &Fleet, now: Instant) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "=== Active Clients: {} ===", fleet.online_count());
-    for pi in fleet.pis() {
-        if let PiState::Online { since } = pi.state {
-            active_line(&mut out, pi, since, now);
-        }
+    let mut active: Vec<(Instant, &Pi)> = fleet
+        .pis()
+        .filter_map(|p| match p.state {
+            PiState::Online { since } => Some((since, p)),
+            PiState::Offline { .. } => None,
+        })
+        .collect();
+    let hidden = active.len().saturating_sub(MAX_ACTIVE_LINES);
+    if hidden > 0 {
+        // Keep the fleet's own Pis, problems first, then back to id order.
+        let lagging = fleet.config().heartbeat_timeout / 2;
+        active.sort_by_key(|(_, p)| {
+            let problem = p.flapping.is_suspected()
+                || p.last_alive_age(now).is_some_and(|a| a > lagging)
+                || p.clock.out_of_range()
+                || p.protocol < common::wire::VERSION;
+            (std::cmp::Reverse((p.standing, problem)), p.id.as_str())
+        });
+        active.truncate(MAX_ACTIVE_LINES);
+        active.sort_by(|a, b| a.1.id.cmp(&b.1.id));
+    }
+    for (since, pi) in active {
+        active_line(&mut out, pi, since, now);
+    }
+    if hidden > 0 {
+        let _ = writeln!(out, "  ... and {hidden} more");
     }
     let mut offline: Vec<(Instant, &Pi)> = fleet
         .pis()
@@ -171,11 +243,81 @@ mod tests {
     }
 
     #[test]
+    fn active_section_is_capped_and_lists_the_fleet_and_its_problems_first() {
+        let t0 = Instant::now();
+        let mut f = fleet();
+        // Current-version heartbeats, as the registry thread hands them over.
+        let beat = |f: &mut TestFleet, at: Instant, id: &str, seq| {
+            let hb = Heartbeat {
+                seq,
+                timestamp_ms: 0,
+            };
+            f.on_live(
+                at,
+                0,
+                &format!("rpi/{id}/heartbeat"),
+                hb.encode().as_slice(),
+            );
+        };
+        let online = |session| Status {
+            presence: Presence::Online,
+            session,
+            timestamp_ms: 0,
+        };
+        // 300 ids that only heartbeat (the last one lagging), two real Pis (handshake) of
+        // which one lags.
+        for i in 0..300u64 {
+            let at = if i == 299 { t0 } else { t0 + ms(500) };
+            beat(&mut f, at, &format!("fake-{i:04}"), 1);
+        }
+        for id in ["real-lagging", "real-ok"] {
+            f.on_status(t0, id, online(1), false);
+            beat(&mut f, t0, id, 1);
+        }
+        beat(&mut f, t0 + ms(900), "real-ok", 2);
+        let got = render(&f, t0 + ms(1000));
+        assert!(got.starts_with("=== Active Clients: 302 ===\n"), "{got}");
+        assert!(got.contains("\n  ... and 202 more\n=== Offline Clients: 0 ===\n"));
+        assert_eq!(got.lines().count(), 1 + MAX_ACTIVE_LINES + 1 + 1 + 1);
+        assert!(
+            got.contains("\n  real-lagging: last_hb=1000ms ago"),
+            "{got}"
+        );
+        assert!(got.contains("\n  real-ok: last_hb=100ms ago"), "{got}");
+        // Then the lagging made-up id, then the rest in id order: the first 97.
+        assert!(got.contains("\n  fake-0299: last_hb=1000ms ago"), "{got}");
+        assert!(got.contains("\n  fake-0096: ") && !got.contains("fake-0097"));
+        let ids: Vec<&str> = got
+            .lines()
+            .filter_map(|l| l.strip_prefix("  ")?.split_once(": ").map(|p| p.0))
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted, "listed in id order");
+        // Under the cap: everyone, no "more" line.
+        let mut small = fleet();
+        beat(&mut small, t0, "a", 1);
+        assert!(!render(&small, t0).contains("more"));
+    }
+
+    #[test]
     fn human_durations() {
         assert_eq!(human(ms(127)), "127ms");
         assert_eq!(human(ms(3217)), "3.2s");
         assert_eq!(human(ms(245_000)), "4m05s");
         assert_eq!(human(Duration::from_secs(7800)), "2h10m");
+    }
+
+    #[test]
+    fn a_terminal_frame_clears_first_and_a_pipe_gets_the_table_as_is() {
+        let table = render(&fleet(), Instant::now());
+        let title = "Web map: http://127.0.0.1:8080/\n\n";
+        assert_eq!(Screen::Lines.frame(title, table.clone()), table);
+        let framed = Screen::Terminal.frame(title, table.clone());
+        assert_eq!(framed, format!("\x1b[H\x1b[2J{title}{table}"));
+        // Tests and cargo capture stdout: not a terminal.
+        let file = std::fs::File::open("Cargo.toml").unwrap();
+        assert_eq!(Screen::detect(&file), Screen::Lines);
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub const OWN_KEYS: &[&str] = &[
     "state_interval",
     "log_level",
     "queue_depth",
+    "server_lost_stop_after",
+    "state_dir",
 ];
 /// Flags without a value.
 pub const SWITCHES: &[&str] = &["--check-config", "--help", "--version"];
@@ -35,6 +37,10 @@ pub const DEFAULT_STATE: Duration = Duration::from_millis(100);
 pub const MIN_STATE: Duration = Duration::from_millis(10);
 pub const DEFAULT_QUEUE_DEPTH: usize = 8;
 pub const MAX_QUEUE_DEPTH: usize = 1024;
+/// The shortest `server_lost_stop_after`: a broker hiccup must not pause the fleet.
+pub const MIN_SERVER_LOST: Duration = Duration::from_millis(500);
+/// Where the session counter is kept across restarts (systemd's `StateDirectory=rpi-client`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/rpi-client";
 
 /// Every key of the schema, in the order `--check-config` prints them.
 pub fn keys() -> Vec<&'static str> {
@@ -53,6 +59,10 @@ pub struct Config {
     pub log_level: LevelFilter,
     /// Segments that may wait per entity behind the one being executed.
     pub queue_depth: usize,
+    /// Pause every vehicle when no server has been online for this long (None: never).
+    pub server_lost_stop_after: Option<Duration>,
+    /// Directory of the persisted session counter; None (`off`): the wall clock alone.
+    pub state_dir: Option<String>,
     pub broker: BrokerConfig,
 }
 
@@ -78,6 +88,8 @@ struct Draft {
     state_interval: Duration,
     log_level: LevelFilter,
     queue_depth: usize,
+    server_lost_stop_after: Option<Duration>,
+    state_dir: Option<String>,
     broker: BrokerConfig,
 }
 
@@ -90,6 +102,8 @@ impl Default for Draft {
             state_interval: DEFAULT_STATE,
             log_level: LevelFilter::Info,
             queue_depth: DEFAULT_QUEUE_DEPTH,
+            server_lost_stop_after: None,
+            state_dir: Some(DEFAULT_STATE_DIR.to_owned()),
             broker: BrokerConfig::default(),
         }
     }
@@ -159,6 +173,22 @@ impl Draft {
                         format!("{value:?}: must be a whole number from 1 to {MAX_QUEUE_DEPTH}")
                     })?;
             }
+            "server_lost_stop_after" => {
+                self.server_lost_stop_after = match value.trim() {
+                    "off" => None,
+                    v => Some(
+                        duration_at_least(v, MIN_SERVER_LOST)
+                            .map_err(|e| format!("{e} (or off)"))?,
+                    ),
+                };
+            }
+            "state_dir" => {
+                self.state_dir = match value.trim() {
+                    "off" => None,
+                    "" => return Err("empty: a directory, or off".into()),
+                    v => Some(v.to_owned()),
+                };
+            }
             other => return Err(format!("unknown key {other:?}")),
         }
         Ok(())
@@ -188,6 +218,8 @@ impl Draft {
             state_interval: self.state_interval,
             log_level: self.log_level,
             queue_depth: self.queue_depth,
+            server_lost_stop_after: self.server_lost_stop_after,
+            state_dir: self.state_dir,
             broker,
         };
         config.broker.check()?;
@@ -273,13 +305,16 @@ impl Config {
         let entities: Vec<String> = self.entities.iter().map(|e| e.to_string()).collect();
         format!(
             "client_id = {}\nentities = {}\nheartbeat_interval = {}\nstate_interval = {}\n\
-             log_level = {}\nqueue_depth = {}\n{}",
+             log_level = {}\nqueue_depth = {}\nserver_lost_stop_after = {}\nstate_dir = {}\n{}",
             self.client_id,
             entities.join(","),
             format_duration(self.heartbeat_interval),
             format_duration(self.state_interval),
             self.log_level.to_string().to_ascii_lowercase(),
             self.queue_depth,
+            self.server_lost_stop_after
+                .map_or_else(|| "off".to_owned(), format_duration),
+            self.state_dir.as_deref().unwrap_or("off"),
             self.broker.describe()
         )
     }
@@ -331,6 +366,8 @@ mod tests {
         assert_eq!(c.state_interval, Duration::from_millis(100));
         assert_eq!(c.log_level, LevelFilter::Info);
         assert_eq!(c.queue_depth, 8);
+        assert_eq!(c.server_lost_stop_after, None);
+        assert_eq!(c.state_dir.as_deref(), Some(DEFAULT_STATE_DIR));
         assert_eq!(c.broker.addrs.to_string(), "localhost");
         assert_eq!(c.broker.addrs.first().port_or_default(false), 1883);
     }
@@ -378,6 +415,11 @@ mod tests {
             ("entities = \n", "entities: \"\": empty entity id"),
             ("entities = 1,x\n", "entities: \"x\" is not an entity id"),
             ("queue_depth = 0\n", "queue_depth: \"0\": must be"),
+            (
+                "server_lost_stop_after = 100ms\n",
+                "server_lost_stop_after: 100ms is too short: at least 500ms (or off)",
+            ),
+            ("state_dir = \n", "state_dir: empty"),
             ("log_level = loud\n", "log_level: unknown log level"),
             ("client_id = a/b\n", "client_id: client id has '/'"),
             ("bogus = 1\n", "bogus: unknown key"),

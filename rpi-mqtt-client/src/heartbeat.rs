@@ -5,14 +5,15 @@
 
 use std::time::{Duration, Instant};
 
-use common::Heartbeat;
 use common::ratelimit::RateLimiter;
+use common::{Heartbeat, Message};
 use crossbeam_channel::Receiver;
 use log::{debug, warn};
 use mqtt_link::QoS;
 
 use crate::clock;
 use crate::link_change::LinkChange;
+use crate::publisher::encode;
 use crate::ticker::run_ticker;
 use mqtt_link::{Held, NotSent, Publisher};
 
@@ -38,10 +39,12 @@ impl HeartbeatTicker {
             seq: *seq,
             timestamp_ms: clock::now_ms(),
         };
-        match self
-            .publisher
-            .try_send(&self.topic, QoS::AtMostOnce, false, hb.encode().as_slice())
-        {
+        match self.publisher.try_send(
+            &self.topic,
+            QoS::AtMostOnce,
+            false,
+            encode(Message::Heartbeat(hb)).as_slice(),
+        ) {
             Ok(()) => *seq = seq.wrapping_add(1),
             Err(NotSent::Disconnected) => {}
             Err(NotSent::QueueFull(_)) => {

@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod config;
 pub mod entities;
+pub mod fence;
 pub mod heartbeat;
 pub mod link_change;
 pub mod outbox;
@@ -18,6 +19,9 @@ pub mod publisher;
 pub mod reject_budget;
 pub mod router;
 pub mod seen;
+pub mod seen_actions;
+pub mod server_presence;
+pub mod session_store;
 pub mod simulator;
 pub mod state;
 pub mod ticker;
@@ -94,8 +98,11 @@ pub fn run_with(
     vehicles: Vec<(u32, Box<dyn Vehicle>)>,
 ) -> Result<(), RunError> {
     let topics = Topics::new(&config.client_id);
-    let first_session = presence::first_session();
-    let entities = Entities::new(vehicles, config.queue_depth);
+    let session_store =
+        session_store::SessionStore::open(config.state_dir.as_deref(), clock::now_secs_u32());
+    let first_session = session_store.first;
+    let fence = fence::SharedFence::default();
+    let entities = Entities::new(vehicles, config.queue_depth).with_fence(fence.clone());
     let ids = entities.ids();
     info!(
         "rpi-client {} starting as {}: entities {:?}, broker {}, heartbeat every {}, state every {}",
@@ -108,7 +115,14 @@ pub fn run_with(
     );
 
     let mut link_cfg = LinkConfig::new(config.client_id.as_str(), config.broker.clone());
-    link_cfg.subscriptions = vec![(topics.segment.clone(), QoS::AtLeastOnce)];
+    link_cfg.subscriptions = vec![
+        (topics.segment.clone(), QoS::AtLeastOnce),
+        (topics.action.clone(), QoS::AtLeastOnce),
+        (
+            common::topic::SERVER_STATUS_SUBSCRIPTION.to_owned(),
+            QoS::AtLeastOnce,
+        ),
+    ];
     link_cfg.will = Some(presence::will(topics.status.clone()));
     link_cfg.first_session = first_session;
     link_cfg.request_capacity = 16 + 4 * ids.len();
@@ -122,7 +136,7 @@ pub fn run_with(
     entities.reports(clock::now_ms(), &mut initial);
     let snapshot: state::Snapshot = Arc::new(Mutex::new(initial));
     let (exit_tx, exit_rx) = crossbeam_channel::bounded(8);
-    let (segment_tx, segment_rx) = crossbeam_channel::bounded(64);
+    let (input_tx, input_rx) = crossbeam_channel::bounded(64);
     let mut workers: Vec<Worker> = Vec::new();
     let mut watchers = Vec::new();
 
@@ -158,6 +172,7 @@ pub fn run_with(
             entities,
             publisher: publisher.clone(),
             ack_topic: topics.ack.clone(),
+            state_topic: topics.state.clone(),
             snapshot: snapshot.clone(),
             step: vehicles::STEP.min(config.state_interval),
             idle_step: config.state_interval,
@@ -165,7 +180,7 @@ pub fn run_with(
         };
         workers.push(
             Worker::spawn("vehicles", &exit_tx, move |stop| {
-                vl.run(stop, segment_rx, link_rx)
+                vl.run(stop, input_rx, link_rx)
             })
             .map_err(|e| RunError::Spawn("vehicles", e))?,
         );
@@ -175,9 +190,11 @@ pub fn run_with(
     let mut router = Router::new(
         publisher,
         topics.clone(),
-        segment_tx,
+        input_tx,
         watchers,
-        first_session,
+        fence,
+        config.server_lost_stop_after,
+        session_store,
     );
     let exit = match spawned {
         Ok(()) => router.run(&event_rx, &shutdown, &exit_rx),

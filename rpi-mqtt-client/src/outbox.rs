@@ -9,22 +9,42 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use common::SegmentAck;
+use common::{ActionAck, Message, SegmentAck};
+
+/// What goes out on `rpi/{id}/ack`: segment acks and (version 3) action acks, in one queue
+/// so that the `Rejected(Cancelled)` acks of an action go out before its ActionAck.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    Segment(SegmentAck),
+    Action(ActionAck),
+}
+
+impl Ack {
+    pub fn message(&self) -> Message {
+        match self {
+            Ack::Segment(a) => Message::Ack(*a),
+            Ack::Action(a) => Message::ActionAck(*a),
+        }
+    }
+}
+
+/// The outbox of the `vehicles` thread.
+pub type Acks = AckOutbox<Ack>;
 
 #[derive(Debug)]
-pub struct AckOutbox {
-    queue: VecDeque<SegmentAck>,
+pub struct AckOutbox<T = SegmentAck> {
+    queue: VecDeque<T>,
     capacity: usize,
     /// Acks handed to the client lately, oldest first, with when.
-    recent: VecDeque<(Instant, SegmentAck)>,
+    recent: VecDeque<(Instant, T)>,
     recent_capacity: usize,
     resend_window: Duration,
     /// Acks dropped because the outbox was full (oldest first), since start.
     pub dropped: u64,
 }
 
-impl AckOutbox {
-    pub fn new(capacity: usize, recent_capacity: usize, resend_window: Duration) -> AckOutbox {
+impl<T> AckOutbox<T> {
+    pub fn new(capacity: usize, recent_capacity: usize, resend_window: Duration) -> AckOutbox<T> {
         AckOutbox {
             queue: VecDeque::with_capacity(capacity.min(64)),
             capacity: capacity.max(1),
@@ -36,7 +56,7 @@ impl AckOutbox {
     }
 
     /// Queues an ack; when full the oldest waiting one is dropped (and returned).
-    pub fn push(&mut self, ack: SegmentAck) -> Option<SegmentAck> {
+    pub fn push(&mut self, ack: T) -> Option<T> {
         let evicted = if self.queue.len() >= self.capacity {
             self.dropped += 1;
             self.queue.pop_front()
@@ -49,7 +69,7 @@ impl AckOutbox {
 
     /// Hands waiting acks to `send` in order until it refuses one (returns false); that one
     /// and the rest stay for the next try. Returns how many were handed over.
-    pub fn flush(&mut self, now: Instant, mut send: impl FnMut(&SegmentAck) -> bool) -> usize {
+    pub fn flush(&mut self, now: Instant, mut send: impl FnMut(&T) -> bool) -> usize {
         let mut sent = 0;
         while let Some(ack) = self.queue.front() {
             if !send(ack) {
@@ -70,7 +90,7 @@ impl AckOutbox {
     /// The connection broke at about `now`: acks handed over within the resend window before
     /// it may be lost, so they go to the front of the queue again. Returns how many.
     pub fn on_disconnect(&mut self, now: Instant) -> usize {
-        let mut again: Vec<SegmentAck> = self
+        let mut again: Vec<T> = self
             .recent
             .drain(..)
             .filter(|(at, _)| now.saturating_duration_since(*at) <= self.resend_window)

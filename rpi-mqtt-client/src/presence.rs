@@ -1,26 +1,20 @@
-//! Presence on `rpi/{id}/status`: the session counter's seed and the Status payloads (the
+//! Presence on `rpi/{id}/status`: the Status payloads (the
 //! Last Will meaning "connection lost", `Online` after each ConnAck, `Offline` on a clean
-//! shutdown). All retained, QoS 1 (see docs/protocol.md, "Status and sessions").
+//! shutdown; the session counter's seed is [`crate::session_store`]'s). All retained, QoS 1 (see docs/protocol.md, "Status and sessions").
 
-use common::{Presence, Status};
+use common::{Message, Presence, Status};
 use mqtt_link::{LastWill, QoS, WillFn};
 
 use crate::clock;
-
-/// The first connection's session: the Pi's clock in seconds at start; the link adds one
-/// per connect, so sessions only grow, across restarts too.
-pub fn first_session() -> u32 {
-    clock::now_secs_u32()
-}
+use crate::publisher::encode;
 
 /// A Status payload stamped now.
 pub fn status(presence: Presence, session: u32) -> Vec<u8> {
-    Status {
+    encode(Message::Status(Status {
         presence,
         session,
         timestamp_ms: clock::now_ms(),
-    }
-    .encode()
+    }))
     .to_vec()
 }
 

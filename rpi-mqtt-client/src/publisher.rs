@@ -2,7 +2,17 @@
 //! [`mqtt_link::Publisher`]: only while connected and never blocking, so that a dead broker
 //! stalls no thread and nothing stale piles up in rumqttc's queue.
 
-use common::{ClientId, TopicKind};
+use common::wire::{Encoded, LATEST};
+use common::{ClientId, Message, TopicKind};
+
+/// The protocol version this Pi speaks and sends everything in (docs/protocol.md, "Version
+/// 3"): the server sends a Pi segments (and actions) in the version of its heartbeats.
+pub const PROTOCOL: u8 = LATEST;
+
+/// `msg` in [`PROTOCOL`]; every message fits the newest version.
+pub fn encode(msg: Message) -> Encoded {
+    msg.encode_as(PROTOCOL).unwrap_or_else(|_| msg.encode())
+}
 
 /// This Pi's topics, built once.
 #[derive(Debug, Clone)]
@@ -12,6 +22,7 @@ pub struct Topics {
     pub status: String,
     pub ack: String,
     pub segment: String,
+    pub action: String,
 }
 
 impl Topics {
@@ -22,6 +33,7 @@ impl Topics {
             status: id.topic(TopicKind::Status),
             ack: id.topic(TopicKind::Ack),
             segment: id.topic(TopicKind::Segment),
+            action: id.topic(TopicKind::Action),
         }
     }
 }

@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use common::{RejectReason, Segment};
+use common::{ActionOutcome, RejectReason, Segment};
 
 use crate::vehicle::{Vehicle, VehicleState};
 
@@ -213,6 +213,24 @@ impl Vehicle for Simulator {
         ids.extend(self.queue.drain(..).map(|s| s.segment_id));
         self.speed = 0.0;
         ids
+    }
+
+    fn cancel(&mut self, segment_id: Option<u32>) -> Result<Vec<u32>, ActionOutcome> {
+        let Some(id) = segment_id else {
+            return Ok(self.queue.drain(..).map(|s| s.segment_id).collect());
+        };
+        if self.run.as_ref().is_some_and(|r| r.id == id) {
+            self.run = None;
+            self.speed = 0.0;
+            return Ok(vec![id]);
+        }
+        match self.queue.iter().position(|s| s.segment_id == id) {
+            Some(i) => {
+                self.queue.remove(i);
+                Ok(vec![id])
+            }
+            None => Err(ActionOutcome::UnknownSegment),
+        }
     }
 }
 

@@ -6,13 +6,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::StateReport;
 use common::ratelimit::RateLimiter;
+use common::{Message, StateReport};
 use crossbeam_channel::Receiver;
 use log::warn;
 use mqtt_link::QoS;
 
 use crate::link_change::LinkChange;
+use crate::publisher::encode;
 use crate::ticker::run_ticker;
 use mqtt_link::{Held, NotSent, Publisher};
 
@@ -51,7 +52,7 @@ impl StatePublisher {
                 &self.topic,
                 QoS::AtMostOnce,
                 false,
-                report.encode().as_slice(),
+                encode(Message::State(*report)).as_slice(),
             ) {
                 Ok(()) => {}
                 Err(NotSent::Disconnected) => return,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use common::{RejectReason, Segment};
+use common::{ActionOutcome, RejectReason, Segment};
 
 /// An entity's state in wire units, sampled by [`Vehicle::state`]: the motion a state report
 /// carries.
@@ -31,5 +31,15 @@ pub trait Vehicle: Send {
     /// that must be polled all the time (sensors) keeps the default.
     fn is_idle(&self) -> bool {
         false
+    }
+    /// Instant action `cancel` (protocol version 3): `Some(id)` drops that segment, running
+    /// (the vehicle halts where it is; the next queued one begins at the next step) or queued;
+    /// `None` drops every queued one, not the running one. Returns the ids dropped, or
+    /// `UnknownSegment` when `id` is neither running nor queued. The default cannot cancel
+    /// (`Unsupported`); `stop` uses [`Vehicle::abandon`], and `pause` needs nothing from the
+    /// handler (the daemon simply stops stepping it).
+    fn cancel(&mut self, segment_id: Option<u32>) -> Result<Vec<u32>, ActionOutcome> {
+        let _ = segment_id;
+        Err(ActionOutcome::Unsupported)
     }
 }

@@ -1,12 +1,13 @@
-//! The `vehicles` thread: owns the entity handlers. It takes the segments the main loop
-//! routes to it, steps the simulation on a fixed tick (slower while every entity is idle), publishes the acks (QoS 1, through a
+//! The `vehicles` thread: owns the entity handlers. It takes the segments and instant actions
+//! the main loop routes to it (an action's effect is published at once: the segment acks it
+//! caused, its ActionAck, then the state of every entity), steps the simulation on a fixed tick (slower while every entity is idle), publishes the acks (QoS 1, through a
 //! bounded outbox that survives a full queue and outages) and keeps the state snapshot that
 //! the state publisher reads. On stop, unfinished segments are acked `Rejected(ShuttingDown)`.
 
 use std::time::{Duration, Instant};
 
 use common::ratelimit::RateLimiter;
-use common::{AckOutcome, RejectReason, Segment, SegmentAck};
+use common::{AckOutcome, Action, Message, RejectReason, Segment, SegmentAck};
 use crossbeam_channel::{Receiver, select, tick};
 use log::{debug, info, warn};
 use mqtt_link::QoS;
@@ -14,7 +15,8 @@ use mqtt_link::QoS;
 use crate::clock;
 use crate::entities::Entities;
 use crate::link_change::LinkChange;
-use crate::outbox::AckOutbox;
+use crate::outbox::{Ack, Acks};
+use crate::publisher::encode;
 use crate::reject_budget::{REJECTS_PER_SECOND, RejectBudget};
 use crate::state::Snapshot;
 use mqtt_link::{Held, Publisher};
@@ -28,8 +30,17 @@ pub const OUTBOX_CAPACITY: usize = 256;
 /// Acks remembered after publishing, to resend after a disconnect.
 pub const RECENT_ACKS: usize = 64;
 
-enum Event {
+/// What the main loop hands to the `vehicles` thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
     Segment(Segment),
+    Action(Action),
+    /// The server has been gone for `server_lost_stop_after`: pause every entity.
+    ServerLost,
+}
+
+enum Event {
+    Input(Input),
     Link(LinkChange),
     Step,
     Stop,
@@ -39,6 +50,8 @@ pub struct VehiclesLoop {
     pub entities: Entities,
     pub publisher: Publisher,
     pub ack_topic: String,
+    /// Where the state after an action is published at once.
+    pub state_topic: String,
     pub snapshot: Snapshot,
     /// Simulation step (at most [`STEP`]; shorter with a very short state interval).
     pub step: Duration,
@@ -92,13 +105,8 @@ impl RejectLog {
 
 impl VehiclesLoop {
     /// Runs until `stop` disconnects (or the segment channel closes).
-    pub fn run(
-        mut self,
-        stop: Receiver<()>,
-        segments: Receiver<Segment>,
-        link: Receiver<LinkChange>,
-    ) {
-        let mut outbox = AckOutbox::new(OUTBOX_CAPACITY, RECENT_ACKS, self.resend_window);
+    pub fn run(mut self, stop: Receiver<()>, inputs: Receiver<Input>, link: Receiver<LinkChange>) {
+        let mut outbox = Acks::new(OUTBOX_CAPACITY, RECENT_ACKS, self.resend_window);
         let mut rejects = RejectLog::new();
         let mut budget = RejectBudget::default();
         let mut unanswered_log = RateLimiter::new(Duration::from_secs(10));
@@ -113,13 +121,44 @@ impl VehiclesLoop {
             let ticker = if idle { &idle_ticker } else { &busy_ticker };
             let event = select! {
                 recv(stop) -> _ => Event::Stop,
-                recv(segments) -> s => s.map(Event::Segment).unwrap_or(Event::Stop),
+                recv(inputs) -> s => s.map(Event::Input).unwrap_or(Event::Stop),
                 recv(link) -> c => c.map(Event::Link).unwrap_or(Event::Stop),
                 recv(ticker) -> _ => Event::Step,
             };
             match event {
                 Event::Stop => break,
-                Event::Segment(seg) => {
+                Event::Input(Input::Action(action)) => {
+                    if idle {
+                        last = Instant::now();
+                    }
+                    let done = self.entities.on_action(&action);
+                    let a = done.ack;
+                    if a.repeat {
+                        debug!(
+                            "action {} delivered again: answered from memory",
+                            a.action_id
+                        );
+                    } else {
+                        info!(
+                            "action {} ({:?} {:?}, epoch {}): {:?}, {} segments cancelled",
+                            a.action_id, a.action, a.target, action.epoch, a.outcome, a.cancelled
+                        );
+                    }
+                    for ack in done.cancelled {
+                        self.queue(&mut outbox, Ack::Segment(ack), &mut overflow);
+                    }
+                    self.queue(&mut outbox, Ack::Action(a), &mut overflow);
+                    self.flush(&mut outbox);
+                    if done.changed {
+                        self.publish_state_now(&mut reports);
+                    }
+                }
+                Event::Input(Input::ServerLost) => {
+                    if self.entities.pause_all() {
+                        self.publish_state_now(&mut reports);
+                    }
+                }
+                Event::Input(Input::Segment(seg)) => {
                     if idle {
                         // Time spent idle is not driving time for the new segment.
                         last = Instant::now();
@@ -155,7 +194,7 @@ impl VehiclesLoop {
                             ack.segment_id, ack.entity_id
                         ),
                     }
-                    self.queue(&mut outbox, ack, &mut overflow);
+                    self.queue(&mut outbox, Ack::Segment(ack), &mut overflow);
                     self.flush(&mut outbox);
                 }
                 Event::Link(LinkChange::Up) => {
@@ -177,12 +216,10 @@ impl VehiclesLoop {
                             "entity {} completed segment {}",
                             ack.entity_id, ack.segment_id
                         );
-                        self.queue(&mut outbox, ack, &mut overflow);
+                        self.queue(&mut outbox, Ack::Segment(ack), &mut overflow);
                     }
                     self.flush(&mut outbox);
-                    self.entities.reports(clock::now_ms(), &mut reports);
-                    let mut snap = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
-                    snap.clone_from(&reports);
+                    self.update_snapshot(&mut reports);
                 }
             }
         }
@@ -191,7 +228,7 @@ impl VehiclesLoop {
             info!("shutting down: {} unfinished segments dropped", acks.len());
         }
         for ack in acks.drain(..) {
-            self.queue(&mut outbox, ack, &mut overflow);
+            self.queue(&mut outbox, Ack::Segment(ack), &mut overflow);
         }
         self.flush(&mut outbox);
         if !outbox.is_empty() {
@@ -202,14 +239,49 @@ impl VehiclesLoop {
         }
     }
 
-    fn queue(&self, outbox: &mut AckOutbox, ack: SegmentAck, overflow: &mut RateLimiter) {
+    /// Samples every entity into `reports` and the shared snapshot.
+    fn update_snapshot(&self, reports: &mut Vec<common::StateReport>) {
+        self.entities.reports(clock::now_ms(), reports);
+        let mut snap = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        snap.clone_from(reports);
+    }
+
+    /// After an action: the snapshot, and every entity's state published now (QoS 0, like
+    /// the state ticker's; dropped if it cannot be sent, the next tick carries it).
+    fn publish_state_now(&self, reports: &mut Vec<common::StateReport>) {
+        self.update_snapshot(reports);
+        if !self.publisher.is_connected() {
+            return;
+        }
+        for r in reports.iter() {
+            let payload = encode(Message::State(*r));
+            if self
+                .publisher
+                .try_send(
+                    &self.state_topic,
+                    QoS::AtMostOnce,
+                    false,
+                    payload.as_slice(),
+                )
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    fn queue(&self, outbox: &mut Acks, ack: Ack, overflow: &mut RateLimiter) {
         if let Some(lost) = outbox.push(ack) {
             if let Some(held) = overflow.check(Instant::now()) {
+                let what = match lost {
+                    Ack::Segment(a) => {
+                        format!("segment {} for entity {}", a.segment_id, a.entity_id)
+                    }
+                    Ack::Action(a) => format!("action {}", a.action_id),
+                };
                 warn!(
-                    "ack outbox full ({OUTBOX_CAPACITY}): dropped the ack of segment {} \
-                     for entity {} ({} dropped in all, {})",
-                    lost.segment_id,
-                    lost.entity_id,
+                    "ack outbox full ({OUTBOX_CAPACITY}): dropped the ack of {what} \
+                     ({} dropped in all, {})",
                     outbox.dropped,
                     Held(held).count("")
                 );
@@ -217,7 +289,7 @@ impl VehiclesLoop {
         }
     }
 
-    fn flush(&self, outbox: &mut AckOutbox) {
+    fn flush(&self, outbox: &mut Acks) {
         if outbox.is_empty() || !self.publisher.is_connected() {
             return;
         }
@@ -227,7 +299,7 @@ impl VehiclesLoop {
                     &self.ack_topic,
                     QoS::AtLeastOnce,
                     false,
-                    ack.encode().as_slice(),
+                    encode(ack.message()).as_slice(),
                 )
                 .is_ok()
         });

@@ -224,7 +224,7 @@ fn late_segment_is_refused_and_never_driven() {
     let beat = probe
         .wait_for(Duration::from_secs(2), |s| as_heartbeat(s).is_some())
         .expect("a heartbeat");
-    assert_eq!(beat.payload[0] >> 4, 2, "the Pi speaks version 2");
+    assert_eq!(beat.payload[0] >> 4, 3, "the Pi speaks version 3");
 
     let expired = AckOutcome::Rejected(RejectReason::Expired);
     let mut late = segment(1, 5, (0, 0), (300, 0), 300, 300);

@@ -32,8 +32,17 @@ pub fn spawn_pi(broker: &str, id: &str, entities: &str, extra: &[&str]) -> Daemo
 
 /// The `mqtt-server` binary `bin` against `broker` with `extra` flags (e.g.
 /// `--status-interval 100ms`).
+/// No operator interface unless `extra` asks for one (a later flag wins): tests run in
+/// parallel and would all want 127.0.0.1:8080.
 pub fn server_with(bin: &Path, broker: &str, extra: &[&str]) -> Daemon {
-    let mut args = vec!["--config", "/dev/null", "--broker", broker];
+    let mut args = vec![
+        "--config",
+        "/dev/null",
+        "--broker",
+        broker,
+        "--http-listen",
+        "off",
+    ];
     args.extend_from_slice(extra);
     Daemon::spawn(bin, &args, &[])
 }

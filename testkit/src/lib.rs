@@ -2,17 +2,20 @@
 //! test ([`broker`]), MQTT probes to publish and watch topics ([`probe`]), and daemon child
 //! processes with signals and captured logs ([`process`]), the daemon binaries built on
 //! demand ([`bins`]) and started against a broker ([`daemons`]), a process's CPU time and
-//! memory ([`procfs`]) sampled over time ([`rss`]), and the mqtt-server status table read
-//! from its stdout ([`table`]).
+//! memory ([`procfs`]) sampled over time ([`rss`]), the mqtt-server status table read from
+//! its stdout ([`table`]), a tiny HTTP client for its operator interface ([`http`]), and a
+//! headless Chromium driven over WebDriver ([`webdriver`]).
 
 pub mod bins;
 pub mod broker;
 pub mod daemons;
+pub mod http;
 pub mod probe;
 pub mod process;
 pub mod procfs;
 pub mod rss;
 pub mod table;
+pub mod webdriver;
 
 pub use broker::Broker;
 pub use daemons::{count_lines, spawn_pi, spawn_server};

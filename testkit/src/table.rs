@@ -12,8 +12,8 @@
 //! ```
 //!
 //! An active Pi's line may end with `, protocol=1 (no segment deadlines)` and/or
-//! `, SUSPECTED DUPLICATE ID (N connections in 30.0s)`; the offline section may end with
-//! `  ... and N more`. Columns are found by their key, so extra columns are fine; a line of an
+//! `, SUSPECTED DUPLICATE ID (N connections in 30.0s)`; each section may end with
+//! `  ... and N more` (Pis not listed; listed + N must then be the section's count). Columns are found by their key, so extra columns are fine; a line of an
 //! unknown kind, or out of place, panics with the whole table text.
 
 use std::collections::BTreeMap;
@@ -62,6 +62,9 @@ pub struct Table {
     pub at: Instant,
     pub active_count: usize,
     pub active: BTreeMap<String, ActiveRow>,
+    /// The `N` of the active section's `  ... and N more` (active Pis not listed), 0 without
+    /// that line.
+    pub active_hidden: usize,
     pub offline_count: usize,
     /// Pi id -> the reason in parentheses (`will`, `clean shutdown`, ...).
     pub offline: BTreeMap<String, String>,
@@ -138,6 +141,8 @@ fn duplicate_marker(rest: &str) -> Option<Option<u32>> {
 enum Section {
     Start,
     Active,
+    /// After the active section's `  ... and N more`: only the offline header.
+    ActiveEnd,
     Offline,
     /// After `  ... and N more`: nothing but empty lines.
     End,
@@ -149,6 +154,7 @@ pub fn try_parse(text: &str) -> Result<Table, String> {
         at: Instant::now(),
         active_count: 0,
         active: BTreeMap::new(),
+        active_hidden: 0,
         offline_count: 0,
         offline: BTreeMap::new(),
         offline_hidden: 0,
@@ -174,7 +180,7 @@ pub fn try_parse(text: &str) -> Result<Table, String> {
             .strip_prefix("=== Offline Clients: ")
             .and_then(|r| r.strip_suffix(" ==="))
         {
-            if section != Section::Active {
+            if section != Section::Active && section != Section::ActiveEnd {
                 return Err(bad());
             }
             t.offline_count = n.parse().map_err(|_| bad())?;
@@ -217,11 +223,18 @@ pub fn try_parse(text: &str) -> Result<Table, String> {
             .strip_prefix("  ... and ")
             .and_then(|r| r.strip_suffix(" more"))
         {
-            if section != Section::Offline {
-                return Err(bad());
+            let n: usize = n.parse().map_err(|_| bad())?;
+            match section {
+                Section::Active if t.active.len() + n == t.active_count => {
+                    t.active_hidden = n;
+                    section = Section::ActiveEnd;
+                }
+                Section::Offline if t.offline.len() + n == t.offline_count => {
+                    t.offline_hidden = n;
+                    section = Section::End;
+                }
+                _ => return Err(bad()),
             }
-            t.offline_hidden = n.parse().map_err(|_| bad())?;
-            section = Section::End;
         } else if let Some(rest) = line.strip_prefix("  ") {
             let (id, rest) = rest.split_once(": ").ok_or_else(bad)?;
             if id.is_empty() || id.starts_with(' ') {
@@ -262,13 +275,16 @@ pub fn try_parse(text: &str) -> Result<Table, String> {
                     duplicate_marker(rest).ok_or_else(bad)?;
                     t.offline.insert(id.to_owned(), reason.to_owned());
                 }
-                Section::Start | Section::End => return Err(bad()),
+                Section::Start | Section::ActiveEnd | Section::End => return Err(bad()),
             }
         } else {
             return Err(bad());
         }
     }
-    if section == Section::Start || section == Section::Active {
+    if matches!(
+        section,
+        Section::Start | Section::Active | Section::ActiveEnd
+    ) {
         return Err(format!("incomplete status table:\n{text}"));
     }
     Ok(t)
@@ -410,6 +426,32 @@ mod tests {
         assert!(t.all_active(&["pi-a"], 2));
         assert!(t.all_active(&["pi-old"], 0));
         assert!(!t.all_active(&["pi-a", "pi-b"], 2));
+    }
+
+    #[test]
+    fn a_capped_active_section() {
+        let text = "\
+=== Active Clients: 5002 ===
+  pi-a: last_hb=1ms ago, entities=1, lost_hb=0, clock_offset=?, session=?
+    Entity 1: pos=(0, 0), angle=0, vel=(0, 0), seg=idle, age=1ms
+  pi-b: last_hb=1ms ago, entities=0, lost_hb=0, clock_offset=?, session=?
+  ... and 5000 more
+=== Offline Clients: 0 ===
+
+";
+        let t = parse(text);
+        assert_eq!((t.active_count, t.active_hidden), (5002, 5000));
+        assert!(t.all_active(&["pi-a"], 1));
+        assert_eq!((t.offline_count, t.offline_hidden), (0, 0));
+        // Nothing but the offline header after it; the count must add up.
+        for bad in [
+            text.replace("  ... and 5000 more\n", "  ... and 5000 more\n  pi-c: last_hb=1ms ago, entities=0, lost_hb=0, clock_offset=?, session=?\n"),
+            text.replace("  ... and 5000 more\n", "  ... and 5000 more\n    Entity 2: pos=(0, 0), angle=0, vel=(0, 0), seg=idle, age=1ms\n"),
+            text.replace("5000 more", "4999 more"),
+            text.replace("=== Offline Clients: 0 ===\n", ""),
+        ] {
+            assert!(try_parse(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

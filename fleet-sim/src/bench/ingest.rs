@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::procs::{CpuMark, MachineMark, Stdout, Stream, TopicCounts};
+use super::procs::{CpuMark, MachineMark, Stream, TopicCounts};
 use super::{Bench, ServerStats, latency, stop_server};
 use crate::Summary;
 
@@ -112,12 +112,10 @@ pub fn run(
         "--log-level".into(),
         "warn".into(),
     ];
-    let mut sim = super::procs::spawn(
+    let mut sim = b.run(
         &format!("{tag}-sim"),
         &super::procs::bin_dir().join("fleet-sim"),
         &args,
-        Stdout::Lines,
-        &b.logs(),
     );
     let steady = sim
         .wait_line(Stream::Stdout, ramp + Duration::from_secs(30), |l| {

@@ -8,6 +8,7 @@ pub mod failure;
 pub mod footprint;
 pub mod ingest;
 pub mod latency;
+pub mod map;
 pub mod procs;
 pub mod report;
 pub mod svg;
@@ -50,6 +51,11 @@ impl Bench {
         p
     }
 
+    /// Starts `bin args` as child `name` with its stdout as lines, logged in [`Bench::logs`].
+    pub fn run<S: AsRef<str>>(&self, name: &str, bin: &Path, args: &[S]) -> Daemon {
+        procs::spawn(name, bin, args, Stdout::Lines, &self.logs())
+    }
+
     /// A fresh broker (TCP_NODELAY on) that also logs subscriptions, so the benchmark can
     /// tell when a client is ready.
     pub fn broker(&self) -> Broker {
@@ -71,15 +77,12 @@ impl Bench {
             "0s",
             "--log-level",
             "info",
+            // Off unless `extra` asks for it (a later flag wins).
+            "--http-listen",
+            "off",
         ];
         args.extend_from_slice(extra);
-        let p = procs::spawn(
-            name,
-            &self.bin("mqtt-server"),
-            &args,
-            Stdout::Lines,
-            &self.logs(),
-        );
+        let p = self.run(name, &self.bin("mqtt-server"), &args);
         wait_subscribed(
             broker,
             "bench-server",
@@ -150,13 +153,7 @@ impl Bench {
             "--log-level",
             "info",
         ];
-        let p = procs::spawn(
-            id,
-            &self.bin("rpi-client"),
-            &args,
-            Stdout::Lines,
-            &self.logs(),
-        );
+        let p = self.run(id, &self.bin("rpi-client"), &args);
         wait_subscribed(
             broker,
             id,

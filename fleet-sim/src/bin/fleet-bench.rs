@@ -1,6 +1,6 @@
 //! `fleet-bench`: the benchmark runner behind `make bench` (see scripts/bench.sh).
 //!
-//! Usage: fleet-bench [all|codec|footprint|latency|failure|ingest|load|sizes]...
+//! Usage: fleet-bench [all|codec|footprint|latency|failure|ingest|load|sizes|map]...
 //!                    [--quick] [--out DIR] [--sim-threads N] [--opt-z-dir DIR]
 //!                    [--pis 100,500,1000] [--seconds 30]
 //!        fleet-bench codec-json PATH
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use fleet_sim::bench::report::{IdleLatency, Results};
 use fleet_sim::bench::{
-    Bench, codec, failure, footprint, ingest, latency, machine, procs, stop_server,
+    Bench, codec, failure, footprint, ingest, latency, machine, map, procs, stop_server,
 };
 
 const SCENARIOS: &[&str] = &[
@@ -27,6 +27,7 @@ const SCENARIOS: &[&str] = &[
     "solo",
     "load",
     "sizes",
+    "map",
 ];
 
 fn usage() -> String {
@@ -212,6 +213,12 @@ fn main() -> ExitCode {
             true,
         ));
     }
+    // The web map in headless Chromium: its own file (map.json) and table.
+    let map_table = want("map").then(|| {
+        let pis = if b.quick { 100 } else { 1000 };
+        let secs = secs_override.unwrap_or(if b.quick { 5 } else { 20 });
+        map::run(&b, pis, secs).table()
+    });
     res.check_targets();
     if let Err(e) = res.write(&b.out) {
         eprintln!(
@@ -221,6 +228,9 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     println!("{}", res.table());
+    if let Some(t) = map_table {
+        println!("{t}");
+    }
     println!(
         "results: {}, plots: {}",
         b.out.join("results.json").display(),
@@ -276,13 +286,7 @@ fn idle_latency(b: &Bench) -> IdleLatency {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut sim = procs::spawn(
-        "latency-simpi",
-        &procs::bin_dir().join("fleet-sim"),
-        &args,
-        procs::Stdout::Lines,
-        &b.logs(),
-    );
+    let mut sim = b.run("latency-simpi", &procs::bin_dir().join("fleet-sim"), &args);
     let sim_res = fleet_sim::bench::wait_subscribed(
         &broker,
         "bench-simpi-0",

@@ -47,6 +47,7 @@ use crate::counters::Counters;
 use crate::fleet::{Fleet, PiState};
 
 pub mod api;
+pub mod journal;
 pub mod segment;
 #[cfg(test)]
 mod tests;
@@ -55,6 +56,7 @@ pub use api::{
     ACK_GRACE, DispatchConfig, DispatchError, FailReason, Order, Publisher, SegmentOutcome,
     SegmentSpec, SegmentTicket, pi_deadline_ms,
 };
+use journal::{Journal, SegmentState, fail_label, reject_label};
 use segment::{Ending, Phase, Tracked};
 
 /// ` (N similar not logged)` after a rate-limited line, or nothing.
@@ -85,6 +87,10 @@ pub struct Dispatcher {
     noack_limit: RateLimiter,
     ack_limit: RateLimiter,
     reject_limit: RateLimiter,
+    /// The last segments sent and what became of them (for the HTTP API and its events).
+    pub journal: Journal,
+    /// Why the next segment to finish failed or was rejected: set just before `enter`.
+    reason: Option<&'static str>,
 }
 
 impl Dispatcher {
@@ -101,6 +107,8 @@ impl Dispatcher {
             noack_limit: RateLimiter::new(Duration::from_secs(10)),
             ack_limit: RateLimiter::new(Duration::from_secs(10)),
             reject_limit: RateLimiter::new(Duration::from_secs(10)),
+            journal: Journal::new(Instant::now(), mqtt_link::daemon::wall_ms()),
+            reason: None,
         }
     }
 
@@ -137,6 +145,17 @@ impl Dispatcher {
             return;
         };
         let from = std::mem::replace(&mut t.phase, to);
+        let state = match to {
+            Phase::Sent { .. } => None,
+            Phase::Accepted | Phase::Stranded { .. } => Some(SegmentState::Accepted),
+            Phase::Finished(Ending::Completed) => Some(SegmentState::Completed),
+            Phase::Finished(Ending::Rejected) => Some(SegmentState::Rejected),
+            Phase::Finished(Ending::Failed) => Some(SegmentState::Failed),
+        };
+        if let Some(state) = state {
+            let reason = std::mem::take(&mut self.reason);
+            self.journal.enter(now, id, state, reason);
+        }
         match (
             matches!(from, Phase::Stranded { .. }),
             matches!(to, Phase::Stranded { .. }),
@@ -202,6 +221,14 @@ impl Dispatcher {
         };
         self.send(now, &client, &segment, version, counters, out);
         counters.segments_sent += 1;
+        self.journal.sent(
+            now,
+            client.as_str(),
+            spec.entity_id,
+            spec.start,
+            spec.end,
+            id,
+        );
         if expires.is_none() {
             counters.segments_without_deadline += 1;
         }
@@ -372,6 +399,7 @@ impl Dispatcher {
                 counters.segments_rejected += 1;
                 if let Some(t) = self.tracked.get(&id) {
                     t.tell(SegmentOutcome::Rejected(reason));
+                    self.reason = Some(reject_label(reason));
                     if let Some(held) = self.reject_limit.check(now) {
                         info!(
                             "segment {id} rejected by {}/{}: {reason:?}{}",
@@ -423,6 +451,7 @@ impl Dispatcher {
         }
         counters.segments_failed += 1;
         t.tell(SegmentOutcome::Failed(why));
+        self.reason = Some(fail_label(why));
         debug!(
             "segment {id} to {}/{} failed: {why:?}",
             t.client, t.segment.entity_id

@@ -46,6 +46,7 @@ pub fn config(broker: &Broker) -> ServerConfig {
         .unwrap();
     cfg.segment_interval = Duration::ZERO;
     cfg.status_interval = Duration::ZERO;
+    cfg.http_listen = None;
     cfg
 }
 

@@ -144,3 +144,20 @@ pub fn send_segment(probe: &Probe, id: &str, seg: &Segment) {
         false,
     );
 }
+
+pub fn as_action_ack(s: &Seen) -> Option<common::ActionAck> {
+    match (leaf(s), decode(s)) {
+        ("ack", Message::ActionAck(a)) => Some(a),
+        _ => None,
+    }
+}
+
+/// Publishes an instant action to Pi `id` as the server would (QoS 1).
+pub fn send_action(probe: &Probe, id: &str, action: &common::Action) {
+    probe.publish(
+        &format!("server/{id}/action"),
+        action.encode().as_slice(),
+        QoS::AtLeastOnce,
+        false,
+    );
+}
