@@ -114,7 +114,9 @@ fn the_map_shows_the_fleet_live_and_sends_a_segment_by_click() {
     for r in &rows {
         let text = b.text(r);
         assert!(text.contains("online"), "row text {text:?}");
-        assert!(text.contains("protocol 2"), "row text {text:?}");
+        // rpi-client speaks the newest protocol version.
+        let protocol = format!("protocol {}", common::wire::LATEST);
+        assert!(text.contains(&protocol), "row text {text:?}");
     }
     assert_eq!(
         b.text(&b.find_all("#conn")[0]),
