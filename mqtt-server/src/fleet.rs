@@ -438,7 +438,7 @@ impl Fleet {
                 self.on_state(now, id, s, c);
                 None
             }
-            Message::Status(s) => self.on_status(now, id, s, retained, c),
+            Message::Status(s) => self.on_status(now, wall_ms, id, s, retained, c),
             Message::Ack(_)
             | Message::Segment(_)
             | Message::Action(_)
@@ -619,12 +619,24 @@ impl Fleet {
     pub fn on_status(
         &mut self,
         now: Instant,
+        wall_ms: u64,
         id: &str,
         st: Status,
         retained: bool,
         c: &mut Counters,
     ) -> Option<WentOffline> {
         let is_new = !self.pis.contains_key(id);
+        // A session from the future (seeded from a clock far ahead, or forged, e.g.
+        // u32::MAX) applies its presence but never becomes the newest session: otherwise
+        // the Pi's later real will would count as stale (offline only by timeout).
+        let trusted = !session_from_the_future(st.session, wall_ms);
+        if !trusted {
+            c.registry_event("future_session", 1);
+            debug!(
+                "{id}: {:?} of session {} is more than a day ahead of this server's clock: its session is not kept",
+                st.presence, st.session
+            );
+        }
         let claim = match st.presence {
             Presence::Online => Standing::Claimed,
             Presence::Offline | Presence::ConnectionLost => Standing::Stranger,
@@ -635,7 +647,9 @@ impl Fleet {
         let pi = pis.get_mut(id)?;
         match st.presence {
             Presence::Online => {
-                pi.session = Some(st.session);
+                if trusted {
+                    pi.session = Some(st.session);
+                }
                 pi.standing = pi.standing.on_online_status();
                 if retained {
                     // Not proof of life: wait for a heartbeat (see the module comment).
@@ -677,7 +691,9 @@ impl Fleet {
                     );
                     return None;
                 }
-                pi.session = Some(st.session);
+                if trusted {
+                    pi.session = Some(st.session);
+                }
                 let reason = if st.presence == Presence::Offline {
                     OfflineReason::CleanShutdown
                 } else {
@@ -763,6 +779,22 @@ impl Fleet {
 
 /// A [`Fleet`] with its own counters and a record of the Pis that went offline, so unit tests
 /// (here, in the dispatcher and the table) drive it as the registry thread does.
+/// How far ahead of the server's wall clock a session may be (sessions count seconds from
+/// the Pi's clock, persisted across restarts): the same day's window as clock offsets
+/// ([`crate::clock_offset::SANE_OFFSET_MS`]).
+pub const SESSION_AHEAD_S: u64 = crate::clock_offset::SANE_OFFSET_MS / 1000;
+
+/// Whether `session` is further ahead of `wall_ms` (the server's clock) than
+/// [`SESSION_AHEAD_S`].
+pub fn session_from_the_future(session: u32, wall_ms: u64) -> bool {
+    u64::from(session) > wall_ms / 1000 + SESSION_AHEAD_S
+}
+
+/// The server's wall clock in [`TestFleet::on_status`]: 2025-11-25, so test sessions
+/// (small numbers, or today's seconds) are not from the future.
+#[cfg(test)]
+pub(crate) const TEST_WALL_MS: u64 = 1_764_000_000_000;
+
 #[cfg(test)]
 pub(crate) struct TestFleet {
     pub fleet: Fleet,
@@ -810,7 +842,7 @@ impl TestFleet {
     pub fn on_status(&mut self, now: Instant, id: &str, st: Status, retained: bool) {
         let gone = self
             .fleet
-            .on_status(now, id, st, retained, &mut self.counters);
+            .on_status(now, TEST_WALL_MS, id, st, retained, &mut self.counters);
         self.record(gone);
     }
 
@@ -1259,6 +1291,37 @@ mod tests {
         assert!(f.pi("b").is_some());
         assert_eq!(f.counters().registry_of("pis_evicted"), 1);
         assert_eq!(f.online_count(), 0);
+    }
+
+    #[test]
+    fn a_session_from_the_future_never_makes_the_real_will_stale() {
+        let t0 = Instant::now();
+        let real = (TEST_WALL_MS / 1000) as u32;
+        let mut f = fleet(10);
+        f.on_status(t0, "a", status(Presence::Online, real), false);
+        f.on_heartbeat(t0 + ms(10), 0, "a", hb(1, 0));
+        // A forged live Online of session u32::MAX: applied, but its session is not kept.
+        f.on_status(t0 + ms(20), "a", status(Presence::Online, u32::MAX), false);
+        assert!(f.pi("a").unwrap().is_online());
+        assert_eq!(f.pi("a").unwrap().session, Some(real));
+        assert_eq!(f.counters().registry_of("future_session"), 1);
+        // The Pi dies: its will (the real session) takes it offline at once, not by timeout.
+        f.on_status(
+            t0 + ms(100),
+            "a",
+            status(Presence::ConnectionLost, real),
+            false,
+        );
+        assert_eq!(
+            f.pi("a").unwrap().offline_reason(),
+            Some(OfflineReason::Will),
+            "the real will is not stale"
+        );
+        assert_eq!(f.take_went_offline(), vec!["a".to_string()]);
+        // A session within a day ahead (a Pi clock a little fast) is still trusted.
+        let ahead = real + 3600;
+        f.on_status(t0 + ms(200), "b", status(Presence::Online, ahead), false);
+        assert_eq!(f.pi("b").unwrap().session, Some(ahead));
     }
 
     #[test]
