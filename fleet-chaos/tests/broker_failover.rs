@@ -24,6 +24,9 @@ fn server(broker: &str) -> Daemon {
             "200ms",
             "--segment-interval",
             "0s",
+            // Tests run in parallel: no operator interface on the default 127.0.0.1:8080.
+            "--http-listen",
+            "off",
         ])
         .stderr_lines()
         .start()
