@@ -88,30 +88,8 @@ pub fn run(
 
     let json = b.out.join(format!("{tag}-sim.json"));
     let ramp = Duration::from_millis((pis as u64 * 2).clamp(200, 2000));
-    let args: Vec<String> = vec![
-        "--broker".into(),
-        broker.addr(),
-        "--pis".into(),
-        pis.to_string(),
-        "--entities".into(),
-        "4".into(),
-        "--state-interval".into(),
-        "100ms".into(),
-        "--heartbeat-interval".into(),
-        "500ms".into(),
-        "--duration".into(),
-        format!("{}ms", duration.as_millis()),
-        "--ramp".into(),
-        format!("{}ms", ramp.as_millis()),
-        "--id-prefix".into(),
-        format!("b{pis}"),
-        "--threads".into(),
-        b.sim_threads.to_string(),
-        "--json".into(),
-        json.display().to_string(),
-        "--log-level".into(),
-        "warn".into(),
-    ];
+    let mut args = b.sim_args(&broker, pis, duration, ramp, &format!("b{pis}"));
+    args.extend(["--json".into(), json.display().to_string()]);
     let mut sim = b.run(
         &format!("{tag}-sim"),
         &super::procs::bin_dir().join("fleet-sim"),

@@ -120,26 +120,7 @@ pub fn run(b: &Bench, pis: usize, secs: u64) -> MapResult {
     let baseline_empty = Frames::of(&forced(&browser, 100));
 
     let ramp = Duration::from_secs(if b.quick { 3 } else { 10 });
-    let args: Vec<String> = vec![
-        "--broker".into(),
-        broker.addr(),
-        "--pis".into(),
-        pis.to_string(),
-        "--entities".into(),
-        "4".into(),
-        "--state-interval".into(),
-        "100ms".into(),
-        "--duration".into(),
-        format!("{}s", secs + 90),
-        "--ramp".into(),
-        format!("{}ms", ramp.as_millis()),
-        "--id-prefix".into(),
-        "map".into(),
-        "--threads".into(),
-        b.sim_threads.to_string(),
-        "--log-level".into(),
-        "warn".into(),
-    ];
+    let args = b.sim_args(&broker, pis, Duration::from_secs(secs + 90), ramp, "map");
     let mut sim = b.run("map-sim", &super::procs::bin_dir().join("fleet-sim"), &args);
     let want = pis * 4;
     let vehicles = browser.wait_for(

@@ -56,6 +56,41 @@ impl Bench {
         procs::spawn(name, bin, args, Stdout::Lines, &self.logs())
     }
 
+    /// The arguments of a `fleet-sim` run against `broker`: `pis` Pis x 4 entities at the
+    /// daemons' default rates (state 100 ms, heartbeat 500 ms), for `duration` after a `ramp`,
+    /// with ids `{prefix}-N`, on the benchmark's simulator threads; callers append their own.
+    pub fn sim_args(
+        &self,
+        broker: &Broker,
+        pis: usize,
+        duration: Duration,
+        ramp: Duration,
+        prefix: &str,
+    ) -> Vec<String> {
+        vec![
+            "--broker".into(),
+            broker.addr(),
+            "--pis".into(),
+            pis.to_string(),
+            "--entities".into(),
+            "4".into(),
+            "--state-interval".into(),
+            "100ms".into(),
+            "--heartbeat-interval".into(),
+            "500ms".into(),
+            "--duration".into(),
+            format!("{}ms", duration.as_millis()),
+            "--ramp".into(),
+            format!("{}ms", ramp.as_millis()),
+            "--id-prefix".into(),
+            prefix.into(),
+            "--threads".into(),
+            self.sim_threads.to_string(),
+            "--log-level".into(),
+            "warn".into(),
+        ]
+    }
+
     /// A fresh broker (TCP_NODELAY on) that also logs subscriptions, so the benchmark can
     /// tell when a client is ready.
     pub fn broker(&self) -> Broker {
