@@ -1,6 +1,6 @@
 //! `fleet-bench`: the benchmark runner behind `make bench` (see scripts/bench.sh).
 //!
-//! Usage: fleet-bench [all|codec|footprint|latency|failure|ingest|load|sizes|map]...
+//! Usage: fleet-bench [all|codec|footprint|latency|failure|ingest|load|sizes|map|api|viewers]...
 //!                    [--quick] [--out DIR] [--sim-threads N] [--opt-z-dir DIR]
 //!                    [--pis 100,500,1000] [--seconds 30]
 //!        fleet-bench codec-json PATH
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use fleet_sim::bench::report::{IdleLatency, Results};
 use fleet_sim::bench::{
-    Bench, codec, failure, footprint, ingest, latency, machine, map, procs, stop_server,
+    Bench, api, codec, failure, footprint, ingest, latency, machine, map, procs, stop_server,
 };
 
 const SCENARIOS: &[&str] = &[
@@ -28,6 +28,8 @@ const SCENARIOS: &[&str] = &[
     "load",
     "sizes",
     "map",
+    "api",
+    "viewers",
 ];
 
 fn usage() -> String {
@@ -219,6 +221,28 @@ fn main() -> ExitCode {
         let secs = secs_override.unwrap_or(if b.quick { 5 } else { 20 });
         map::run(&b, pis, secs).table()
     });
+    // The operator interface under load: its own file (api.json) and tables.
+    let mut api_res = api::ApiResults::default();
+    if want("api") {
+        let pis = pis_override
+            .as_ref()
+            .and_then(|l| l.iter().max().copied())
+            .unwrap_or(if b.quick { 100 } else { 1000 });
+        let (n, budget) = if b.quick { (200, 10) } else { (1000, 60) };
+        api_res.fleet = Some(api::fleet_latency(&b, pis, n, Duration::from_secs(budget)));
+    }
+    if want("viewers") {
+        let pis = pis_override
+            .as_ref()
+            .and_then(|l| l.iter().max().copied())
+            .unwrap_or(if b.quick { 100 } else { 1000 });
+        let secs = secs_override.unwrap_or(if b.quick { 5 } else { 20 });
+        api_res.viewers = Some(api::viewer_cost(&b, pis, secs, 10));
+    }
+    let api_table = (api_res.fleet.is_some() || api_res.viewers.is_some()).then(|| {
+        api_res.write(&b);
+        api_res.table()
+    });
     res.check_targets();
     if let Err(e) = res.write(&b.out) {
         eprintln!(
@@ -229,6 +253,9 @@ fn main() -> ExitCode {
     }
     println!("{}", res.table());
     if let Some(t) = map_table {
+        println!("{t}");
+    }
+    if let Some(t) = api_table {
         println!("{t}");
     }
     println!(
