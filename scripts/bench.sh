@@ -2,9 +2,11 @@
 # `make bench`: builds the release binaries, then runs fleet-bench (fleet-sim/src/bench/):
 # ingest at 100/500/1000 simulated Pis with a mosquitto_sub baseline in the same run,
 # command latency (idle and under load), failure detection, the rpi-client's footprint,
-# binary sizes and the codec micro-benchmark. Writes bench-out/results.json, table.md and
-# SVG plots; prints the table. Every scenario is bounded in time (about 6 minutes in all,
-# plus the builds).
+# binary sizes, the codec micro-benchmark, the web map in headless Chromium, GET /api/fleet
+# latency against an empty-fleet baseline, and the server's CPU and ingest ratio with 10 SSE
+# viewers against the same load without them. Writes bench-out/results.json, table.md,
+# map.json, api.json and SVG plots; prints the tables. Every scenario is bounded in time
+# (about 9 minutes in all, plus the builds).
 #
 #   BENCH_QUICK=1   short smoke run: 100 Pis, 5 s per scenario, fewer samples (~1 minute)
 #   BENCH_OPT_Z=0   skip the opt-level "z" comparison build (on by default for full runs)

@@ -55,6 +55,8 @@ pub struct ViewerRun {
     /// Events all viewers read, per second of the window, and viewers that got a 200.
     pub events_per_s: f64,
     pub viewers_connected: usize,
+    /// Viewers whose stream ended before the run did (dropped as slow by the server).
+    pub viewers_dropped: usize,
     pub sim_behind_schedule: bool,
 }
 
@@ -115,19 +117,20 @@ impl ApiResults {
         if let Some(v) = &self.viewers {
             s.push_str(&format!(
                 "### SSE viewers ({} Pis x 4 x 10 Hz, {} s per run, back to back)\n\n\
-                 | run | viewers | sent | processed | ingest ratio | server CPU | events/s |\n\
+                 | run | viewers (dropped) | sent | processed | ingest ratio | server CPU | events/s |\n\
                  |---|---:|---:|---:|---:|---:|---:|\n",
                 v.pis, v.seconds
             ));
             for (name, r) in [("without viewers", &v.without), ("with viewers", &v.with)] {
                 s.push_str(&format!(
-                    "| {name}{} | {} | {} | {} | {:.4} | {:.1}% | {:.0} |\n",
+                    "| {name}{} | {} ({}) | {} | {} | {:.4} | {:.1}% | {:.0} |\n",
                     if r.sim_behind_schedule {
                         " (sim behind)"
                     } else {
                         ""
                     },
                     r.viewers_connected,
+                    r.viewers_dropped,
                     r.sent,
                     r.processed,
                     r.ratio,
@@ -253,24 +256,25 @@ pub fn fleet_latency(b: &Bench, pis: usize, n: usize, budget: Duration) -> Fleet
     }
 }
 
-/// `viewers` threads reading `/api/events` until `stop`, counting events; each gives up at
-/// `deadline` at the latest. Returns the counters (events, viewers connected) and the threads.
-fn start_viewers(
-    addr: &str,
-    viewers: usize,
-    stop: &Arc<AtomicBool>,
-    deadline: Instant,
-) -> (
+/// Counters of the viewer threads (events, connected, dropped) and the threads.
+type Viewers = (
+    Arc<AtomicU64>,
     Arc<AtomicU64>,
     Arc<AtomicU64>,
     Vec<std::thread::JoinHandle<()>>,
-) {
+);
+
+/// `viewers` threads reading `/api/events` until `stop`, counting events; each gives up at
+/// `deadline` at the latest, or when its stream ends.
+fn start_viewers(addr: &str, viewers: usize, stop: &Arc<AtomicBool>, deadline: Instant) -> Viewers {
     let events = Arc::new(AtomicU64::new(0));
     let connected = Arc::new(AtomicU64::new(0));
+    let dropped = Arc::new(AtomicU64::new(0));
     let threads = (0..viewers)
         .map(|i| {
             let (client, stop) = (Client::new(addr), stop.clone());
             let (events, connected) = (events.clone(), connected.clone());
+            let dropped = dropped.clone();
             std::thread::Builder::new()
                 .name(format!("bench-viewer-{i}"))
                 .spawn(move || {
@@ -282,15 +286,21 @@ fn start_viewers(
                     }
                     connected.fetch_add(1, Ordering::Relaxed);
                     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        let t = Instant::now();
                         if es.next(Duration::from_millis(500)).is_some() {
                             events.fetch_add(1, Ordering::Relaxed);
+                        } else if t.elapsed() < Duration::from_millis(400) {
+                            // Not a timeout: the stream ended (the server dropped this
+                            // reader as slow) or an event did not decode.
+                            dropped.fetch_add(1, Ordering::Relaxed);
+                            return;
                         }
                     }
                 })
                 .expect("spawn a viewer")
         })
         .collect();
-    (events, connected, threads)
+    (events, connected, dropped, threads)
 }
 
 /// One ingest run of `pis` Pis for `secs` with `viewers` SSE readers.
@@ -303,7 +313,7 @@ fn viewer_run(b: &Bench, pis: usize, secs: u64, viewers: usize) -> ViewerRun {
     let ramp = Duration::from_millis((pis as u64 * 2).clamp(200, 2000));
     let stop = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + ramp + duration + Duration::from_secs(90);
-    let (events, connected, threads) = start_viewers(&addr, viewers, &stop, deadline);
+    let (events, connected, dropped, threads) = start_viewers(&addr, viewers, &stop, deadline);
 
     let json = b.out.join(format!("{tag}-sim.json"));
     let mut args = b.sim_args(&broker, pis, duration, ramp, &format!("v{viewers}"));
@@ -358,6 +368,7 @@ fn viewer_run(b: &Bench, pis: usize, secs: u64, viewers: usize) -> ViewerRun {
         },
         events_per_s: ev1.saturating_sub(ev0) as f64 / window.as_secs_f64().max(1e-9),
         viewers_connected: connected.load(Ordering::Relaxed) as usize,
+        viewers_dropped: dropped.load(Ordering::Relaxed) as usize,
         sim_behind_schedule: summary.is_some_and(|s| s.behind_schedule),
     };
     eprintln!(
