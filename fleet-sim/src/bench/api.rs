@@ -221,7 +221,7 @@ pub fn fleet_latency(b: &Bench, pis: usize, n: usize, budget: Duration) -> Fleet
         ms(empty.p99_us)
     );
 
-    let ramp = Duration::from_millis((pis as u64 * 2).clamp(200, 2000));
+    let ramp = Bench::ramp(pis);
     let args = b.sim_args(
         &broker,
         pis,
@@ -310,24 +310,12 @@ fn viewer_run(b: &Bench, pis: usize, secs: u64, viewers: usize) -> ViewerRun {
     let broker = b.broker();
     let (mut server, addr) = http_server(b, &broker, &format!("{tag}-server"));
     let duration = Duration::from_secs(secs);
-    let ramp = Duration::from_millis((pis as u64 * 2).clamp(200, 2000));
+    let ramp = Bench::ramp(pis);
     let stop = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + ramp + duration + Duration::from_secs(90);
     let (events, connected, dropped, threads) = start_viewers(&addr, viewers, &stop, deadline);
 
-    let json = b.out.join(format!("{tag}-sim.json"));
-    let mut args = b.sim_args(&broker, pis, duration, ramp, &format!("v{viewers}"));
-    args.extend(["--json".into(), json.display().to_string()]);
-    let mut sim = b.run(
-        &format!("{tag}-sim"),
-        &super::procs::bin_dir().join("fleet-sim"),
-        &args,
-    );
-    let steady = sim
-        .wait_line(Stream::Stdout, ramp + Duration::from_secs(30), |l| {
-            l.starts_with("phase steady")
-        })
-        .expect("the simulator did not start its window");
+    let (mut sim, json, steady) = b.start_sim(&broker, &tag, pis, duration, &format!("v{viewers}"));
     let (cpu0, ev0) = (CpuMark::take(&server), events.load(Ordering::Relaxed));
     let end = sim.wait_line(Stream::Stdout, duration + Duration::from_secs(30), |l| {
         l.starts_with("phase end")

@@ -86,20 +86,7 @@ pub fn run(
     };
     let pi = latency.map(|_| b.pi(&broker, "bench-pi"));
 
-    let json = b.out.join(format!("{tag}-sim.json"));
-    let ramp = Duration::from_millis((pis as u64 * 2).clamp(200, 2000));
-    let mut args = b.sim_args(&broker, pis, duration, ramp, &format!("b{pis}"));
-    args.extend(["--json".into(), json.display().to_string()]);
-    let mut sim = b.run(
-        &format!("{tag}-sim"),
-        &super::procs::bin_dir().join("fleet-sim"),
-        &args,
-    );
-    let steady = sim
-        .wait_line(Stream::Stdout, ramp + Duration::from_secs(30), |l| {
-            l.starts_with("phase steady")
-        })
-        .expect("the simulator did not start its window");
+    let (mut sim, json, steady) = b.start_sim(&broker, &tag, pis, duration, &format!("b{pis}"));
     eprintln!("   {}", steady.text);
     let marks0 = (
         CpuMark::take(&server),

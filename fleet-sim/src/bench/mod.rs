@@ -92,6 +92,39 @@ impl Bench {
         ]
     }
 
+    /// The ramp of a `pis`-Pi simulator run: 2 ms a Pi, within 0.2 to 2 s.
+    pub fn ramp(pis: usize) -> Duration {
+        Duration::from_millis((pis as u64 * 2).clamp(200, 2000))
+    }
+
+    /// Starts a measured simulator run, `tag-sim`, of [`Bench::sim_args`] writing its summary to
+    /// `tag-sim.json`; returns it, the summary's path and its `phase steady` line (the start
+    /// of its publishing window).
+    pub fn start_sim(
+        &self,
+        broker: &Broker,
+        tag: &str,
+        pis: usize,
+        duration: Duration,
+        prefix: &str,
+    ) -> (Daemon, PathBuf, Line) {
+        let json = self.out.join(format!("{tag}-sim.json"));
+        let ramp = Bench::ramp(pis);
+        let mut args = self.sim_args(broker, pis, duration, ramp, prefix);
+        args.extend(["--json".into(), json.display().to_string()]);
+        let sim = self.run(
+            &format!("{tag}-sim"),
+            &procs::bin_dir().join("fleet-sim"),
+            &args,
+        );
+        let steady = sim
+            .wait_line(Stream::Stdout, ramp + Duration::from_secs(30), |l| {
+                l.starts_with("phase steady")
+            })
+            .expect("the simulator did not start its window");
+        (sim, json, steady)
+    }
+
     /// A fresh broker (TCP_NODELAY on) that also logs subscriptions, so the benchmark can
     /// tell when a client is ready.
     pub fn broker(&self) -> Broker {
