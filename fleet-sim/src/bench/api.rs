@@ -381,3 +381,61 @@ pub fn viewer_cost(b: &Bench, pis: usize, secs: u64, viewers: usize) -> ViewerCo
         with,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(viewers: usize, processed: u64, cpu: f64) -> ViewerRun {
+        ViewerRun {
+            viewers,
+            sent: 1000,
+            processed,
+            ratio: processed as f64 / 1000.0,
+            server_cpu_share: cpu,
+            viewers_connected: viewers,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_table_checks_the_targets() {
+        let mut r = ApiResults {
+            fleet: Some(FleetLatency {
+                pis: 1000,
+                online: 1000,
+                empty: Latencies {
+                    count: 10,
+                    p50_us: Some(200),
+                    p99_us: Some(400),
+                    ..Default::default()
+                },
+                loaded: Latencies {
+                    count: 10,
+                    p50_us: Some(2000),
+                    p99_us: Some(6000),
+                    ..Default::default()
+                },
+            }),
+            viewers: Some(ViewerCost {
+                pis: 1000,
+                seconds: 20,
+                without: run(0, 1000, 0.20),
+                with: run(10, 990, 0.23),
+            }),
+        };
+        let t = r.table();
+        assert!(t.contains("p50 10.0x, p99 15.0x"), "{t}");
+        assert!(t.contains("0.9900 (met)"), "{t}");
+        assert!(t.contains("+3.0 points (met)"), "{t}");
+        r.viewers = Some(ViewerCost {
+            pis: 1000,
+            seconds: 20,
+            without: run(0, 1000, 0.20),
+            with: run(10, 970, 0.30),
+        });
+        let t = r.table();
+        assert!(t.contains("0.9700 (**not met**)"), "{t}");
+        assert!(t.contains("+10.0 points (**not met**)"), "{t}");
+    }
+}
