@@ -1,18 +1,12 @@
 //! The bearer token: read from `http_token_file` (capped, first line), and checked on every
 //! request in constant time (the time does not depend on where a guess first differs).
 
-use std::io::Read;
 use std::path::Path;
 
-/// A token file larger than this is not read past it.
-pub const MAX_TOKEN_FILE: u64 = 4096;
-
-/// The first line of `path`, trimmed; None when it is empty.
+/// The first line of `path`, trimmed; None when it is empty. Read like every other file the
+/// daemons take ([`mqtt_link::daemon::read_file`]: capped, a larger file is an error).
 pub fn read_token_file(path: &Path) -> std::io::Result<Option<String>> {
-    let mut text = String::new();
-    std::fs::File::open(path)?
-        .take(MAX_TOKEN_FILE)
-        .read_to_string(&mut text)?;
+    let text = mqtt_link::daemon::read_file(&path.to_string_lossy())?;
     let token = text.lines().next().unwrap_or("").trim();
     Ok((!token.is_empty()).then(|| token.to_owned()))
 }
