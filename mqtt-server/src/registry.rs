@@ -25,7 +25,7 @@ use crate::counters::Counters;
 use crate::dispatch::journal::SegmentRecord;
 use crate::dispatch::{DispatchError, Dispatcher, Order, Publisher};
 use crate::feed::{EntityState, Feed, FeedEvent, Presence};
-use crate::fleet::{Fleet, WentOffline};
+use crate::fleet::{Fleet, OfflineReason, WentOffline};
 use crate::ingest::{InputError, classify, printable_topic};
 use crate::snapshot::{EntityPose, PiView, Snapshot, Stats, online_poses};
 
@@ -112,6 +112,19 @@ impl<P: Publisher> Registry<P> {
         })
     }
 
+    /// What [`Registry::presence`] reports, without building it (no allocation): compared
+    /// before and after every message while someone listens.
+    fn presence_key(&self, id: &str) -> Option<(bool, Option<OfflineReason>, u8, bool)> {
+        self.fleet.pi(id).map(|p| {
+            (
+                p.is_online(),
+                p.offline_reason(),
+                p.protocol,
+                p.flapping.is_suspected(),
+            )
+        })
+    }
+
     /// Segment changes since the last call go to the feed (or are discarded).
     fn flush_segments(&mut self) {
         if !self.dispatcher.journal.has_changes() {
@@ -167,6 +180,9 @@ impl<P: Publisher> Registry<P> {
                 Event::RequestsGone => requests = never(),
                 Event::Tick => {
                     self.tick(now);
+                    if let Some(feed) = &self.feed {
+                        feed.flush();
+                    }
                     expiry = match self.fleet.next_expiry() {
                         // Just past the deadline: the timeout is "more than".
                         Some(t) => {
@@ -254,7 +270,7 @@ impl<P: Publisher> Registry<P> {
         };
         let before = self
             .listened_feed()
-            .map(|_| self.presence(incoming.client_id));
+            .map(|_| self.presence_key(incoming.client_id));
         let c = &mut self.counters;
         match incoming.message {
             Message::Heartbeat(_) => c.message("heartbeat"),
@@ -286,10 +302,9 @@ impl<P: Publisher> Registry<P> {
                 }));
             }
         }
-        let after = self.presence(incoming.client_id);
         // An offline transition was sent by `went_offline` already.
-        if !went && before.is_some_and(|b| b != after) {
-            if let Some(p) = after {
+        if !went && before.is_some_and(|b| b != self.presence_key(incoming.client_id)) {
+            if let Some(p) = self.presence(incoming.client_id) {
                 feed.send(FeedEvent::Presence(p));
             }
         }

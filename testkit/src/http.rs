@@ -123,7 +123,11 @@ impl Client {
                 break;
             }
         }
-        Ok(Events { status, reader: r })
+        Ok(Events {
+            status,
+            reader: r,
+            last_byte: 0,
+        })
     }
 }
 
@@ -131,6 +135,16 @@ impl Client {
 pub struct Events {
     pub status: u16,
     reader: BufReader<TcpStream>,
+    /// The last byte [`Events::read_counting`] saw: an event's blank line may straddle reads.
+    last_byte: u8,
+}
+
+/// What [`Events::read_counting`] read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawRead {
+    pub bytes: usize,
+    /// Events and comments that ended within the bytes read.
+    pub events: u64,
 }
 
 /// One server-sent event.
@@ -186,8 +200,15 @@ impl Events {
     /// Reads whatever comes for `duration` without decoding it (a reader that keeps up at
     /// any rate); the bytes read, or None when the stream ended.
     pub fn read_raw(&mut self, duration: Duration) -> Option<usize> {
+        self.read_counting(duration).map(|r| r.bytes)
+    }
+
+    /// As [`Events::read_raw`], also counting the events (and comments) that ended in what
+    /// was read: one per blank line (`\n\n`), without decoding anything. None when the
+    /// stream ended.
+    pub fn read_counting(&mut self, duration: Duration) -> Option<RawRead> {
         let deadline = Instant::now() + duration;
-        let mut total = 0;
+        let mut got = RawRead::default();
         let mut buf = [0u8; 65536];
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             self.reader
@@ -196,7 +217,15 @@ impl Events {
                 .ok()?;
             match self.reader.read(&mut buf) {
                 Ok(0) => return None,
-                Ok(n) => total += n,
+                Ok(n) => {
+                    got.bytes += n;
+                    for &b in &buf[..n] {
+                        if b == b'\n' && self.last_byte == b'\n' {
+                            got.events += 1;
+                        }
+                        self.last_byte = b;
+                    }
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -205,7 +234,7 @@ impl Events {
                 Err(_) => return None,
             }
         }
-        Some(total)
+        Some(got)
     }
 
     /// The socket, e.g. to stop reading it and see what the server does.

@@ -78,7 +78,7 @@ impl Http {
         addr: SocketAddr,
         token: Option<String>,
         handle: FleetHandle,
-        feed: (Receiver<FeedEvent>, Arc<FeedShared>),
+        feed: (Receiver<Vec<FeedEvent>>, Arc<FeedShared>),
         exits: &Sender<&'static str>,
     ) -> std::io::Result<Http> {
         let listener = TcpListener::bind(addr)?;
