@@ -220,6 +220,16 @@ impl Entities {
         self.slots.iter().all(|s| s.paused() || s.vehicle.is_idle())
     }
 
+    /// The soonest [`Vehicle::next_event`] of the entities that are not paused: when the
+    /// `vehicles` thread must step them next if nothing else happens.
+    pub fn next_event(&self) -> Option<Duration> {
+        self.slots
+            .iter()
+            .filter(|s| !s.paused())
+            .filter_map(|s| s.vehicle.next_event())
+            .min()
+    }
+
     /// Advances every entity that is not paused by `dt`; pushes a `Completed` ack per
     /// finished segment.
     pub fn step(&mut self, dt: Duration, acks: &mut Vec<SegmentAck>) {

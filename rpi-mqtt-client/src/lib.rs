@@ -4,7 +4,9 @@
 //! Threads (all named, all joined on shutdown):
 //! `mqtt-link` (rumqttc event loop, see mqtt-link) -> the caller of [`run`] (main loop,
 //! [`router`]: Online status, segment routing, waits for shutdown) -> `vehicles` (entity
-//! handlers, acks, state snapshot); `heartbeat` and `state` publish on their own ticks.
+//! handlers, acks, state reports at the state interval; asleep otherwise, see [`vehicles`]);
+//! `heartbeat` publishes on its own tick (its own thread: heartbeats keep their pace even when
+//! a flood of segments keeps `vehicles` busy).
 //! Workers publish with `try_publish`, only while connected, so none blocks on a dead broker.
 
 pub mod clock;
@@ -29,7 +31,6 @@ pub mod vehicle;
 pub mod vehicles;
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::Presence;
@@ -132,9 +133,6 @@ pub fn run_with(
     let link = Link::start(link_cfg, event_tx).map_err(RunError::Link)?;
     let publisher = link.publisher();
 
-    let mut initial = Vec::new();
-    entities.reports(clock::now_ms(), &mut initial);
-    let snapshot: state::Snapshot = Arc::new(Mutex::new(initial));
     let (exit_tx, exit_rx) = crossbeam_channel::bounded(8);
     let (input_tx, input_rx) = crossbeam_channel::bounded(64);
     let mut workers: Vec<Worker> = Vec::new();
@@ -155,27 +153,12 @@ pub fn run_with(
 
         let (tx, link_rx) = link_change::channel();
         watchers.push(tx);
-        let sp = StatePublisher {
-            interval: config.state_interval,
-            publisher: publisher.clone(),
-            topic: topics.state.clone(),
-            snapshot: snapshot.clone(),
-        };
-        workers.push(
-            Worker::spawn("state", &exit_tx, move |stop| sp.run(stop, link_rx))
-                .map_err(|e| RunError::Spawn("state", e))?,
-        );
-
-        let (tx, link_rx) = link_change::channel();
-        watchers.push(tx);
         let vl = VehiclesLoop {
             entities,
             publisher: publisher.clone(),
             ack_topic: topics.ack.clone(),
-            state_topic: topics.state.clone(),
-            snapshot: snapshot.clone(),
-            step: vehicles::STEP.min(config.state_interval),
-            idle_step: config.state_interval,
+            states: StatePublisher::new(publisher.clone(), topics.state.clone()),
+            state_interval: config.state_interval,
             resend_window: config.broker.keep_alive * 2 + Duration::from_secs(1),
         };
         workers.push(

@@ -11,6 +11,10 @@
 //! - The speed ramps linearly with distance from `velocity_start` to `velocity_end`, but never
 //!   below [`MIN_SPEED`], so a 0 start or end speed still gets there in finite time. The
 //!   vehicle stops exactly at `end` (velocity 0) and reports the segment completed.
+//! - The motion is integrated exactly (dt = dd / v(d) in closed form), so a step of any length
+//!   lands where driving would have: the daemon samples the vehicle when a report is due and
+//!   wakes for a segment's end at the time [`Vehicle::next_event`] gives, instead of stepping
+//!   it on a fine tick.
 //! - `queue_depth` counts the segments waiting behind the running one; a segment arriving
 //!   while the vehicle is idle starts at once.
 
@@ -64,12 +68,93 @@ impl Run {
 
     /// The speed after travelling `d`: linear in distance, at least [`MIN_SPEED`].
     fn speed_at(&self, d: f64) -> f64 {
-        let frac = if self.len > 0.0 {
-            (d / self.len).clamp(0.0, 1.0)
+        (self.v0 + self.slope() * d.clamp(0.0, self.len)).max(MIN_SPEED)
+    }
+
+    /// Speed gained per mm travelled (0 for a zero-length segment).
+    fn slope(&self) -> f64 {
+        if self.len > 0.0 {
+            (self.v1 - self.v0) / self.len
         } else {
-            1.0
+            0.0
+        }
+    }
+
+    /// The stretches `(from, to, clamped)` of `[0, len]` on which the speed law is one
+    /// formula: the linear ramp, or [`MIN_SPEED`] where the ramp is below it (`clamped`).
+    /// At most two.
+    fn stretches(&self) -> [(f64, f64, bool); 2] {
+        let k = self.slope();
+        let ramp = |d: f64| self.v0 + k * d;
+        // Where the ramp crosses MIN_SPEED, within [0, len] (the whole segment when it never does).
+        let cross = if k == 0.0 {
+            self.len
+        } else {
+            ((MIN_SPEED - self.v0) / k).clamp(0.0, self.len)
         };
-        (self.v0 + (self.v1 - self.v0) * frac).max(MIN_SPEED)
+        let below = |a: f64, b: f64| ramp((a + b) / 2.0) < MIN_SPEED;
+        [
+            (0.0, cross, below(0.0, cross)),
+            (cross, self.len, below(cross, self.len)),
+        ]
+    }
+
+    /// Time to travel from `a` to `b` within one stretch: dt = dd / v(d), integrated exactly.
+    fn time_within(&self, a: f64, b: f64, clamped: bool) -> f64 {
+        if b <= a {
+            return 0.0;
+        }
+        let k = self.slope();
+        if clamped {
+            (b - a) / MIN_SPEED
+        } else if k == 0.0 {
+            (b - a) / self.v0
+        } else {
+            ((self.v0 + k * b) / (self.v0 + k * a)).ln() / k
+        }
+    }
+
+    /// Where the vehicle is `t` seconds after being at `a`, within `a`'s stretch ending at
+    /// `end` (the caller checked that it does not reach `end`): the inverse of
+    /// [`Run::time_within`], v(d(t)) = v(a) e^(kt) on the ramp.
+    fn position_within(&self, a: f64, end: f64, t: f64, clamped: bool) -> f64 {
+        let k = self.slope();
+        let d = if clamped {
+            a + MIN_SPEED * t
+        } else if k == 0.0 {
+            a + self.v0 * t
+        } else {
+            a + (self.v0 + k * a) * ((k * t).exp() - 1.0) / k
+        };
+        d.clamp(a, end)
+    }
+
+    /// Seconds left to the end from `done`.
+    fn time_to_end(&self) -> f64 {
+        self.stretches()
+            .iter()
+            .map(|&(lo, hi, clamped)| self.time_within(self.done.max(lo), hi, clamped))
+            .sum()
+    }
+
+    /// Drives `t` seconds from `done` along the exact motion, any `t`; true when the end is
+    /// reached.
+    fn advance(&mut self, mut t: f64) -> bool {
+        for (lo, hi, clamped) in self.stretches() {
+            if self.done >= hi {
+                continue;
+            }
+            let from = self.done.max(lo);
+            let need = self.time_within(from, hi, clamped);
+            if t < need {
+                self.done = self.position_within(from, hi, t, clamped);
+                return false;
+            }
+            t -= need;
+            self.done = hi;
+        }
+        self.done = self.len;
+        true
     }
 }
 
@@ -161,12 +246,9 @@ impl Vehicle for Simulator {
             }
         }
         let run = self.run.as_mut()?;
-        let t = dt.as_secs_f64();
-        // Midpoint rule for dd/dt = v(d); exact for a constant speed.
-        let v = run.speed_at(run.done);
-        let mid = run.speed_at(run.done + v * t / 2.0);
-        let next = run.done + mid * t;
-        if next >= run.len {
+        // The exact motion, whatever `dt`: the vehicle can be sampled when a report is due
+        // instead of being stepped on a fine tick.
+        if run.advance(dt.as_secs_f64()) {
             let id = run.id;
             self.x = run.end.0;
             self.y = run.end.1;
@@ -174,11 +256,23 @@ impl Vehicle for Simulator {
             self.run = None;
             return Some(id);
         }
-        run.done = next;
-        self.x = run.start.0 + run.dir.0 * next;
-        self.y = run.start.1 + run.dir.1 * next;
-        self.speed = run.speed_at(next);
+        let d = run.done;
+        self.x = run.start.0 + run.dir.0 * d;
+        self.y = run.start.1 + run.dir.1 * d;
+        self.speed = run.speed_at(d);
         None
+    }
+
+    fn next_event(&self) -> Option<Duration> {
+        match &self.run {
+            // Rounded up to the next millisecond, so a step then reaches the end.
+            Some(run) => Some(Duration::from_secs_f64(
+                (run.time_to_end() + 0.000_5).clamp(0.0, 86_400.0),
+            )),
+            // The next queued segment begins at the next step.
+            None if !self.queue.is_empty() => Some(Duration::ZERO),
+            None => None,
+        }
     }
 
     fn state(&self) -> VehicleState {
@@ -451,5 +545,78 @@ mod tests {
         let f = fleet(&[4, 9, 2], 8);
         let xs: Vec<(u32, i32)> = f.iter().map(|(id, v)| (*id, v.state().x)).collect();
         assert_eq!(xs, vec![(4, 0), (9, 1000), (2, 2000)]);
+    }
+
+    /// The closed form against a fine numerical integration (1 ms midpoint steps), for each
+    /// shape of the speed law: constant, ramp up and down, clamped at the start or the end,
+    /// clamped throughout.
+    #[test]
+    fn exact_motion_matches_fine_integration_and_any_step_lands_alike() {
+        let cases = [
+            (500, 500),
+            (100, 1000),
+            (1000, 100),
+            (0, 400),
+            (400, 0),
+            (5, 8),
+            (1, 0),
+        ];
+        for (v0, v1) in cases {
+            let s = seg(1, (0, 0), (2000, 0), v0, v1);
+            // Reference: dd/dt = v(d), midpoint rule with 1 ms steps.
+            let run = Run::new(&s);
+            let (mut d, mut t) = (0.0f64, 0.0f64);
+            let h = 0.001;
+            while d < run.len {
+                let mid = run.speed_at(d + run.speed_at(d) * h / 2.0);
+                d += mid * h;
+                t += h;
+            }
+            let mut sim = Simulator::new(0, 0, 4);
+            sim.accept(&s).unwrap();
+            let predicted = sim.next_event().unwrap().as_secs_f64();
+            assert!(
+                (predicted - t).abs() <= 0.002 + t * 1e-3,
+                "v {v0}->{v1}: predicted end {predicted} s, integrated {t} s"
+            );
+            // One big step just short of the end does not finish; the rest does.
+            let mut big = sim.clone();
+            assert_eq!(big.step(Duration::from_secs_f64(predicted - 0.01)), None);
+            let x_big = big.state().x;
+            // The same time in 20 ms steps lands at the same place.
+            let mut small = sim.clone();
+            let mut left = predicted - 0.01;
+            while left > 0.0 {
+                let dt = left.min(0.02);
+                assert_eq!(small.step(Duration::from_secs_f64(dt)), None);
+                left -= dt;
+            }
+            assert!(
+                (small.state().x - x_big).abs() <= 1,
+                "v {v0}->{v1}: {} vs {x_big}",
+                small.state().x
+            );
+            assert_eq!(big.step(Duration::from_millis(11)), Some(1), "v {v0}->{v1}");
+            assert_eq!((big.state().x, big.state().vx), (2000, 0));
+        }
+    }
+
+    #[test]
+    fn next_event_is_none_when_idle_and_now_for_a_waiting_segment() {
+        let mut sim = Simulator::new(0, 0, 4);
+        assert_eq!(sim.next_event(), None);
+        sim.accept(&seg(1, (0, 0), (100, 0), 100, 100)).unwrap();
+        sim.accept(&seg(2, (100, 0), (200, 0), 100, 100)).unwrap();
+        let first = sim.next_event().unwrap();
+        assert!((first.as_secs_f64() - 1.0).abs() < 0.002, "{first:?}");
+        assert_eq!(sim.step(first), Some(1));
+        assert_eq!(
+            sim.next_event(),
+            Some(Duration::ZERO),
+            "the queued one begins at the next step"
+        );
+        sim.step(Duration::ZERO);
+        let second = sim.next_event().unwrap();
+        assert!((second.as_secs_f64() - 1.0).abs() < 0.002, "{second:?}");
     }
 }

@@ -32,6 +32,14 @@ pub trait Vehicle: Send {
     fn is_idle(&self) -> bool {
         false
     }
+    /// How long from now until stepping would change something the daemon acts on (a segment
+    /// completes, the next queued one begins), if no input comes meanwhile; None: nothing will.
+    /// A handler whose motion is known in closed form (the simulator) answers exactly, so the
+    /// `vehicles` thread sleeps until then and samples it only when a report is due; the
+    /// default asks to be stepped every [`crate::vehicles::STEP`] while it is not idle.
+    fn next_event(&self) -> Option<Duration> {
+        (!self.is_idle()).then_some(crate::vehicles::STEP)
+    }
     /// Instant action `cancel` (protocol version 3): `Some(id)` drops that segment, running
     /// (the vehicle halts where it is; the next queued one begins at the next step) or queued;
     /// `None` drops every queued one, not the running one. Returns the ids dropped, or

@@ -1,14 +1,21 @@
 //! The `vehicles` thread: owns the entity handlers. It takes the segments and instant actions
 //! the main loop routes to it (an action's effect is published at once: the segment acks it
-//! caused, its ActionAck, then the state of every entity), steps the simulation on a fixed tick (slower while every entity is idle), publishes the acks (QoS 1, through a
-//! bounded outbox that survives a full queue and outages) and keeps the state snapshot that
-//! the state publisher reads. On stop, unfinished segments are acked `Rejected(ShuttingDown)`.
+//! caused, its ActionAck, then the state of every entity), publishes the acks (QoS 1, through
+//! a bounded outbox that survives a full queue and outages) and the state reports, every
+//! state interval, each entity sampled right then. On stop, unfinished segments are acked
+//! `Rejected(ShuttingDown)`.
+//!
+//! It sleeps unless there is work: it wakes for an input, a state report that is due, the
+//! soonest [`crate::vehicle::Vehicle::next_event`] (a simulated segment's end, computed exactly, not found by
+//! stepping on a fine tick), and every [`STEP`] only while acks wait to be published or a
+//! handler asks to be polled. Before any input it brings every entity up to now, so an
+//! action acts on the pose of the moment.
 
 use std::time::{Duration, Instant};
 
 use common::ratelimit::RateLimiter;
-use common::{AckOutcome, Action, Message, RejectReason, Segment, SegmentAck};
-use crossbeam_channel::{Receiver, select, tick};
+use common::{AckOutcome, Action, RejectReason, Segment, SegmentAck, StateReport};
+use crossbeam_channel::{Receiver, after, never, select, tick};
 use log::{debug, info, warn};
 use mqtt_link::QoS;
 
@@ -18,12 +25,14 @@ use crate::link_change::LinkChange;
 use crate::outbox::{Ack, Acks};
 use crate::publisher::encode;
 use crate::reject_budget::{REJECTS_PER_SECOND, RejectBudget};
-use crate::state::Snapshot;
+use crate::state::StatePublisher;
 use mqtt_link::{Held, Publisher};
 
-/// The simulation step; the state snapshot is at most this old when published.
+/// The polling step of a handler without a known next event (and the retry period of acks
+/// waiting in the outbox).
 pub const STEP: Duration = Duration::from_millis(20);
-/// A longer pause (machine suspended, process stopped) is not simulated as driving.
+/// A longer pause (machine suspended, process stopped) is not simulated as driving (at least
+/// two state intervals are: the thread wakes at least that often).
 const MAX_DT: Duration = Duration::from_secs(1);
 /// Acks waiting to be published.
 pub const OUTBOX_CAPACITY: usize = 256;
@@ -42,7 +51,10 @@ pub enum Input {
 enum Event {
     Input(Input),
     Link(LinkChange),
-    Step,
+    /// A state report is due.
+    Report,
+    /// A handler's next event, or the outbox retry.
+    Wake,
     Stop,
 }
 
@@ -50,14 +62,9 @@ pub struct VehiclesLoop {
     pub entities: Entities,
     pub publisher: Publisher,
     pub ack_topic: String,
-    /// Where the state after an action is published at once.
-    pub state_topic: String,
-    pub snapshot: Snapshot,
-    /// Simulation step (at most [`STEP`]; shorter with a very short state interval).
-    pub step: Duration,
-    /// The step while every entity is idle and no ack waits: the state interval, so the
-    /// snapshot stays as fresh as the reports that carry it.
-    pub idle_step: Duration,
+    /// The state reports, every `state_interval` and at once after an action or a reconnect.
+    pub states: StatePublisher,
+    pub state_interval: Duration,
     /// How far back acks are resent after a disconnect: about how long a dead connection
     /// can go unnoticed (1.5-2x the MQTT keep-alive).
     pub resend_window: Duration,
@@ -113,24 +120,43 @@ impl VehiclesLoop {
         let mut overflow = RateLimiter::new(Duration::from_secs(30));
         let mut acks: Vec<SegmentAck> = Vec::new();
         let mut reports = Vec::new();
-        let busy_ticker = tick(self.step);
-        let idle_ticker = tick(self.idle_step.max(self.step));
+        let mut report_ticker = tick(self.state_interval);
+        let max_dt = MAX_DT.max(self.state_interval * 2);
         let mut last = Instant::now();
         loop {
-            let idle = self.entities.all_idle() && outbox.is_empty();
-            let ticker = if idle { &idle_ticker } else { &busy_ticker };
+            // Woken for a handler's next event; every STEP while acks wait to be published.
+            let next = match (self.entities.next_event(), outbox.is_empty()) {
+                (next, true) => next,
+                (Some(t), false) => Some(t.min(STEP)),
+                (None, false) => Some(STEP),
+            };
+            let wake = next.map_or_else(never, after);
             let event = select! {
                 recv(stop) -> _ => Event::Stop,
                 recv(inputs) -> s => s.map(Event::Input).unwrap_or(Event::Stop),
                 recv(link) -> c => c.map(Event::Link).unwrap_or(Event::Stop),
-                recv(ticker) -> _ => Event::Step,
+                recv(report_ticker) -> _ => Event::Report,
+                recv(wake) -> _ => Event::Wake,
             };
+            if matches!(event, Event::Stop) {
+                break;
+            }
+            // Every entity up to now first: inputs act on the pose of the moment, reports
+            // carry it.
+            let now = Instant::now();
+            let dt = now.saturating_duration_since(last).min(max_dt);
+            last = now;
+            self.entities.step(dt, &mut acks);
+            for ack in acks.drain(..) {
+                debug!(
+                    "entity {} completed segment {}",
+                    ack.entity_id, ack.segment_id
+                );
+                self.queue(&mut outbox, Ack::Segment(ack), &mut overflow);
+            }
             match event {
                 Event::Stop => break,
                 Event::Input(Input::Action(action)) => {
-                    if idle {
-                        last = Instant::now();
-                    }
                     let done = self.entities.on_action(&action);
                     let a = done.ack;
                     if a.repeat {
@@ -150,19 +176,15 @@ impl VehiclesLoop {
                     self.queue(&mut outbox, Ack::Action(a), &mut overflow);
                     self.flush(&mut outbox);
                     if done.changed {
-                        self.publish_state_now(&mut reports);
+                        self.publish_states(&mut reports);
                     }
                 }
                 Event::Input(Input::ServerLost) => {
                     if self.entities.pause_all() {
-                        self.publish_state_now(&mut reports);
+                        self.publish_states(&mut reports);
                     }
                 }
                 Event::Input(Input::Segment(seg)) => {
-                    if idle {
-                        // Time spent idle is not driving time for the new segment.
-                        last = Instant::now();
-                    }
                     let now_ms = clock::now_ms();
                     let routed = self.entities.on_segment(&seg, now_ms);
                     let ack = routed.ack;
@@ -198,7 +220,10 @@ impl VehiclesLoop {
                     self.flush(&mut outbox);
                 }
                 Event::Link(LinkChange::Up) => {
+                    // The state at once, and the schedule restarted from there.
                     self.flush(&mut outbox);
+                    self.publish_states(&mut reports);
+                    report_ticker = tick(self.state_interval);
                 }
                 Event::Link(LinkChange::Down) => {
                     let n = outbox.on_disconnect(Instant::now());
@@ -206,21 +231,11 @@ impl VehiclesLoop {
                         debug!("{n} recent acks queued again after the disconnect");
                     }
                 }
-                Event::Step => {
-                    let now = Instant::now();
-                    let dt = now.saturating_duration_since(last).min(MAX_DT);
-                    last = now;
-                    self.entities.step(dt, &mut acks);
-                    for ack in acks.drain(..) {
-                        debug!(
-                            "entity {} completed segment {}",
-                            ack.entity_id, ack.segment_id
-                        );
-                        self.queue(&mut outbox, Ack::Segment(ack), &mut overflow);
-                    }
+                Event::Report => {
                     self.flush(&mut outbox);
-                    self.update_snapshot(&mut reports);
+                    self.publish_states(&mut reports);
                 }
+                Event::Wake => self.flush(&mut outbox),
             }
         }
         self.entities.abandon(&mut acks);
@@ -239,35 +254,11 @@ impl VehiclesLoop {
         }
     }
 
-    /// Samples every entity into `reports` and the shared snapshot.
-    fn update_snapshot(&self, reports: &mut Vec<common::StateReport>) {
+    /// Every entity sampled now and published (QoS 0; dropped if it cannot be sent, the
+    /// next interval carries it).
+    fn publish_states(&mut self, reports: &mut Vec<StateReport>) {
         self.entities.reports(clock::now_ms(), reports);
-        let mut snap = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
-        snap.clone_from(reports);
-    }
-
-    /// After an action: the snapshot, and every entity's state published now (QoS 0, like
-    /// the state ticker's; dropped if it cannot be sent, the next tick carries it).
-    fn publish_state_now(&self, reports: &mut Vec<common::StateReport>) {
-        self.update_snapshot(reports);
-        if !self.publisher.is_connected() {
-            return;
-        }
-        for r in reports.iter() {
-            let payload = encode(Message::State(*r));
-            if self
-                .publisher
-                .try_send(
-                    &self.state_topic,
-                    QoS::AtMostOnce,
-                    false,
-                    payload.as_slice(),
-                )
-                .is_err()
-            {
-                return;
-            }
-        }
+        self.states.publish(reports);
     }
 
     fn queue(&self, outbox: &mut Acks, ack: Ack, overflow: &mut RateLimiter) {
