@@ -19,6 +19,12 @@ mkdir -p "$OUT"
 echo "bench: building release binaries" >&2
 cargo build --release --workspace
 
+# The footprint's baseline: a small C client on libmosquitto (bench/baseline/pi_baseline.c),
+# built next to fleet-bench, which looks for it there.
+scripts/install-deps.sh libmosquitto-dev
+echo "bench: building the C baseline client" >&2
+cc -O2 -Wall -o target/release/pi_baseline bench/baseline/pi_baseline.c -lmosquitto
+
 args=(--out "$OUT")
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
   args+=(--quick)

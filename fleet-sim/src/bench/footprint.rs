@@ -1,7 +1,10 @@
 //! The Pi's footprint: a real release `rpi-client` with 3 entities at 10 Hz against the local
 //! broker, with the server's demo planner sending it segments, measured over a window (RSS
-//! sampled every second, peak from VmHWM, CPU from /proc/PID/stat); and the sizes of the
-//! stripped release binaries.
+//! sampled every second, peak from VmHWM, CPU from /proc/PID/stat, wake-ups as the voluntary
+//! context switches of all its threads); beside it in the same window, the baseline: a small
+//! C client on libmosquitto publishing the same heartbeats and state reports
+//! (`bench/baseline/pi_baseline.c`, built by scripts/bench.sh); and the sizes of the stripped
+//! release binaries.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,6 +26,44 @@ pub struct FootprintResult {
     pub threads: u64,
     /// Segments the Pi acknowledged as completed during the run (it was really driving).
     pub segments_completed: Option<u64>,
+    /// Voluntary context switches per second, all threads: how often it sleeps and is woken.
+    #[serde(default)]
+    pub wakeups_per_s: f64,
+    /// The C client on libmosquitto in the same window (None: not built).
+    #[serde(default)]
+    pub baseline: Option<BaselineFootprint>,
+}
+
+/// The baseline client's figures over the same window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BaselineFootprint {
+    pub cpu_share: f64,
+    pub wakeups_per_s: f64,
+    pub rss_kib: u64,
+}
+
+/// Voluntary context switches of every thread of `pid` so far.
+pub fn wakeups(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0;
+    for t in tasks.flatten() {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        total += status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(total)
+}
+
+/// The baseline client, next to the benchmark's binaries (`pi_baseline`), or where
+/// `FLEET_BENCH_PI_BASELINE` says.
+fn baseline_bin(b: &Bench) -> Option<std::path::PathBuf> {
+    std::env::var_os("FLEET_BENCH_PI_BASELINE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| Some(b.bins.join("pi_baseline")))
+        .filter(|p| p.is_file())
 }
 
 fn threads(pid: u32) -> u64 {
@@ -42,8 +83,34 @@ pub fn run(b: &Bench, window: Duration) -> FootprintResult {
     let broker = b.broker();
     let mut server = b.server(&broker, "footprint-server", &["--segment-interval", "3s"]);
     let mut pi = b.pi(&broker, "bench-foot");
+    let base_bin = baseline_bin(b);
+    if base_bin.is_none() {
+        eprintln!(
+            "   baseline not built: scripts/bench.sh builds bench/baseline/pi_baseline.c \
+             (needs cc and libmosquitto-dev; FLEET_BENCH_PI_BASELINE overrides the path)"
+        );
+    }
+    let secs = (window + Duration::from_secs(10)).as_secs().to_string();
+    let port = broker.port().to_string();
+    let mut base = base_bin.map(|bin| {
+        b.run(
+            "footprint-baseline",
+            &bin,
+            &[
+                "127.0.0.1",
+                port.as_str(),
+                "bench-foot-c",
+                "3",
+                secs.as_str(),
+            ],
+        )
+    });
     std::thread::sleep(Duration::from_secs(2));
     let c0 = CpuMark::take(&pi).expect("read rpi-client cpu");
+    let w0 = wakeups(pi.pid());
+    let base0 = base
+        .as_ref()
+        .and_then(|d| Some((CpuMark::take(d)?, wakeups(d.pid())?)));
     let start = Instant::now();
     let mut rss = Vec::new();
     while start.elapsed() < window {
@@ -53,6 +120,21 @@ pub fn run(b: &Bench, window: Duration) -> FootprintResult {
         }
     }
     let c1 = CpuMark::take(&pi).expect("read rpi-client cpu");
+    let w1 = wakeups(pi.pid());
+    let per_s = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => b.saturating_sub(a) as f64 / window.as_secs_f64(),
+        _ => f64::NAN,
+    };
+    let baseline = base.as_mut().and_then(|d| {
+        let (bc0, bw0) = base0?;
+        let r = BaselineFootprint {
+            cpu_share: bc0.share_to(&CpuMark::take(d)?),
+            wakeups_per_s: per_s(Some(bw0), wakeups(d.pid())),
+            rss_kib: d.memory().map_or(0, |m| m.rss_kib),
+        };
+        d.stop(Duration::from_secs(2));
+        Some(r)
+    });
     let hwm = pi.memory().map(|m| m.hwm_kib).unwrap_or(0);
     let threads = threads(pi.pid());
     pi.stop(Duration::from_secs(5));
@@ -70,10 +152,13 @@ pub fn run(b: &Bench, window: Duration) -> FootprintResult {
         hwm_kib: hwm,
         threads,
         segments_completed: stats.and_then(|s| s.segments.get("completed").copied()),
+        wakeups_per_s: per_s(w0, w1),
+        baseline,
     };
     eprintln!(
-        "   cpu {:.3}% of a core, rss avg {} KiB max {} KiB, peak {} KiB, {} threads",
+        "   cpu {:.3}% of a core, {:.1} wake-ups/s, rss avg {} KiB max {} KiB, peak {} KiB, {} threads",
         r.cpu_share * 100.0,
+        r.wakeups_per_s,
         r.rss_avg_kib,
         r.rss_max_kib,
         r.hwm_kib,

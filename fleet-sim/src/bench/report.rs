@@ -183,11 +183,35 @@ impl Results {
                     format!("{} KiB", f.hwm_kib),
                     Some(f.hwm_kib <= 4096),
                 );
+                let beside =
+                    |v: Option<String>| v.map_or(String::new(), |v| format!(" (C baseline {v})"));
                 add(
-                    "rpi-client CPU",
-                    "<= 0.3% of a core",
-                    format!("{:.3}%", f.cpu_share * 100.0),
-                    Some(f.cpu_share <= 0.003),
+                    "rpi-client CPU, driving 3 entities",
+                    "<= 0.15% of a core",
+                    format!(
+                        "{:.3}%{}",
+                        f.cpu_share * 100.0,
+                        beside(
+                            f.baseline
+                                .as_ref()
+                                .map(|b| format!("{:.3}%", b.cpu_share * 100.0))
+                        )
+                    ),
+                    Some(f.cpu_share <= 0.0015),
+                );
+                add(
+                    "rpi-client wake-ups, driving 3 entities",
+                    "<= 30 per second",
+                    format!(
+                        "{:.1}/s{}",
+                        f.wakeups_per_s,
+                        beside(
+                            f.baseline
+                                .as_ref()
+                                .map(|b| format!("{:.1}/s", b.wakeups_per_s))
+                        )
+                    ),
+                    (!f.wakeups_per_s.is_nan()).then_some(f.wakeups_per_s <= 30.0),
                 );
             }
             None => add("rpi-client footprint", "-", "not run".into(), None),
@@ -336,16 +360,32 @@ impl Results {
         if let Some(f) = &self.footprint {
             let _ = writeln!(
                 s,
-                "### rpi-client footprint ({} entities at 10 Hz, {:.0} s)\n\n| CPU (share of one core) | RSS avg | RSS max | peak (VmHWM) | threads | segments completed |\n|---:|---:|---:|---:|---:|---:|\n| {:.3}% | {} KiB | {} KiB | {} KiB | {} | {} |\n",
+                "### rpi-client footprint ({} entities at 10 Hz, {:.0} s)\n\n| client | CPU (share of one core) | wake-ups/s | RSS avg | RSS max | peak (VmHWM) | threads | segments completed |\n|---|---:|---:|---:|---:|---:|---:|---:|\n| rpi-client | {:.3}% | {:.1} | {} KiB | {} KiB | {} KiB | {} | {} |",
                 f.entities,
                 f.window_s,
                 f.cpu_share * 100.0,
+                f.wakeups_per_s,
                 f.rss_avg_kib,
                 f.rss_max_kib,
                 f.hwm_kib,
                 f.threads,
                 f.segments_completed.map_or("-".into(), |n| n.to_string())
             );
+            match &f.baseline {
+                Some(b) => {
+                    let _ = writeln!(
+                        s,
+                        "| baseline: C, libmosquitto, same messages, no driving | {:.3}% | {:.1} | {} KiB | - | - | 1 | - |\n\n\
+                         rpi-client / baseline: CPU {:.1}x, wake-ups {:.1}x.\n",
+                        b.cpu_share * 100.0,
+                        b.wakeups_per_s,
+                        b.rss_kib,
+                        f.cpu_share / b.cpu_share.max(1e-9),
+                        f.wakeups_per_s / b.wakeups_per_s.max(1e-9)
+                    );
+                }
+                None => s.push_str("\n(baseline not built)\n\n"),
+            }
         }
         if !self.sizes.is_empty() {
             s.push_str("### Release binaries (stripped, bytes)\n\n| target | rpi-client | mqtt-server |\n|---|---:|---:|\n");
