@@ -1,5 +1,5 @@
 //! What the registry tells the outside as it happens: presence changes, entity states and
-//! segment changes ([`FeedEvent`]), for the HTTP event stream. The registry hands events over
+//! segment changes and action outcomes ([`FeedEvent`]), for the HTTP event stream. The registry hands events over
 //! with `try_send` on a bounded channel and never waits: when the channel is full the event is
 //! dropped and counted. While nobody listens ([`Feed::is_listened`]), states are not even
 //! built.
@@ -11,8 +11,10 @@ use common::Motion;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use serde::Serialize;
 
+use crate::actions::ActionRecord;
 use crate::dispatch::journal::SegmentRecord;
 use crate::fleet::OfflineReason;
+use crate::snapshot::FlagsView;
 
 /// Events waiting for the fan-out thread.
 pub const FEED_CAPACITY: usize = 16_384;
@@ -34,6 +36,8 @@ pub struct EntityState {
     pub entity: u32,
     #[serde(flatten)]
     pub motion: Motion,
+    #[serde(flatten)]
+    pub flags: FlagsView,
 }
 
 /// One event.
@@ -42,6 +46,8 @@ pub enum FeedEvent {
     Presence(Presence),
     State(EntityState),
     Segment(SegmentRecord),
+    /// An instant action was answered or given up ([`crate::actions`]).
+    Action(ActionRecord),
 }
 
 /// Shared between the registry (sender) and the fan-out (receiver).

@@ -61,6 +61,7 @@ impl Hub {
         let encoded = match &e {
             FeedEvent::Presence(p) => encode("presence", p),
             FeedEvent::Segment(s) => encode("segment", s),
+            FeedEvent::Action(a) => encode("action", a),
             FeedEvent::State(s) => {
                 let key = (s.pi.clone(), s.entity);
                 match self.last_state.get(&key) {
@@ -213,6 +214,7 @@ mod tests {
             pi: "a".into(),
             entity,
             motion: common::Motion::default(),
+            flags: crate::snapshot::FlagsView::default(),
         })
     }
 
