@@ -186,6 +186,9 @@ pub struct EntityPose {
     pub pos: Point,
     /// The segment the entity reports driving, 0 when idle.
     pub segment_id: u32,
+    /// Halted by an operator's `stop` or `pause` (or the Pi's server-lost rule): the
+    /// entity's state report has the STOPPED or PAUSED flag.
+    pub halted: bool,
 }
 
 /// Every entity of every online Pi.
@@ -199,6 +202,8 @@ pub fn online_poses(fleet: &Fleet) -> Vec<EntityPose> {
                 entity_id: *id,
                 pos: Point::new(e.report.x, e.report.y),
                 segment_id: e.report.segment_id,
+                halted: e.report.flags.contains(EntityFlags::STOPPED)
+                    || e.report.flags.contains(EntityFlags::PAUSED),
             })
         })
         .collect()
