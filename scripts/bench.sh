@@ -4,8 +4,10 @@
 # command latency (idle and under load), failure detection, the rpi-client's footprint,
 # binary sizes, the codec micro-benchmark, the web map in headless Chromium, GET /api/fleet
 # latency against an empty-fleet baseline, and the server's CPU and ingest ratio with 10 SSE
-# viewers against the same load without them. Writes bench-out/results.json, table.md,
-# map.json, api.json and SVG plots; prints the tables. Every scenario is bounded in time
+# viewers against the same load without them, and the instant action latency (HTTP stop ->
+# stopped state at a third-party subscriber) at idle and under the 1000-Pi load, next to an
+# MQTT round trip on the same broker. Writes bench-out/results.json, table.md,
+# map.json, api.json, action.json and SVG plots; prints the tables. Every scenario is bounded in time
 # (about 9 minutes in all, plus the builds).
 #
 #   BENCH_QUICK=1   short smoke run: 100 Pis, 5 s per scenario, fewer samples (~1 minute)

@@ -147,8 +147,24 @@ pub struct Counters {
     /// Connections to the broker made (ConnAcks), and established ones lost.
     pub broker_connects: u64,
     pub broker_disconnects: u64,
+    /// Instant actions answered or given up, by outcome ([`crate::actions::OUTCOME_LABELS`]).
+    pub actions: BTreeMap<&'static str, u64>,
+    /// Distinct actions published (first attempts).
+    pub actions_sent: u64,
+    /// Re-publications of an action that had no ack in time.
+    pub actions_retried: u64,
+    /// Action requests refused at once, by reason ([`crate::actions::ActionError::label`]):
+    /// `unsupported_protocol` for a Pi below version 3, `pi_offline`, `unknown_entity`, ...
+    pub actions_refused: BTreeMap<&'static str, u64>,
+    /// Action acks for actions this server did not send (unknown id, or another Pi's).
+    pub action_acks_unknown: u64,
+    /// Action acks of actions answered already (QoS 1 duplicates).
+    pub action_acks_duplicate: u64,
     #[serde(skip)]
     pub rtt: RttStats,
+    /// Action round trips (first publication -> ActionAck).
+    #[serde(skip)]
+    pub action_rtt: RttStats,
 }
 
 fn bump(map: &mut BTreeMap<&'static str, u64>, key: &'static str, by: u64) {
@@ -168,6 +184,13 @@ impl Counters {
     }
     pub fn registry_event(&mut self, label: &'static str, by: u64) {
         bump(&mut self.registry, label, by);
+    }
+
+    pub fn action_outcome(&mut self, label: &'static str) {
+        bump(&mut self.actions, label, 1);
+    }
+    pub fn action_refused(&mut self, label: &'static str) {
+        bump(&mut self.actions_refused, label, 1);
     }
 
     pub fn messages_of(&self, kind: &str) -> u64 {
@@ -220,6 +243,15 @@ impl Counters {
                 self.late_outcomes,
                 self.segments_without_deadline,
                 self.publish_failures,
+            ),
+            format!(
+                "actions: sent={} retried={} outcomes: {} refused: {} acks_unknown={} acks_duplicate={}",
+                self.actions_sent,
+                self.actions_retried,
+                map(&self.actions),
+                map(&self.actions_refused),
+                self.action_acks_unknown,
+                self.action_acks_duplicate,
             ),
             format!(
                 "broker: connects={} disconnects={}",

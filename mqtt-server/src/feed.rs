@@ -1,5 +1,5 @@
 //! What the registry tells the outside as it happens: presence changes, entity states and
-//! segment changes ([`FeedEvent`]), for the HTTP event stream. The registry collects events
+//! segment changes and action outcomes ([`FeedEvent`]), for the HTTP event stream. The registry collects events
 //! into a batch and hands it over ([`Feed::flush`], on its tick or when [`BATCH`] events are
 //! waiting) with `try_send` on a bounded channel, never waiting: when the channel is full the
 //! batch is dropped and its events counted. Batches, not single events: one wake-up of the
@@ -14,8 +14,10 @@ use common::Motion;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use serde::Serialize;
 
+use crate::actions::ActionRecord;
 use crate::dispatch::journal::SegmentRecord;
 use crate::fleet::OfflineReason;
+use crate::snapshot::FlagsView;
 
 /// Events per batch at most; a full batch is handed over at once.
 pub const BATCH: usize = 512;
@@ -39,6 +41,8 @@ pub struct EntityState {
     pub entity: u32,
     #[serde(flatten)]
     pub motion: Motion,
+    #[serde(flatten)]
+    pub flags: FlagsView,
 }
 
 /// One event.
@@ -47,6 +51,8 @@ pub enum FeedEvent {
     Presence(Presence),
     State(EntityState),
     Segment(SegmentRecord),
+    /// An instant action was answered or given up ([`crate::actions`]).
+    Action(ActionRecord),
 }
 
 /// Shared between the registry (sender) and the fan-out (receiver).

@@ -1,8 +1,9 @@
 //! Turns an incoming publish (topic + payload) into a fleet message or a labelled input error:
-//! topic, then size, then kind against the topic, then the full decode. Pure and total.
+//! topic, then size, then kind against the topic (`rpi/{id}/ack` carries segment acks, kind 4,
+//! and from version 3 action acks, kind 7), then the full decode. Pure and total.
 
 use common::topic::{TopicKind, parse_topic};
-use common::wire::{MAX_PAYLOAD, peek};
+use common::wire::{Kind, MAX_PAYLOAD, peek};
 use common::{DecodeError, Message, TopicError};
 
 /// Why an incoming publish was dropped. Each has a stable label used as a counter name.
@@ -75,7 +76,9 @@ pub fn classify<'a>(topic: &'a str, payload: &[u8]) -> Result<Incoming<'a>, Inpu
     }
     let want = kind.payload_kind();
     let (version, got) = peek(payload).map_err(InputError::Decode)?;
-    if got != want {
+    // From version 3 the ack topic also carries action acks (the decoder checks the version).
+    let action_ack = kind == TopicKind::Ack && got == Kind::ActionAck;
+    if got != want && !action_ack {
         return Err(InputError::KindMismatch {
             topic: want.name(),
             payload: got.name(),
@@ -128,6 +131,28 @@ mod tests {
         }
         .encode();
         assert!(classify("rpi/pi-1/status", st.as_slice()).is_ok());
+    }
+
+    #[test]
+    fn the_ack_topic_carries_action_acks_from_version_3() {
+        let ack = common::ActionAck {
+            action_id: 3,
+            target: common::Target::Entity(2),
+            action: common::ActionKind::Stop,
+            outcome: common::ActionOutcome::Done,
+            repeat: false,
+            cancelled: 3,
+            fence: 0,
+        };
+        let got = classify("rpi/pi-1/ack", ack.encode().as_slice()).unwrap();
+        assert_eq!(got.message, Message::ActionAck(ack));
+        assert_eq!(got.version, 3);
+        let e = classify("rpi/pi-1/state", ack.encode().as_slice()).unwrap_err();
+        assert_eq!(e.label(), "kind_mismatch");
+        // Kind 7 with a version 2 header: the decoder refuses it.
+        let mut v2 = ack.encode().to_vec();
+        v2[0] = (2 << 4) | 7;
+        assert!(classify("rpi/pi-1/ack", &v2).is_err());
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! [`clock_offset`]), routes what it receives on the `registry` thread ([`registry`]), prints
 //! it as a table on stdout ([`table`]), sends segments and tracks their acks ([`dispatch`]),
 //! and drives every online entity around a square in demo mode ([`planner`]). Bad input is
-//! counted per kind and never fatal ([`ingest`], [`counters`]). The threads are wired in
+//! counted per kind and never fatal ([`ingest`], [`counters`]). Instant actions (stop, pause,
+//! resume, cancel; protocol version 3) are sent and tracked by [`actions`]. The threads are wired in
 //! [`server`]; [`run`] is what `main` calls, [`Server`] what tests and other code embed.
 
+pub mod actions;
 pub mod broker_sys;
 pub mod budget;
 pub mod clock_offset;
@@ -27,6 +29,10 @@ pub mod snapshot;
 pub mod standing;
 pub mod table;
 
+pub use actions::{
+    ActionError, ActionFailReason, ActionRecord, ActionReport, ActionSpec, ActionTicket,
+    StopAllResults,
+};
 pub use config::{Command, ServerConfig};
 pub use counters::{Counters, RttSummary};
 pub use dispatch::{

@@ -7,6 +7,8 @@
 //! An entity that reports driving a segment the planner is not waiting for (one the server
 //! reported failed while its Pi was offline, and the Pi kept driving; or another caller's)
 //! gets no leg until it is idle: a leg queued behind it would start from a stale position.
+//! An entity halted by an instant action (STOPPED or PAUSED in its state report) gets no leg
+//! until it is resumed: an operator's stop must hold against the demo.
 //!
 //! It uses the same API as any other caller ([`SegmentSink`], implemented by
 //! [`crate::FleetHandle`]), and runs on its own thread (`planner`).
@@ -127,8 +129,8 @@ impl Planner {
                 plan.pending = None;
             }
             // The report may still show the leg that just completed; anything else running
-            // is finished first.
-            if pose.segment_id != 0 && Some(pose.segment_id) != completed {
+            // is finished first. A halted entity waits for its `resume`.
+            if (pose.segment_id != 0 && Some(pose.segment_id) != completed) || pose.halted {
                 continue;
             }
             match sink.dispatch(&pose.client_id, plan.route.leg(pose.entity_id, pose.pos)) {
@@ -226,7 +228,21 @@ mod tests {
             entity_id: 1,
             pos: Point::new(x, y),
             segment_id: 0,
+            halted: false,
         }
+    }
+
+    #[test]
+    fn a_halted_entity_gets_no_leg_until_resumed() {
+        let fake = Fake::default();
+        *fake.poses.borrow_mut() = vec![EntityPose {
+            halted: true,
+            ..pose(0, 0)
+        }];
+        let mut p = Planner::new();
+        assert_eq!(p.step(&fake), Some(0), "stopped or paused: left alone");
+        fake.poses.borrow_mut()[0].halted = false;
+        assert_eq!(p.step(&fake), Some(1), "resumed: the next leg");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `registry` thread: the only owner of the [`Fleet`] (presence), the [`Dispatcher`]
-//! (segments) and the [`Counters`] they share. It routes every incoming publish itself:
-//! classified by [`crate::ingest`], acks go to the dispatcher, heartbeats, states and statuses
+//! (segments), the [`ActionTracker`] (instant actions) and the [`Counters`] they share. It
+//! routes every incoming publish itself: classified by [`crate::ingest`], segment acks go to
+//! the dispatcher, action acks to the action tracker, heartbeats, states and statuses
 //! to the fleet, bad input is counted and logged (rate-limited). A Pi that goes offline, by a
 //! status or a heartbeat timeout, is handed to the dispatcher in one place
 //! ([`Registry::went_offline`]).
@@ -20,6 +21,10 @@ use log::{debug, warn};
 use mqtt_link::daemon::wall_ms;
 use mqtt_link::{Held, LinkEvent};
 
+use crate::actions::{
+    ActionConfig, ActionError, ActionRecord, ActionSpec, ActionTicket, ActionTracker,
+    StopAllResults,
+};
 use crate::broker_sys::BrokerSys;
 use crate::counters::Counters;
 use crate::dispatch::journal::SegmentRecord;
@@ -48,6 +53,17 @@ pub(crate) enum Request {
     Segment(u32, Sender<Option<SegmentRecord>>),
     /// The counters and gauges for the metrics.
     Stats(Sender<Stats>),
+    /// An instant action to one Pi.
+    Action {
+        pi: String,
+        spec: ActionSpec,
+        reply: Sender<Result<ActionTicket, ActionError>>,
+    },
+    /// `stop` to every entity of every Pi: one result per Pi known (sorted by id), or why
+    /// nothing was sent.
+    StopAll(Sender<Result<StopAllResults, ActionError>>),
+    /// One action of the journal (None: not among the last ones).
+    ActionRecord(u32, Sender<Option<ActionRecord>>),
     /// Unit tests only: the registry thread panics, as a bug would make it.
     #[cfg(test)]
     Crash,
@@ -57,6 +73,8 @@ pub(crate) enum Request {
 pub(crate) struct Registry<P> {
     pub fleet: Fleet,
     pub dispatcher: Dispatcher,
+    /// Instant actions sent and their answers.
+    pub actions: ActionTracker,
     pub counters: Counters,
     /// Where segments go: the link's gated publisher.
     pub out: P,
@@ -83,12 +101,28 @@ impl<P: Publisher> Registry<P> {
         Registry {
             fleet,
             dispatcher,
+            actions: ActionTracker::new(
+                ActionConfig::new(Duration::from_secs(1), 2),
+                crate::actions::seed_action_id(),
+            ),
             counters: Counters::default(),
             out,
             input_limits: BTreeMap::new(),
             feed: None,
             broker_sys: BrokerSys::default(),
         }
+    }
+
+    /// Actions are tracked by `actions` (its settings) from now on.
+    pub fn with_actions(mut self, actions: ActionTracker) -> Self {
+        self.actions = actions;
+        self
+    }
+
+    /// The leader epoch the orders of this server carry: 0 (no leadership yet). The one
+    /// place an order's epoch comes from; actions are stamped with it.
+    fn order_epoch(&self) -> u32 {
+        0
     }
 
     /// Presence, states and segment changes go to `feed` from now on.
@@ -125,6 +159,19 @@ impl<P: Publisher> Registry<P> {
         })
     }
 
+    /// Finished actions since the last call go to the feed (or are discarded).
+    fn flush_actions(&mut self) {
+        if !self.actions.has_changes() {
+            return;
+        }
+        let changes = self.actions.take_changed();
+        if let Some(feed) = self.listened_feed() {
+            for r in changes {
+                feed.send(FeedEvent::Action(r));
+            }
+        }
+    }
+
     /// Segment changes since the last call go to the feed (or are discarded).
     fn flush_segments(&mut self) {
         if !self.dispatcher.journal.has_changes() {
@@ -144,6 +191,7 @@ impl<P: Publisher> Registry<P> {
             known: self.fleet.len(),
             segments_in_flight: self.dispatcher.in_flight(),
             segments_stranded: self.dispatcher.stranded(),
+            actions_in_flight: self.actions.in_flight(),
             broker_connected: self.out.connected(),
             counters: self.counters.clone(),
             broker_sys: self.broker_sys,
@@ -193,9 +241,11 @@ impl<P: Publisher> Registry<P> {
                 }
             }
             self.flush_segments();
+            self.flush_actions();
         }
         let now = Instant::now();
         self.dispatcher.shutdown(now, &mut self.counters);
+        self.actions.shutdown(now, &mut self.counters);
         self.snapshot(now)
     }
 
@@ -214,6 +264,7 @@ impl<P: Publisher> Registry<P> {
         let gone = self.fleet.tick(now, &mut self.counters);
         self.went_offline(now, gone);
         self.dispatcher.tick(now, &mut self.counters, &mut self.out);
+        self.actions.tick(now, &mut self.counters, &mut self.out);
         self.dispatcher
             .settle_stranded(now, &self.fleet, &mut self.counters);
     }
@@ -280,10 +331,13 @@ impl<P: Publisher> Registry<P> {
                 c.message("ack");
                 return self.dispatcher.on_ack(now, incoming.client_id, ack, c);
             }
-            // `classify` only lets through the kind that belongs on the topic.
+            Message::ActionAck(ack) => {
+                c.message("action_ack");
+                return self.actions.on_ack(now, incoming.client_id, ack, c);
+            }
+            // `classify` only lets through the kinds that belong on the topic.
             Message::Segment(_)
             | Message::Action(_)
-            | Message::ActionAck(_)
             | Message::ServerStatus(_)
             | Message::Lease(_) => return self.bad_input(now, topic, &InputError::BadTopic),
         }
@@ -299,6 +353,7 @@ impl<P: Publisher> Registry<P> {
                     pi: incoming.client_id.to_owned(),
                     entity: s.entity_id,
                     motion: s.motion(),
+                    flags: crate::snapshot::FlagsView::of(s.flags),
                 }));
             }
         }
@@ -324,6 +379,51 @@ impl<P: Publisher> Registry<P> {
                 Held(held).note(format_args!("more {label}"))
             );
         }
+    }
+
+    /// Sends one action, stamped with [`Registry::order_epoch`].
+    fn action(
+        &mut self,
+        now: Instant,
+        pi: &str,
+        spec: ActionSpec,
+    ) -> Result<ActionTicket, ActionError> {
+        let epoch = self.order_epoch();
+        let (notify, report) = crossbeam_channel::bounded(1);
+        let id = self.actions.send(
+            now,
+            &self.fleet,
+            pi,
+            spec,
+            epoch,
+            Some(notify),
+            &mut self.counters,
+            &mut self.out,
+        )?;
+        Ok(ActionTicket { id, report })
+    }
+
+    /// `stop` to every entity of every Pi: sent to each online version 3 Pi; the others are
+    /// listed with why not (offline, `unsupported (protocol 2)`).
+    fn stop_all(&mut self, now: Instant) -> Result<StopAllResults, ActionError> {
+        if !self.out.connected() {
+            self.counters
+                .action_refused(ActionError::NotConnected.label());
+            return Err(ActionError::NotConnected);
+        }
+        let ids: Vec<String> = self.fleet.pis().map(|p| p.id.to_string()).collect();
+        let spec = ActionSpec {
+            target: common::Target::All,
+            action: common::ActionKind::Stop,
+            segment_id: 0,
+        };
+        Ok(ids
+            .into_iter()
+            .map(|id| {
+                let r = self.action(now, &id, spec);
+                (id, r)
+            })
+            .collect())
     }
 
     fn on_request(&mut self, now: Instant, r: Request) {
@@ -356,6 +456,15 @@ impl<P: Publisher> Registry<P> {
             }
             Request::Stats(reply) => {
                 let _ = reply.send(self.stats());
+            }
+            Request::Action { pi, spec, reply } => {
+                let _ = reply.send(self.action(now, &pi, spec));
+            }
+            Request::StopAll(reply) => {
+                let _ = reply.send(self.stop_all(now));
+            }
+            Request::ActionRecord(id, reply) => {
+                let _ = reply.send(self.actions.get(id).cloned());
             }
             #[cfg(test)]
             Request::Crash => panic!("registry crash, asked for by a test"),
@@ -418,5 +527,27 @@ mod tests {
         // Passed on to the dispatcher, which does not know segment 9.
         assert_eq!(r.counters.acks_unknown, 1);
         assert!(r.fleet.is_empty(), "an ack is not presence");
+    }
+
+    #[test]
+    fn action_acks_go_to_the_action_tracker_not_to_bad_input() {
+        let t0 = Instant::now();
+        let mut r = registry();
+        let ack = common::ActionAck {
+            action_id: 5,
+            target: common::Target::All,
+            action: common::ActionKind::Stop,
+            outcome: common::ActionOutcome::Done,
+            repeat: false,
+            cancelled: 0,
+            fence: 0,
+        };
+        for _ in 0..3 {
+            r.on_publish(t0, 0, "rpi/a/ack", ack.encode().as_slice(), false);
+        }
+        assert_eq!(r.counters.messages_of("action_ack"), 3);
+        assert_eq!(r.counters.action_acks_unknown, 3, "not ours: counted");
+        assert_eq!(r.counters.input_errors_total(), 0);
+        assert_eq!(r.order_epoch(), 0);
     }
 }

@@ -3,8 +3,8 @@
 //! ```text
 //!  broker ─> [mqtt-link] ─LinkEvent (bounded 64k)─> [registry]  owns Fleet + Dispatcher
 //!                 ^                                   │   ^
-//!                 └───── try_publish segments ────────┘   │ Request (bounded 1024):
-//!                                                         │ Dispatch, Snapshot, Render, Poses
+//!                 └─ try_publish segments, actions ───┘   │ Request (bounded 1024):
+//!                                                         │ Dispatch, Action, Snapshot, ...
 //!  [status]  Render every status_interval ─> stdout ──────┤
 //!  [planner] Poses + Dispatch every segment_interval ─────┤
 //!  FleetHandle users (tests, the HTTP API) ───────────────┘
@@ -24,6 +24,10 @@ use crossbeam_channel::{Receiver, Sender, bounded, select, tick};
 use log::{debug, info, warn};
 use mqtt_link::{Link, LinkConfig, QoS, SetupError, Worker};
 
+use crate::actions::{
+    ActionConfig, ActionError, ActionRecord, ActionSpec, ActionTicket, ActionTracker,
+    StopAllResults, seed_action_id,
+};
 use crate::config::ServerConfig;
 use crate::dispatch::journal::SegmentRecord;
 use crate::dispatch::{
@@ -101,6 +105,42 @@ impl FleetHandle {
     /// The counters and gauges, without the per-Pi views (cheap: for the metrics).
     pub fn stats(&self) -> Option<Stats> {
         self.ask(Request::Stats)
+    }
+
+    /// Sends an instant action (protocol version 3) to `target` of Pi `pi`: `segment_id` is
+    /// for `Cancel` only (0 = every queued segment). Fails at once when it cannot be sent (Pi
+    /// unknown or offline, entity never reported, no broker) or the Pi speaks an older
+    /// protocol (`unsupported (protocol 2)`: nothing is sent); else the ticket's channel
+    /// reports the Pi's answer, or that none came.
+    pub fn action(
+        &self,
+        pi: &str,
+        target: common::Target,
+        action: common::ActionKind,
+        segment_id: u32,
+    ) -> Result<ActionTicket, ActionError> {
+        self.ask(|reply| Request::Action {
+            pi: pi.to_owned(),
+            spec: ActionSpec {
+                target,
+                action,
+                segment_id,
+            },
+            reply,
+        })
+        .ok_or(ActionError::ShuttingDown)?
+    }
+
+    /// `stop` to every entity of every Pi the server knows: one result per Pi, sorted by id.
+    /// Sent to the online version 3 Pis; the others fail (`PiOffline`, `Unsupported`).
+    pub fn stop_all(&self) -> Result<StopAllResults, ActionError> {
+        self.ask(Request::StopAll)
+            .ok_or(ActionError::ShuttingDown)?
+    }
+
+    /// One of the last actions sent ([`crate::actions`]); None when not among them.
+    pub fn action_record(&self, id: u32) -> Option<ActionRecord> {
+        self.ask(|reply| Request::ActionRecord(id, reply)).flatten()
     }
 
     /// The status table as printed on stdout.
@@ -228,7 +268,11 @@ impl Server {
                 seed_segment_id(),
             ),
             out,
-        );
+        )
+        .with_actions(ActionTracker::new(
+            ActionConfig::new(cfg.ack_timeout, cfg.segment_retries),
+            seed_action_id(),
+        ));
         let registry = match cfg.http_listen {
             Some(addr) => {
                 let token = cfg.http_token().map_err(StartError::Token)?;

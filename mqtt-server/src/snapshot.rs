@@ -3,13 +3,37 @@
 
 use std::time::Instant;
 
-use common::{Motion, Point};
+use common::{EntityFlags, Motion, Point};
 use serde::Serialize;
 
 use crate::broker_sys::BrokerSys;
 use crate::counters::{Counters, RttSummary};
 use crate::dispatch::Dispatcher;
 use crate::fleet::{Fleet, OfflineReason, Pi, PiState};
+
+/// An entity's version 3 state flags (`StateReport.flags`): the byte and each flag by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct FlagsView {
+    /// The byte as reported (0 from a version 1 or 2 Pi).
+    pub flags: u8,
+    /// Halted by `pause`, queue kept.
+    pub paused: bool,
+    /// Halted by `stop`, queue dropped.
+    pub stopped: bool,
+    /// No vehicle process drives it (bridge).
+    pub no_driver: bool,
+}
+
+impl FlagsView {
+    pub fn of(f: EntityFlags) -> FlagsView {
+        FlagsView {
+            flags: f.bits(),
+            paused: f.contains(EntityFlags::PAUSED),
+            stopped: f.contains(EntityFlags::STOPPED),
+            no_driver: f.contains(EntityFlags::NO_DRIVER),
+        }
+    }
+}
 
 /// One entity as last reported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -18,6 +42,8 @@ pub struct EntityView {
     /// Pose, velocity, segment and progress (1/10000 of the segment).
     #[serde(flatten)]
     pub motion: Motion,
+    #[serde(flatten)]
+    pub flags: FlagsView,
     /// Since the server received the report.
     pub age_ms: u64,
 }
@@ -73,6 +99,7 @@ impl PiView {
                 .map(|(id, e)| EntityView {
                     id: *id,
                     motion: e.report.motion(),
+                    flags: FlagsView::of(e.report.flags),
                     age_ms: ms(now.saturating_duration_since(e.updated)),
                 })
                 .collect(),
@@ -87,6 +114,8 @@ pub struct Stats {
     pub known: usize,
     pub segments_in_flight: usize,
     pub segments_stranded: usize,
+    /// Instant actions waiting for their ack.
+    pub actions_in_flight: usize,
     pub broker_connected: bool,
     pub counters: Counters,
     pub broker_sys: BrokerSys,
@@ -157,6 +186,9 @@ pub struct EntityPose {
     pub pos: Point,
     /// The segment the entity reports driving, 0 when idle.
     pub segment_id: u32,
+    /// Halted by an operator's `stop` or `pause` (or the Pi's server-lost rule): the
+    /// entity's state report has the STOPPED or PAUSED flag.
+    pub halted: bool,
 }
 
 /// Every entity of every online Pi.
@@ -170,6 +202,8 @@ pub fn online_poses(fleet: &Fleet) -> Vec<EntityPose> {
                 entity_id: *id,
                 pos: Point::new(e.report.x, e.report.y),
                 segment_id: e.report.segment_id,
+                halted: e.report.flags.contains(EntityFlags::STOPPED)
+                    || e.report.flags.contains(EntityFlags::PAUSED),
             })
         })
         .collect()

@@ -13,29 +13,10 @@ use std::time::{Duration, Instant};
 use common::{Heartbeat, Motion, StateReport};
 use rumqttc::{Client, MqttOptions, QoS};
 use serde_json::{Value, json};
-use support::{spawn_server, start_pi};
+use support::{server_with_http, spawn_server, start_pi};
 use testkit::broker::free_port;
 use testkit::http::Client as Http;
 use testkit::{Broker, Daemon, TempDir, wait_for};
-
-/// The server binary with its operator interface on a free loopback port.
-fn server_with_http(broker: &Broker, extra: &[&str]) -> (Daemon, Http) {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut args = vec![
-        "--http-listen",
-        addr.as_str(),
-        "--segment-interval",
-        "0s",
-        "--status-interval",
-        "0s",
-    ];
-    args.extend_from_slice(extra);
-    let server = spawn_server(broker, &args);
-    let http = Http::new(addr);
-    wait_for(Duration::from_secs(10), || http.get("/api/fleet").ok())
-        .unwrap_or_else(|| panic!("the HTTP interface answers; stderr:\n{}", server.stderr()));
-    (server, http)
-}
 
 /// The fleet once `pi` is online with entities 1 and 2.
 fn wait_fleet(http: &Http, pi: &str) -> Value {

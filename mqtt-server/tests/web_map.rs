@@ -3,7 +3,9 @@
 //! headless Chromium driven over WebDriver (testkit::webdriver). The test reads the Pi list
 //! and the vehicle labels from the DOM, sees the poses move, filters the list, zooms, selects a
 //! vehicle, clicks a point of the map and sees the segment completed (on the page and in the
-//! API), then sees a killed Pi greyed as offline with its reason.
+//! API), stops a driving vehicle with its Stop button and sees it halted (velocity 0, the
+//! STOPPED flag), stops the whole fleet with STOP ALL, then sees a killed Pi greyed as offline
+//! with its reason.
 //!
 //! Chromium and chromedriver come from `scripts/install-deps.sh` (`make test` runs it); when
 //! they are missing the test fails saying so. Set `FLEET_MAP_SCREENSHOT=path.png` to keep a
@@ -268,6 +270,76 @@ fn the_map_shows_the_fleet_live_and_sends_a_segment_by_click() {
     }
 
     step("api checked");
+    // Stop a driving vehicle with its Stop button: the page shows the action done, and the
+    // vehicle halted (velocity 0, the STOPPED flag of its state reports). The demo planner
+    // leaves a halted vehicle alone, so it stays stopped.
+    let chip = b
+        .find_all("#pis button.vehicle[data-label='web-pi-1/1']")
+        .remove(0);
+    b.click(&chip);
+    let vehicle = |b: &Browser, label: &str| {
+        b.execute(
+            "return window.fleetMap.vehicles().find(v => v.pi + '/' + v.entity === arguments[0])",
+            &[json!(label)],
+        )
+    };
+    b.wait_for("web-pi-1/1 driving", Duration::from_secs(20), |b| {
+        let v = vehicle(b, "web-pi-1/1");
+        (v["vx"] != 0 || v["vy"] != 0).then_some(())
+    });
+    b.click(&b.find_all("#act-stop")[0]);
+    let li = b.wait_for(
+        "the stop answered on the page",
+        Duration::from_secs(15),
+        |b| {
+            let li = b.find_all("#actions li").into_iter().next()?;
+            let state = b.attribute(&li, "data-state")?;
+            assert!(
+                matches!(state.as_str(), "sent" | "done"),
+                "the stop ended {state}: {}",
+                b.text(&li)
+            );
+            (state == "done").then_some(li)
+        },
+    );
+    let text = b.text(&li);
+    assert!(text.contains("stop web-pi-1/1"), "shown: {text:?}");
+    b.wait_for("web-pi-1/1 stopped", Duration::from_secs(10), |b| {
+        let v = vehicle(b, "web-pi-1/1");
+        (v["stopped"] == true && v["vx"] == 0 && v["vy"] == 0).then_some(())
+    });
+    b.wait_for("the STOPPED flag shown", Duration::from_secs(5), |b| {
+        b.text(&b.find_all("#sel-flags")[0])
+            .contains("STOPPED")
+            .then_some(())
+    });
+    let e = get(&api, "/api/pis/web-pi-1").expect("GET /api/pis/web-pi-1")["entities"][0].clone();
+    assert_eq!(
+        (&e["id"], &e["stopped"], &e["vx"], &e["vy"]),
+        (&json!(1), &json!(true), &json!(0), &json!(0)),
+        "{e}"
+    );
+    step("vehicle stopped");
+
+    // The fleet stop: every vehicle of both Pis halts.
+    b.click(&b.find_all("#stopall")[0]);
+    b.wait_for(
+        "the fleet stop sent to both Pis",
+        Duration::from_secs(10),
+        |b| {
+            let r = b.find_all("#fleet-result").remove(0);
+            (b.attribute(&r, "data-sent").as_deref() == Some("2")).then_some(())
+        },
+    );
+    b.wait_for("every vehicle stopped", Duration::from_secs(15), |b| {
+        let all = b.execute(
+            "return window.fleetMap.vehicles().every(v => v.stopped && v.vx === 0 && v.vy === 0)",
+            &[],
+        );
+        (all == json!(true)).then_some(())
+    });
+    step("fleet stopped");
+
     // A Pi killed: its row says offline with the reason, its vehicles stay (greyed).
     pis[0].kill9();
     let row = b.wait_for("web-pi-1 offline", Duration::from_secs(15), |b| {

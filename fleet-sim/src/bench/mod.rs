@@ -3,6 +3,7 @@
 //! and a bare `mosquitto_sub` baseline, measures, and writes `bench-out/results.json`, a
 //! table and SVG plots. One module per scenario; this file holds what they share.
 
+pub mod action;
 pub mod api;
 pub mod codec;
 pub mod failure;

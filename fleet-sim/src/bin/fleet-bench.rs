@@ -1,6 +1,6 @@
 //! `fleet-bench`: the benchmark runner behind `make bench` (see scripts/bench.sh).
 //!
-//! Usage: fleet-bench [all|codec|footprint|latency|failure|ingest|load|sizes|map|api|viewers]...
+//! Usage: fleet-bench [all|codec|footprint|latency|failure|ingest|load|sizes|map|api|viewers|action]...
 //!                    [--quick] [--out DIR] [--sim-threads N] [--opt-z-dir DIR]
 //!                    [--pis 100,500,1000] [--seconds 30]
 //!        fleet-bench codec-json PATH
@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use fleet_sim::bench::report::{IdleLatency, Results};
 use fleet_sim::bench::{
-    Bench, api, codec, failure, footprint, ingest, latency, machine, map, procs, stop_server,
+    Bench, action, api, codec, failure, footprint, ingest, latency, machine, map, procs,
+    stop_server,
 };
 
 const SCENARIOS: &[&str] = &[
@@ -30,6 +31,7 @@ const SCENARIOS: &[&str] = &[
     "map",
     "api",
     "viewers",
+    "action",
 ];
 
 fn usage() -> String {
@@ -243,6 +245,17 @@ fn main() -> ExitCode {
         api_res.write(&b);
         api_res.table()
     });
+    // Instant actions: their own file (action.json) and table.
+    let action_table = want("action").then(|| {
+        let pis = pis_override
+            .as_ref()
+            .and_then(|l| l.iter().max().copied())
+            .unwrap_or(if b.quick { 100 } else { 1000 });
+        let (n, budget) = if b.quick { (50, 20) } else { (200, 90) };
+        let r = action::run(&b, pis, n, Duration::from_secs(budget));
+        r.write(&b);
+        r.table()
+    });
     res.check_targets();
     if let Err(e) = res.write(&b.out) {
         eprintln!(
@@ -256,6 +269,9 @@ fn main() -> ExitCode {
         println!("{t}");
     }
     if let Some(t) = api_table {
+        println!("{t}");
+    }
+    if let Some(t) = action_table {
         println!("{t}");
     }
     println!(

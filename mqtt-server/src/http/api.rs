@@ -1,4 +1,5 @@
-//! The JSON API's handlers: the fleet, one Pi, sending a segment, one segment's state. Each
+//! The JSON API's handlers: the fleet, one Pi, sending a segment, one segment's state, instant
+//! actions (one Pi, one entity, the whole fleet's stop) and one action's state. Each
 //! asks the registry through the [`FleetHandle`] (a bounded request and a reply) and never
 //! touches its state.
 
@@ -6,8 +7,10 @@ use common::Point;
 use serde_json::Value;
 
 use super::response::Response;
+use crate::actions::{ActionError, kind_label, parse_kind};
 use crate::dispatch::{DispatchError, SegmentSpec};
 use crate::server::FleetHandle;
+use common::{ActionKind, Target};
 
 fn gone() -> Response {
     Response::error(503, "server shutting down", None)
@@ -177,9 +180,183 @@ pub fn post_segment(handle: &FleetHandle, pi: &str, entity: &str, body: &[u8]) -
     }
 }
 
+/// The fields of an action request, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActionBody {
+    pub action: ActionKind,
+    /// `cancel` only; 0 (or absent) = every queued segment.
+    pub segment_id: u32,
+}
+
+/// Parses an action request body: `{"action": "stop"|"pause"|"resume"|"cancel",
+/// "segment_id": N}` (`segment_id` for cancel only).
+pub fn parse_action_body(body: &[u8]) -> Result<ActionBody, BodyError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| BodyError {
+        message: format!("the body is not valid JSON: {e}"),
+        field: None,
+    })?;
+    let Some(obj) = v.as_object() else {
+        return Err(BodyError {
+            message: "the body must be a JSON object".into(),
+            field: None,
+        });
+    };
+    let action = obj
+        .get("action")
+        .ok_or_else(|| field_error("action", "missing"))?
+        .as_str()
+        .and_then(parse_kind)
+        .ok_or_else(|| {
+            field_error(
+                "action",
+                "expected \"stop\", \"pause\", \"resume\" or \"cancel\"",
+            )
+        })?;
+    let segment_id = match obj.get("segment_id") {
+        None | Some(Value::Null) => 0,
+        Some(_) if action != ActionKind::Cancel => {
+            return Err(field_error("segment_id", "for cancel only"));
+        }
+        Some(_) => integer(
+            obj,
+            "segment_id",
+            "a segment id (u32; 0 = every queued one)",
+        )?,
+    };
+    Ok(ActionBody { action, segment_id })
+}
+
+/// The status and the field to blame for an action that was not sent.
+fn action_error(e: ActionError) -> Response {
+    let (status, field) = match e {
+        ActionError::UnknownPi => (404, Some("pi")),
+        ActionError::UnknownEntity => (404, Some("entity")),
+        ActionError::PiOffline => (409, Some("pi")),
+        // The request is fine; this Pi cannot take it (it speaks protocol 1 or 2).
+        ActionError::Unsupported { .. } => (422, Some("pi")),
+        ActionError::SegmentIdNotCancel => (400, Some("segment_id")),
+        ActionError::NotConnected | ActionError::TooManyInFlight | ActionError::ShuttingDown => {
+            (503, None)
+        }
+    };
+    Response::error(status, &e.to_string(), field)
+}
+
+/// `POST /api/pis/{id}/actions` (entity None: every entity of the Pi) and
+/// `POST /api/pis/{id}/entities/{entity}/actions`
+pub fn post_action(handle: &FleetHandle, pi: &str, entity: Option<&str>, body: &[u8]) -> Response {
+    let target = match entity.map(str::parse::<u32>) {
+        None => Target::All,
+        Some(Ok(e)) => Target::Entity(e),
+        Some(Err(_)) => {
+            return Response::error(400, "the entity id is not a number", Some("entity"));
+        }
+    };
+    let b = match parse_action_body(body) {
+        Ok(b) => b,
+        Err(e) => return Response::error(400, &e.message, e.field),
+    };
+    match handle.action(pi, target, b.action, b.segment_id) {
+        Ok(ticket) => Response::json(202, &serde_json::json!({"action_id": ticket.id})),
+        Err(e) => action_error(e),
+    }
+}
+
+/// `POST /api/actions` with `{"action": "stop"}`: stop every entity of every Pi.
+pub fn post_fleet_action(handle: &FleetHandle, body: &[u8]) -> Response {
+    let b = match parse_action_body(body) {
+        Ok(b) => b,
+        Err(e) => return Response::error(400, &e.message, e.field),
+    };
+    if b.action != ActionKind::Stop {
+        return Response::error(
+            400,
+            &format!(
+                "action: only \"stop\" is fleet-wide (\"{}\" goes to one Pi)",
+                kind_label(b.action)
+            ),
+            Some("action"),
+        );
+    }
+    let results = match handle.stop_all() {
+        Ok(r) => r,
+        Err(e) => return action_error(e),
+    };
+    let mut sent = Vec::new();
+    let mut unsupported = Vec::new();
+    let mut not_sent = Vec::new();
+    for (pi, r) in results {
+        match r {
+            Ok(t) => sent.push(serde_json::json!({"pi": pi, "action_id": t.id})),
+            Err(e @ ActionError::Unsupported { protocol }) => unsupported
+                .push(serde_json::json!({"pi": pi, "protocol": protocol, "error": e.to_string()})),
+            Err(e) => not_sent.push(serde_json::json!({"pi": pi, "error": e.to_string()})),
+        }
+    }
+    Response::json(
+        202,
+        &serde_json::json!({"actions": sent, "unsupported": unsupported, "not_sent": not_sent}),
+    )
+}
+
+/// `GET /api/actions/{id}`
+pub fn action(handle: &FleetHandle, id: &str) -> Response {
+    let Ok(id) = id.parse::<u32>() else {
+        return Response::error(400, "the action id is not a number", Some("action_id"));
+    };
+    match handle.action_record(id) {
+        Some(r) => Response::json(200, &r),
+        None => Response::error(
+            404,
+            &format!("action {id} is not among the last actions sent"),
+            Some("action_id"),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn action_bodies_name_the_bad_field() {
+        assert_eq!(
+            parse_action_body(br#"{"action": "stop"}"#).unwrap(),
+            ActionBody {
+                action: ActionKind::Stop,
+                segment_id: 0
+            }
+        );
+        assert_eq!(
+            parse_action_body(br#"{"action": "cancel", "segment_id": 12}"#).unwrap(),
+            ActionBody {
+                action: ActionKind::Cancel,
+                segment_id: 12
+            }
+        );
+        for (body, field) in [
+            (&br#"{"action": "#[..], None),
+            (br#"["stop"]"#, None),
+            (br#"{}"#, Some("action")),
+            (br#"{"action": "halt"}"#, Some("action")),
+            (br#"{"action": 1}"#, Some("action")),
+            (
+                br#"{"action": "stop", "segment_id": 3}"#,
+                Some("segment_id"),
+            ),
+            (
+                br#"{"action": "cancel", "segment_id": -1}"#,
+                Some("segment_id"),
+            ),
+            (
+                br#"{"action": "cancel", "segment_id": "x"}"#,
+                Some("segment_id"),
+            ),
+        ] {
+            let e = parse_action_body(body).unwrap_err();
+            assert_eq!(e.field, field, "{}: {e:?}", String::from_utf8_lossy(body));
+        }
+    }
 
     #[test]
     fn segment_bodies_name_the_bad_field() {

@@ -12,7 +12,7 @@ use crate::snapshot::Stats;
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Message kinds always listed (0 until seen), so that rates exist from the start.
-const KINDS: &[&str] = &["heartbeat", "state", "status", "ack"];
+const KINDS: &[&str] = &["heartbeat", "state", "status", "ack", "action_ack"];
 
 /// Writes the exposition.
 struct Out(String);
@@ -141,6 +141,69 @@ pub fn render(s: &Stats, http: &HttpShared) -> String {
         name,
         "histogram",
         "Time from a segment's first publication to its Accepted ack.",
+    );
+    for (le, n) in &h.buckets {
+        o.sample(&format!("{name}_bucket"), &[("le", &le.to_string())], n);
+    }
+    o.sample(&format!("{name}_bucket"), &[("le", "+Inf")], h.count);
+    o.sample(&format!("{name}_sum"), &[], h.sum_seconds);
+    o.sample(&format!("{name}_count"), &[], h.count);
+    o.one(
+        "fleet_actions_sent_total",
+        "counter",
+        "Distinct instant actions published to Pis.",
+        c.actions_sent,
+    );
+    o.one(
+        "fleet_actions_retried_total",
+        "counter",
+        "Re-publications of actions without an ack in time.",
+        c.actions_retried,
+    );
+    o.family(
+        "fleet_actions_total",
+        "counter",
+        "Instant action outcomes: the Pi's answer, or no_ack / shutting_down, by outcome.",
+    );
+    for k in crate::actions::OUTCOME_LABELS {
+        o.sample(
+            "fleet_actions_total",
+            &[("outcome", k)],
+            c.actions.get(k).copied().unwrap_or(0),
+        );
+    }
+    o.family(
+        "fleet_actions_refused_total",
+        "counter",
+        "Action requests refused at once (Pi unknown, offline or below protocol 3, ...), by reason.",
+    );
+    for (k, v) in &c.actions_refused {
+        o.sample("fleet_actions_refused_total", &[("reason", k)], v);
+    }
+    o.one(
+        "fleet_action_acks_unknown_total",
+        "counter",
+        "Action acks for actions this server did not send (unknown id or another Pi's).",
+        c.action_acks_unknown,
+    );
+    o.one(
+        "fleet_action_acks_duplicate_total",
+        "counter",
+        "Action acks of actions answered already.",
+        c.action_acks_duplicate,
+    );
+    o.one(
+        "fleet_actions_in_flight",
+        "gauge",
+        "Instant actions waiting for their ack.",
+        s.actions_in_flight,
+    );
+    let h = c.action_rtt.histogram();
+    let name = "fleet_action_ack_latency_seconds";
+    o.family(
+        name,
+        "histogram",
+        "Time from an action's first publication to its ack.",
     );
     for (le, n) in &h.buckets {
         o.sample(&format!("{name}_bucket"), &[("le", &le.to_string())], n);

@@ -28,7 +28,7 @@ use crate::server::FleetHandle;
 use sse::{Encoded, EventsShared};
 
 /// The status codes counted one by one; any other is counted as `other` (never sent today).
-const CODES: [u16; 11] = [200, 202, 400, 401, 404, 405, 409, 413, 431, 500, 503];
+const CODES: [u16; 12] = [200, 202, 400, 401, 404, 405, 409, 413, 422, 431, 500, 503];
 
 /// HTTP requests answered, by status code.
 #[derive(Debug, Default)]

@@ -46,19 +46,35 @@ pub fn route(req: &super::request::Request, ctx: &HttpShared) -> Route {
             None => Response::error(503, "server shutting down", None),
         },
         ["api", "fleet"] if get => api::fleet(h),
+        // Headers only: a HEAD must not open a stream that never ends.
+        ["api", "events"] if req.method == "HEAD" => Response {
+            status: 200,
+            content_type: "text/event-stream",
+            headers: vec![],
+            body: vec![],
+        },
         ["api", "events"] if get => return Route::Events,
         ["api", "pis", id] if get => api::pi(h, id),
         ["api", "segments", id] if get => api::segment(h, id),
         ["api", "pis", id, "entities", entity, "segments"] if post => {
             api::post_segment(h, id, entity, &req.body)
         }
+        ["api", "pis", id, "entities", entity, "actions"] if post => {
+            api::post_action(h, id, Some(entity), &req.body)
+        }
+        ["api", "pis", id, "actions"] if post => api::post_action(h, id, None, &req.body),
+        ["api", "actions"] if post => api::post_fleet_action(h, &req.body),
+        ["api", "actions", id] if get => api::action(h, id),
         [""]
         | ["metrics"]
         | ["api", "fleet"]
         | ["api", "events"]
         | ["api", "pis", _]
-        | ["api", "segments", _] => return method_not_allowed("GET"),
-        ["api", "pis", _, "entities", _, "segments"] => return method_not_allowed("POST"),
+        | ["api", "segments", _]
+        | ["api", "actions", _] => return method_not_allowed("GET"),
+        ["api", "pis", _, "entities", _, "segments" | "actions"]
+        | ["api", "pis", _, "actions"]
+        | ["api", "actions"] => return method_not_allowed("POST"),
         _ => Response::error(404, &format!("no route {}", req.path), None),
     };
     Route::Respond(r)

@@ -85,6 +85,7 @@ impl Hub {
         match e {
             FeedEvent::Presence(p) => encode(&mut self.pending, "presence", &p),
             FeedEvent::Segment(s) => encode(&mut self.pending, "segment", &s),
+            FeedEvent::Action(a) => encode(&mut self.pending, "action", &a),
             FeedEvent::State(mut s) => {
                 // The id moves into the key and back: a skipped state costs no allocation.
                 let mut key = (std::mem::take(&mut s.pi), s.entity);
@@ -252,6 +253,7 @@ mod tests {
             pi: "a".into(),
             entity,
             motion: common::Motion::default(),
+            flags: crate::snapshot::FlagsView::default(),
         })
     }
 

@@ -27,6 +27,26 @@ pub fn spawn_server(broker: &Broker, extra: &[&str]) -> Daemon {
     testkit::daemons::server_with(&server_bin(), &broker.addr(), extra)
 }
 
+/// The server binary with its operator interface on a free loopback port, the planner and
+/// the table off, once the interface answers.
+pub fn server_with_http(broker: &Broker, extra: &[&str]) -> (Daemon, testkit::http::Client) {
+    let addr = format!("127.0.0.1:{}", testkit::broker::free_port());
+    let mut args = vec![
+        "--http-listen",
+        addr.as_str(),
+        "--segment-interval",
+        "0s",
+        "--status-interval",
+        "0s",
+    ];
+    args.extend_from_slice(extra);
+    let server = spawn_server(broker, &args);
+    let http = testkit::http::Client::new(addr);
+    testkit::wait_for(Duration::from_secs(10), || http.get("/api/fleet").ok())
+        .unwrap_or_else(|| panic!("the HTTP interface answers; stderr:\n{}", server.stderr()));
+    (server, http)
+}
+
 /// A real Pi `id` driving `entities` (e.g. "1,2,3") against `broker`.
 pub fn start_pi(broker: &Broker, id: &str, entities: &str) -> Daemon {
     spawn_pi(&broker.addr(), id, entities, &[])
