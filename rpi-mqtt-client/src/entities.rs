@@ -47,6 +47,9 @@ pub struct Routed {
     /// The segment id was seen before for this entity: `ack` repeats its latest outcome and
     /// nothing was executed.
     pub duplicate: bool,
+    /// Handed to a handler that answers later ([`Vehicle::answers_later`]): `ack` is not to
+    /// be sent; the handler's answer comes from [`Entities::step`].
+    pub deferred: bool,
 }
 
 /// The entities of this Pi and their handlers.
@@ -108,22 +111,30 @@ impl Entities {
                     AckOutcome::Rejected(RejectReason::UnknownEntity),
                 ),
                 duplicate: false,
+                deferred: false,
             };
         };
         if let Some(outcome) = slot.seen.get(seg.segment_id) {
             return Routed {
                 ack: ack(slot.id, seg.segment_id, outcome),
                 duplicate: true,
+                deferred: false,
             };
         }
+        let mut deferred = false;
         let outcome = if !fresh_epoch {
             AckOutcome::Rejected(RejectReason::StaleLeader)
         } else if seg.expired_by(now_ms).is_some() {
             AckOutcome::Rejected(RejectReason::Expired)
+        } else if !slot.vehicle.available() {
+            AckOutcome::Rejected(RejectReason::VehicleUnavailable)
         } else {
             match slot.vehicle.accept(seg) {
                 Ok(()) => {
                     slot.flags = slot.flags.without(EntityFlags::STOPPED);
+                    // A repeat delivered before the handler's answer is answered Accepted;
+                    // a later rejection follows it.
+                    deferred = slot.vehicle.answers_later();
                     AckOutcome::Accepted
                 }
                 Err(reason) => AckOutcome::Rejected(reason),
@@ -133,6 +144,7 @@ impl Entities {
         Routed {
             ack: ack(slot.id, seg.segment_id, outcome),
             duplicate: false,
+            deferred,
         }
     }
 
@@ -221,15 +233,20 @@ impl Entities {
     }
 
     /// Advances every entity that is not paused by `dt`; pushes a `Completed` ack per
-    /// finished segment.
+    /// finished segment, and the answers of handlers that answer later (paused or not).
     pub fn step(&mut self, dt: Duration, acks: &mut Vec<SegmentAck>) {
+        let mut answers = Vec::new();
         for slot in &mut self.slots {
-            if slot.paused() {
-                continue;
+            if !slot.paused() {
+                if let Some(done) = slot.vehicle.step(dt) {
+                    slot.seen.record(done, AckOutcome::Completed);
+                    acks.push(ack(slot.id, done, AckOutcome::Completed));
+                }
             }
-            if let Some(done) = slot.vehicle.step(dt) {
-                slot.seen.record(done, AckOutcome::Completed);
-                acks.push(ack(slot.id, done, AckOutcome::Completed));
+            slot.vehicle.answers(&mut answers);
+            for (id, outcome) in answers.drain(..) {
+                slot.seen.record(id, outcome);
+                acks.push(ack(slot.id, id, outcome));
             }
         }
     }
@@ -250,10 +267,10 @@ impl Entities {
         out.clear();
         out.extend(self.slots.iter().map(|slot| {
             let mut r = StateReport::new(slot.id, timestamp_ms, slot.vehicle.state());
-            if slot.paused() {
+            r.flags = slot.flags.with(slot.vehicle.flags());
+            if slot.paused() || r.flags.contains(EntityFlags::NO_DRIVER) {
                 (r.vx, r.vy) = (0, 0);
             }
-            r.flags = slot.flags;
             r
         }));
     }
@@ -262,6 +279,12 @@ impl Entities {
 /// Applies `action` to one entity (past the repeat and fence checks); pushes the acks of the
 /// segments it drops.
 fn apply(slot: &mut Slot, action: &Action, cancelled: &mut Vec<SegmentAck>) -> ActionOutcome {
+    if !slot.vehicle.available() {
+        return ActionOutcome::VehicleUnavailable;
+    }
+    if let Err(outcome) = slot.vehicle.act(action) {
+        return outcome;
+    }
     let dropped = match action.action {
         ActionKind::Stop => {
             slot.flags = slot.flags.with(EntityFlags::STOPPED);
