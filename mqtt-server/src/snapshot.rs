@@ -20,6 +20,9 @@ pub struct EntityView {
     pub motion: Motion,
     /// Since the server received the report.
     pub age_ms: u64,
+    /// No vehicle process drives the entity (the NO_DRIVER flag of its version 3 reports,
+    /// docs/vehicle-bridge.md): halted, its segments are refused `VehicleUnavailable`.
+    pub no_driver: bool,
 }
 
 /// One Pi.
@@ -74,6 +77,7 @@ impl PiView {
                     id: *id,
                     motion: e.report.motion(),
                     age_ms: ms(now.saturating_duration_since(e.updated)),
+                    no_driver: e.report.flags.contains(common::EntityFlags::NO_DRIVER),
                 })
                 .collect(),
         }

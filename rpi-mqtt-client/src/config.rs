@@ -52,7 +52,8 @@ pub const DEFAULT_BRIDGE_SOCKET: &str = "/run/rpi-client/vehicle.sock";
 pub const DEFAULT_BRIDGE_MODE: u32 = 0o660;
 /// A connected vehicle process that sends no state for this long is hung.
 pub const DEFAULT_BRIDGE_TIMEOUT: Duration = Duration::from_secs(1);
-pub const MIN_BRIDGE_TIMEOUT: Duration = Duration::from_millis(100);
+/// Vehicles send state at least every 250 ms (docs/vehicle-bridge.md): twice that at least.
+pub const MIN_BRIDGE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Hung detection beyond this would keep a vehicle's segments in limbo too long.
 pub const MAX_BRIDGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Where the group names of `bridge_group` are looked up.
