@@ -134,7 +134,7 @@ impl Shared {
             warn!(
                 "vehicle bridge: {what} ({}; {})",
                 self.counters.summary(),
-                Held(held).count("lines not logged")
+                Held(held).count("lines")
             );
         }
     }
