@@ -15,6 +15,10 @@ use crate::seen::{HISTORY, SeenSegments};
 use crate::seen_actions::{ACTION_HISTORY, SeenActions};
 use crate::vehicle::Vehicle;
 
+/// The `action_id` of the pause the Pi's server-lost rule hands to its vehicles (bridge
+/// processes see it; docs/vehicle-bridge.md): no server sends it (ids are the leader's own).
+pub const SERVER_LOST_ACTION_ID: u32 = u32::MAX;
+
 struct Slot {
     id: u32,
     vehicle: Box<dyn Vehicle>,
@@ -220,6 +224,17 @@ impl Entities {
     pub fn pause_all(&mut self) -> bool {
         let mut changed = false;
         for slot in &mut self.slots {
+            if !slot.paused() {
+                // A bridge vehicle's process must halt too (told with the Pi's own action id);
+                // a simulator needs nothing. No driver: nothing moves anyway.
+                let _ = slot.vehicle.act(&Action {
+                    action_id: SERVER_LOST_ACTION_ID,
+                    epoch: 0,
+                    target: Target::Entity(slot.id),
+                    action: ActionKind::Pause,
+                    segment_id: 0,
+                });
+            }
             changed |= !slot.paused();
             slot.flags = slot.flags.with(EntityFlags::PAUSED);
         }

@@ -657,3 +657,115 @@ fn a_frozen_vehicle_is_hung_after_bridge_timeout_and_its_segment_fails() {
         pi.stderr()
     );
 }
+
+#[test]
+fn actions_reach_the_vehicle_and_undeclared_ones_are_unsupported() {
+    let broker = Broker::start();
+    let dir = TempDir::new("bridge-act");
+    let probe = watch(&broker, "probe-act", "act-pi");
+    let _pi = bridge_pi(&broker, "act-pi", &dir, "1,2", &[]);
+    wait_status(&probe, T, Presence::Online);
+    let sock = socket_path(&dir);
+    let _vehicle = python_vehicle(&sock, "1");
+    send_segment(
+        &probe,
+        "act-pi",
+        &segment(1, 40, (0, 0), (100_000, 0), 1000, 1000),
+    );
+    wait_ack(&probe, T, 1, 40, AckOutcome::Accepted);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Pause: the vehicle halts where it is (its states stop moving), the segment is kept.
+    send_action(
+        &probe,
+        "act-pi",
+        &action(1, Target::Entity(1), ActionKind::Pause),
+    );
+    let a = probe
+        .wait_for(T, |s| as_action_ack(s).is_some_and(|a| a.action_id == 1))
+        .expect("the pause's ack");
+    assert_eq!(as_action_ack(&a).unwrap().outcome, ActionOutcome::Done);
+    std::thread::sleep(Duration::from_millis(300));
+    probe.drain();
+    let xs: Vec<StateReport> = probe
+        .collect_for(Duration::from_millis(600))
+        .iter()
+        .filter_map(as_state)
+        .filter(|r| r.entity_id == 1)
+        .collect();
+    assert!(xs.len() >= 3, "{xs:?}");
+    assert!(
+        xs.iter()
+            .all(|r| r.x == xs[0].x && r.vx == 0 && r.segment_id == 40),
+        "paused in place: {xs:?}"
+    );
+    assert!(xs[0].flags.contains(EntityFlags::PAUSED));
+    // Resume: it drives on.
+    send_action(
+        &probe,
+        "act-pi",
+        &action(2, Target::Entity(1), ActionKind::Resume),
+    );
+    let moved = probe.wait_for(T, |s| {
+        as_state(s).is_some_and(|r| r.entity_id == 1 && r.x > xs[0].x + 100 && r.vx > 0)
+    });
+    assert!(moved.is_some(), "it drives on after resume");
+    // Stop: the daemon cancels the segment, the vehicle halts.
+    send_action(
+        &probe,
+        "act-pi",
+        &action(3, Target::Entity(1), ActionKind::Stop),
+    );
+    wait_ack(
+        &probe,
+        T,
+        1,
+        40,
+        AckOutcome::Rejected(RejectReason::Cancelled),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    probe.drain();
+    let after: Vec<StateReport> = probe
+        .collect_for(Duration::from_millis(600))
+        .iter()
+        .filter_map(as_state)
+        .filter(|r| r.entity_id == 1)
+        .collect();
+    assert!(
+        after.len() >= 3 && after.iter().all(|r| r.x == after[0].x && r.segment_id == 0),
+        "stopped for good: {after:?}"
+    );
+
+    // A process that declared no capability: pause and cancel are Unsupported, stop works.
+    let stream = UnixStream::connect(&sock).unwrap();
+    stream.set_read_timeout(Some(T)).unwrap();
+    let mut plain = RawVehicle {
+        stream,
+        reader: Reader::default(),
+    };
+    plain.send(&Frame::Hello(Hello {
+        version: BRIDGE_VERSION,
+        caps: Caps(0),
+        entities: vec![2],
+    }));
+    assert!(matches!(plain.next(), Some(Frame::HelloAck(a)) if a.result == HelloResult::Ok));
+    assert!(plain.state(2, 0));
+    for (id, kind, want) in [
+        (10, ActionKind::Pause, ActionOutcome::Unsupported),
+        (11, ActionKind::Cancel, ActionOutcome::Unsupported),
+        (12, ActionKind::Stop, ActionOutcome::Done),
+    ] {
+        send_action(&probe, "act-pi", &action(id, Target::Entity(2), kind));
+        let a = probe
+            .wait_for(T, |s| as_action_ack(s).is_some_and(|a| a.action_id == id))
+            .expect("an ActionAck");
+        assert_eq!(as_action_ack(&a).unwrap().outcome, want, "{kind:?}");
+    }
+    // Only the stop reached it.
+    match plain.next() {
+        Some(Frame::Action(a)) => {
+            assert_eq!((a.action, a.target), (ActionKind::Stop, Target::Entity(2)))
+        }
+        other => panic!("expected the stop, got {other:?}"),
+    }
+}

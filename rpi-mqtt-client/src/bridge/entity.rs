@@ -271,7 +271,11 @@ impl Vehicle for BridgeEntity {
         };
         let needs = match action.action {
             ActionKind::Stop => Caps(0),
-            ActionKind::Pause | ActionKind::Resume => Caps::PAUSE,
+            ActionKind::Pause => Caps::PAUSE,
+            // A vehicle that cannot pause has nothing to resume (a stopped one is idle): the
+            // daemon clears its flags, the process hears nothing.
+            ActionKind::Resume if !caps.contains(Caps::PAUSE) => return Ok(()),
+            ActionKind::Resume => Caps::PAUSE,
             ActionKind::Cancel => Caps::CANCEL,
         };
         if !caps.contains(needs) {
