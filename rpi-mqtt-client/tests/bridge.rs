@@ -507,6 +507,7 @@ fn garbage_and_oversized_frames_close_the_connection_and_nothing_else_stalls() {
         "bad-pi",
         &segment(2, 20, (0, 0), (1500, 0), 1000, 1000),
     );
+    let rss_before = pi.rss_kib().expect("the daemon's RSS");
     let flood = std::thread::spawn({
         let sock = sock.clone();
         move || {
@@ -537,6 +538,11 @@ fn garbage_and_oversized_frames_close_the_connection_and_nothing_else_stalls() {
             })
             .is_some();
     assert!(done, "entity 2 drove its segment during the flood");
+    let rss_after = pi.rss_kib().expect("the daemon's RSS");
+    assert!(
+        rss_after < rss_before + 2048,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB under the flood"
+    );
     let mut pi = pi;
     pi.terminate(T);
     let log = pi.stderr();
