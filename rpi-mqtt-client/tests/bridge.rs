@@ -245,6 +245,32 @@ fn without_a_vehicle_segments_and_actions_are_refused_and_the_state_says_no_driv
         ActionOutcome::VehicleUnavailable
     );
     assert!(pi.stderr().contains("vehicle bridge listening on"));
+
+    // A vehicle that sends its first state with its Hello, before the HelloAck: the state
+    // counts, and the entity has a driver again.
+    let mut stream = UnixStream::connect(socket_path(&dir)).unwrap();
+    let hello = Frame::Hello(Hello {
+        version: BRIDGE_VERSION,
+        caps: Caps::ALL,
+        entities: vec![1],
+    });
+    let state = Frame::State(StateReport::new(
+        1,
+        0,
+        Motion {
+            x: 4242,
+            ..Motion::default()
+        },
+    ));
+    let mut both = hello.encode();
+    both.extend_from_slice(&state.encode());
+    stream.write_all(&both).unwrap();
+    let s = probe
+        .wait_for(T, |s| {
+            as_state(s).is_some_and(|r| r.entity_id == 1 && r.x == 4242)
+        })
+        .expect("the pipelined state is published");
+    assert_eq!(as_state(&s).unwrap().flags, EntityFlags::NONE);
 }
 
 #[test]

@@ -36,7 +36,7 @@ enum End {
 pub fn serve(stream: UnixStream, id: u64, shared: Arc<Shared>) {
     let stream = Arc::new(stream);
     let end = match handshake(&stream, id, &shared) {
-        Ok(Some((entities, rx))) => {
+        Ok(Some((entities, rx, reader))) => {
             let writer = {
                 let stream = stream.clone();
                 std::thread::Builder::new()
@@ -48,7 +48,7 @@ pub fn serve(stream: UnixStream, id: u64, shared: Arc<Shared>) {
             };
             let end = match writer {
                 Ok(w) => {
-                    let end = read_loop(&stream, id, &shared, &entities);
+                    let end = read_loop(&stream, reader, id, &shared, &entities);
                     release(id, &shared);
                     let _ = stream.shutdown(Shutdown::Both);
                     let _ = w.join();
@@ -63,7 +63,11 @@ pub fn serve(stream: UnixStream, id: u64, shared: Arc<Shared>) {
             end
         }
         Ok(None) => End::Closed,
-        Err(why) => End::Bad(why),
+        Err(why) => {
+            // Claims made before a late failure are given back.
+            release(id, &shared);
+            End::Bad(why)
+        }
     };
     let _ = stream.shutdown(Shutdown::Both);
     match end {
@@ -95,8 +99,9 @@ fn refuse(stream: &UnixStream, shared: &Shared, result: HelloResult, entity_id: 
     let _ = (&*stream).write_all(&ack.encode());
 }
 
-/// A connection past its Hello: its entities and its writer's queue.
-type Claimed = (Vec<u32>, Receiver<Vec<u8>>);
+/// A connection past its Hello: its entities, its writer's queue and the bytes read after
+/// the Hello (a vehicle may send its first states without waiting for the HelloAck).
+type Claimed = (Vec<u32>, Receiver<Vec<u8>>, Reader);
 
 /// Reads the Hello and claims its entities. `Ok(None)`: refused (answered) or closed early.
 fn handshake(
@@ -187,7 +192,7 @@ fn handshake(
         hello.caps.contains(Caps::PAUSE),
         hello.caps.contains(Caps::CANCEL)
     );
-    Ok(Some((hello.entities, rx)))
+    Ok(Some((hello.entities, rx, reader)))
 }
 
 fn bad_hello(h: &Hello) -> Option<String> {
@@ -259,13 +264,25 @@ fn read_frame(
     }
 }
 
-fn read_loop(stream: &UnixStream, id: u64, shared: &Shared, entities: &[u32]) -> End {
-    let mut reader = Reader::default();
+fn read_loop(
+    stream: &UnixStream,
+    mut reader: Reader,
+    id: u64,
+    shared: &Shared,
+    entities: &[u32],
+) -> End {
     loop {
         let payload = match read_frame(stream, &mut reader, shared) {
             Ok(Some(p)) => p,
             Ok(None) => {
-                Counters::bump(&shared.counters.disconnected);
+                // Not when the daemon closed it (hung, not reading): those are counted there.
+                let ours = shared
+                    .cells()
+                    .iter()
+                    .any(|c| c.conn.as_ref().is_some_and(|c| c.id == id));
+                if ours {
+                    Counters::bump(&shared.counters.disconnected);
+                }
                 return End::Closed;
             }
             Err(why) => return End::Bad(why),
