@@ -14,7 +14,9 @@
 //! sharing its client id with another device ([`crate::flapping`]) has
 //! `, SUSPECTED DUPLICATE ID (N connections in 30.0s)` at the end of its line. A Pi whose
 //! last heartbeat carried an absurd timestamp ([`crate::clock_offset::SANE_OFFSET_MS`]) has
-//! `, clock out of range (no segment deadlines)` after its columns.
+//! `, clock out of range (no segment deadlines)` after its columns. An entity that no vehicle
+//! process drives (the NO_DRIVER flag, docs/vehicle-bridge.md) has `, no driver` at the end of
+//! its line.
 //!
 //! Pis sorted by id, entities by id; an empty line ends the table. Each section stays
 //! readable however big the registry (5,000 Pis printed 5,005 lines every second): the
@@ -132,13 +134,18 @@ fn active_line(out: &mut String, pi: &Pi, since: Instant, now: Instant) {
         };
         let _ = writeln!(
             out,
-            "    Entity {id}: pos=({}, {}), angle={}, vel=({}, {}), seg={seg}, age={}ms",
+            "    Entity {id}: pos=({}, {}), angle={}, vel=({}, {}), seg={seg}, age={}ms{}",
             r.x,
             r.y,
             r.angle,
             r.vx,
             r.vy,
             now.saturating_duration_since(e.updated).as_millis(),
+            if r.flags.contains(common::EntityFlags::NO_DRIVER) {
+                ", no driver"
+            } else {
+                ""
+            },
         );
     }
 }

@@ -25,6 +25,11 @@ pub const OWN_KEYS: &[&str] = &[
     "queue_depth",
     "server_lost_stop_after",
     "state_dir",
+    "vehicle",
+    "bridge_socket",
+    "bridge_group",
+    "bridge_mode",
+    "bridge_timeout",
 ];
 /// Flags without a value.
 pub const SWITCHES: &[&str] = &["--check-config", "--help", "--version"];
@@ -41,6 +46,90 @@ pub const MAX_QUEUE_DEPTH: usize = 1024;
 pub const MIN_SERVER_LOST: Duration = Duration::from_millis(500);
 /// Where the session counter is kept across restarts (systemd's `StateDirectory=rpi-client`).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/rpi-client";
+/// Where a bridge vehicle process connects (systemd's `RuntimeDirectory=rpi-client`).
+pub const DEFAULT_BRIDGE_SOCKET: &str = "/run/rpi-client/vehicle.sock";
+/// The socket's permission bits: the daemon's user and group may connect.
+pub const DEFAULT_BRIDGE_MODE: u32 = 0o660;
+/// A connected vehicle process that sends no state for this long is hung.
+pub const DEFAULT_BRIDGE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Vehicles send state at least every 250 ms (docs/vehicle-bridge.md): twice that at least.
+pub const MIN_BRIDGE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Hung detection beyond this would keep a vehicle's segments in limbo too long.
+pub const MAX_BRIDGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Where the group names of `bridge_group` are looked up.
+pub const GROUP_FILE: &str = "/etc/group";
+
+/// Who drives the entities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VehicleKind {
+    /// The built-in simulator.
+    Simulator,
+    /// Vehicle processes connected to the bridge socket (docs/vehicle-bridge.md).
+    Bridge,
+}
+
+impl VehicleKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            VehicleKind::Simulator => "simulator",
+            VehicleKind::Bridge => "bridge",
+        }
+    }
+}
+
+/// The bridge socket's settings (used with `vehicle = bridge`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BridgeConfig {
+    pub socket: String,
+    /// The socket's group: the name as configured and its gid; None keeps the daemon's group.
+    pub group: Option<(String, u32)>,
+    /// Permission bits of the socket file.
+    pub mode: u32,
+    /// No state from a connected entity for this long (or no answer to a segment) = hung.
+    pub timeout: Duration,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        BridgeConfig {
+            socket: DEFAULT_BRIDGE_SOCKET.to_owned(),
+            group: None,
+            mode: DEFAULT_BRIDGE_MODE,
+            timeout: DEFAULT_BRIDGE_TIMEOUT,
+        }
+    }
+}
+
+/// `name` (looked up in `group_file`, the text of /etc/group) or a numeric gid.
+pub fn parse_group(value: &str, group_file: &str) -> Result<(String, u32), String> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err("empty: a group name or number".into());
+    }
+    if let Ok(gid) = v.parse::<u32>() {
+        return Ok((v.to_owned(), gid));
+    }
+    for line in group_file.lines() {
+        let mut parts = line.split(':');
+        if parts.next() == Some(v) {
+            if let Some(gid) = parts.nth(1).and_then(|g| g.trim().parse::<u32>().ok()) {
+                return Ok((v.to_owned(), gid));
+            }
+        }
+    }
+    Err(format!("no group named {v:?} in {GROUP_FILE}"))
+}
+
+/// An octal permission mode such as `0660` or `660`: read/write bits only.
+pub fn parse_mode(value: &str) -> Result<u32, String> {
+    let v = value.trim();
+    u32::from_str_radix(v.strip_prefix("0o").unwrap_or(v), 8)
+        .ok()
+        .filter(|m| *m & !0o777 == 0 && *m & 0o600 == 0o600)
+        .ok_or_else(|| {
+            format!("{v:?}: an octal mode such as 0660 (at most 0777, owner read and write set)")
+        })
+}
 
 /// Every key of the schema, in the order `--check-config` prints them.
 pub fn keys() -> Vec<&'static str> {
@@ -63,6 +152,9 @@ pub struct Config {
     pub server_lost_stop_after: Option<Duration>,
     /// Directory of the persisted session counter; None (`off`): the wall clock alone.
     pub state_dir: Option<String>,
+    /// The built-in simulator or bridge vehicle processes.
+    pub vehicle: VehicleKind,
+    pub bridge: BridgeConfig,
     pub broker: BrokerConfig,
 }
 
@@ -90,6 +182,8 @@ struct Draft {
     queue_depth: usize,
     server_lost_stop_after: Option<Duration>,
     state_dir: Option<String>,
+    vehicle: VehicleKind,
+    bridge: BridgeConfig,
     broker: BrokerConfig,
 }
 
@@ -104,6 +198,8 @@ impl Default for Draft {
             queue_depth: DEFAULT_QUEUE_DEPTH,
             server_lost_stop_after: None,
             state_dir: Some(DEFAULT_STATE_DIR.to_owned()),
+            vehicle: VehicleKind::Simulator,
+            bridge: BridgeConfig::default(),
             broker: BrokerConfig::default(),
         }
     }
@@ -189,6 +285,43 @@ impl Draft {
                     v => Some(v.to_owned()),
                 };
             }
+            "vehicle" => {
+                self.vehicle = match value.trim() {
+                    "simulator" => VehicleKind::Simulator,
+                    "bridge" => VehicleKind::Bridge,
+                    v => return Err(format!("{v:?}: simulator or bridge")),
+                };
+            }
+            "bridge_socket" => {
+                let v = value.trim();
+                if v.is_empty() || v.len() > 100 {
+                    return Err(format!(
+                        "{v:?}: a socket path of 1 to 100 bytes (the kernel's limit is 107)"
+                    ));
+                }
+                self.bridge.socket = v.to_owned();
+            }
+            "bridge_group" => {
+                self.bridge.group = match value.trim() {
+                    "" | "off" => None,
+                    v => {
+                        let groups = mqtt_link::daemon::read_file(GROUP_FILE).unwrap_or_default();
+                        Some(parse_group(v, &groups)?)
+                    }
+                };
+            }
+            "bridge_mode" => self.bridge.mode = parse_mode(value)?,
+            "bridge_timeout" => {
+                let d = duration_at_least(value, MIN_BRIDGE_TIMEOUT)?;
+                if d > MAX_BRIDGE_TIMEOUT {
+                    return Err(format!(
+                        "{} is too long: at most {}",
+                        format_duration(d),
+                        format_duration(MAX_BRIDGE_TIMEOUT)
+                    ));
+                }
+                self.bridge.timeout = d;
+            }
             other => return Err(format!("unknown key {other:?}")),
         }
         Ok(())
@@ -220,6 +353,8 @@ impl Draft {
             queue_depth: self.queue_depth,
             server_lost_stop_after: self.server_lost_stop_after,
             state_dir: self.state_dir,
+            vehicle: self.vehicle,
+            bridge: self.bridge,
             broker,
         };
         config.broker.check()?;
@@ -305,7 +440,9 @@ impl Config {
         let entities: Vec<String> = self.entities.iter().map(|e| e.to_string()).collect();
         format!(
             "client_id = {}\nentities = {}\nheartbeat_interval = {}\nstate_interval = {}\n\
-             log_level = {}\nqueue_depth = {}\nserver_lost_stop_after = {}\nstate_dir = {}\n{}",
+             log_level = {}\nqueue_depth = {}\nserver_lost_stop_after = {}\nstate_dir = {}\n\
+             vehicle = {}\nbridge_socket = {}\nbridge_group = {}\nbridge_mode = {:04o}\n\
+             bridge_timeout = {}\n{}",
             self.client_id,
             entities.join(","),
             format_duration(self.heartbeat_interval),
@@ -315,6 +452,14 @@ impl Config {
             self.server_lost_stop_after
                 .map_or_else(|| "off".to_owned(), format_duration),
             self.state_dir.as_deref().unwrap_or("off"),
+            self.vehicle.name(),
+            self.bridge.socket,
+            self.bridge
+                .group
+                .as_ref()
+                .map_or("off", |(name, _)| name.as_str()),
+            self.bridge.mode,
+            format_duration(self.bridge.timeout),
             self.broker.describe()
         )
     }
@@ -424,6 +569,28 @@ mod tests {
             ("client_id = a/b\n", "client_id: client id has '/'"),
             ("bogus = 1\n", "bogus: unknown key"),
             ("broker = host:0\n", "broker: "),
+            (
+                "vehicle = robot\n",
+                "vehicle: \"robot\": simulator or bridge",
+            ),
+            ("bridge_socket = \n", "bridge_socket: \"\": a socket path"),
+            (
+                "bridge_mode = 0888\n",
+                "bridge_mode: \"0888\": an octal mode",
+            ),
+            (
+                "bridge_mode = 0060\n",
+                "bridge_mode: \"0060\": an octal mode",
+            ),
+            (
+                "bridge_timeout = 10ms\n",
+                "bridge_timeout: 10ms is too short",
+            ),
+            ("bridge_timeout = 2m\n", "bridge_timeout: 2m is too long"),
+            (
+                "bridge_group = no-such-group-here\n",
+                "bridge_group: no group named \"no-such-group-here\"",
+            ),
         ];
         for (file, want) in cases {
             let e = parse_with(&[], &[], Some(file), "pi").unwrap_err();
@@ -436,6 +603,38 @@ mod tests {
         let many: Vec<String> = (0..65).map(|i| i.to_string()).collect();
         let e = parse_with(&["--entities", &many.join(",")], &[], None, "pi").unwrap_err();
         assert!(e.to_string().contains("65 entities listed"), "{e}");
+    }
+
+    #[test]
+    fn bridge_keys() {
+        let c = run_config(parse_with(&[], &[], None, "pi").unwrap());
+        assert_eq!(c.vehicle, VehicleKind::Simulator);
+        assert_eq!(c.bridge, BridgeConfig::default());
+        let c = run_config(
+            parse_with(
+                &["--vehicle", "bridge", "--bridge-mode", "0600"],
+                &[
+                    ("RPI_CLIENT_BRIDGE_SOCKET", "/tmp/v.sock"),
+                    ("RPI_CLIENT_BRIDGE_GROUP", "1234"),
+                ],
+                Some("bridge_timeout = 2.5s\n"),
+                "pi",
+            )
+            .unwrap(),
+        );
+        assert_eq!(c.vehicle, VehicleKind::Bridge);
+        assert_eq!(c.bridge.socket, "/tmp/v.sock");
+        assert_eq!(c.bridge.group, Some(("1234".to_owned(), 1234)));
+        assert_eq!(c.bridge.mode, 0o600);
+        assert_eq!(c.bridge.timeout, Duration::from_millis(2500));
+        let text = c.describe();
+        assert!(text.contains("bridge_mode = 0600\n"), "{text}");
+        let again = run_config(parse_with(&[], &[], Some(&text), "other").unwrap());
+        assert_eq!(again.bridge, c.bridge);
+        let groups = "root:x:0:\nwheel:x:10:a,b\nfleet:x:1001:\n";
+        assert_eq!(parse_group("fleet", groups), Ok(("fleet".to_owned(), 1001)));
+        assert!(parse_group("nope", groups).is_err());
+        assert_eq!(parse_mode("660"), Ok(0o660));
     }
 
     #[test]

@@ -15,6 +15,10 @@ use crate::seen::{HISTORY, SeenSegments};
 use crate::seen_actions::{ACTION_HISTORY, SeenActions};
 use crate::vehicle::Vehicle;
 
+/// The `action_id` of the pause the Pi's server-lost rule hands to its vehicles (bridge
+/// processes see it; docs/vehicle-bridge.md): no server sends it (ids are the leader's own).
+pub const SERVER_LOST_ACTION_ID: u32 = u32::MAX;
+
 struct Slot {
     id: u32,
     vehicle: Box<dyn Vehicle>,
@@ -47,6 +51,9 @@ pub struct Routed {
     /// The segment id was seen before for this entity: `ack` repeats its latest outcome and
     /// nothing was executed.
     pub duplicate: bool,
+    /// Handed to a handler that answers later ([`Vehicle::answers_later`]): `ack` is not to
+    /// be sent; the handler's answer comes from [`Entities::step`].
+    pub deferred: bool,
 }
 
 /// The entities of this Pi and their handlers.
@@ -108,22 +115,30 @@ impl Entities {
                     AckOutcome::Rejected(RejectReason::UnknownEntity),
                 ),
                 duplicate: false,
+                deferred: false,
             };
         };
         if let Some(outcome) = slot.seen.get(seg.segment_id) {
             return Routed {
                 ack: ack(slot.id, seg.segment_id, outcome),
                 duplicate: true,
+                deferred: false,
             };
         }
+        let mut deferred = false;
         let outcome = if !fresh_epoch {
             AckOutcome::Rejected(RejectReason::StaleLeader)
         } else if seg.expired_by(now_ms).is_some() {
             AckOutcome::Rejected(RejectReason::Expired)
+        } else if !slot.vehicle.available() {
+            AckOutcome::Rejected(RejectReason::VehicleUnavailable)
         } else {
             match slot.vehicle.accept(seg) {
                 Ok(()) => {
                     slot.flags = slot.flags.without(EntityFlags::STOPPED);
+                    // A repeat delivered before the handler's answer is answered Accepted;
+                    // a later rejection follows it.
+                    deferred = slot.vehicle.answers_later();
                     AckOutcome::Accepted
                 }
                 Err(reason) => AckOutcome::Rejected(reason),
@@ -133,6 +148,7 @@ impl Entities {
         Routed {
             ack: ack(slot.id, seg.segment_id, outcome),
             duplicate: false,
+            deferred,
         }
     }
 
@@ -208,6 +224,17 @@ impl Entities {
     pub fn pause_all(&mut self) -> bool {
         let mut changed = false;
         for slot in &mut self.slots {
+            if !slot.paused() {
+                // A bridge vehicle's process must halt too (told with the Pi's own action id);
+                // a simulator needs nothing. No driver: nothing moves anyway.
+                let _ = slot.vehicle.act(&Action {
+                    action_id: SERVER_LOST_ACTION_ID,
+                    epoch: 0,
+                    target: Target::Entity(slot.id),
+                    action: ActionKind::Pause,
+                    segment_id: 0,
+                });
+            }
             changed |= !slot.paused();
             slot.flags = slot.flags.with(EntityFlags::PAUSED);
         }
@@ -231,15 +258,20 @@ impl Entities {
     }
 
     /// Advances every entity that is not paused by `dt`; pushes a `Completed` ack per
-    /// finished segment.
+    /// finished segment, and the answers of handlers that answer later (paused or not).
     pub fn step(&mut self, dt: Duration, acks: &mut Vec<SegmentAck>) {
+        let mut answers = Vec::new();
         for slot in &mut self.slots {
-            if slot.paused() {
-                continue;
+            if !slot.paused() {
+                if let Some(done) = slot.vehicle.step(dt) {
+                    slot.seen.record(done, AckOutcome::Completed);
+                    acks.push(ack(slot.id, done, AckOutcome::Completed));
+                }
             }
-            if let Some(done) = slot.vehicle.step(dt) {
-                slot.seen.record(done, AckOutcome::Completed);
-                acks.push(ack(slot.id, done, AckOutcome::Completed));
+            slot.vehicle.answers(&mut answers);
+            for (id, outcome) in answers.drain(..) {
+                slot.seen.record(id, outcome);
+                acks.push(ack(slot.id, id, outcome));
             }
         }
     }
@@ -260,10 +292,10 @@ impl Entities {
         out.clear();
         out.extend(self.slots.iter().map(|slot| {
             let mut r = StateReport::new(slot.id, timestamp_ms, slot.vehicle.state());
-            if slot.paused() {
+            r.flags = slot.flags.with(slot.vehicle.flags());
+            if slot.paused() || r.flags.contains(EntityFlags::NO_DRIVER) {
                 (r.vx, r.vy) = (0, 0);
             }
-            r.flags = slot.flags;
             r
         }));
     }
@@ -272,6 +304,12 @@ impl Entities {
 /// Applies `action` to one entity (past the repeat and fence checks); pushes the acks of the
 /// segments it drops.
 fn apply(slot: &mut Slot, action: &Action, cancelled: &mut Vec<SegmentAck>) -> ActionOutcome {
+    if !slot.vehicle.available() {
+        return ActionOutcome::VehicleUnavailable;
+    }
+    if let Err(outcome) = slot.vehicle.act(action) {
+        return outcome;
+    }
     let dropped = match action.action {
         ActionKind::Stop => {
             slot.flags = slot.flags.with(EntityFlags::STOPPED);

@@ -9,6 +9,7 @@
 //! a flood of segments keeps `vehicles` busy).
 //! Workers publish with `try_publish`, only while connected, so none blocks on a dead broker.
 
+pub mod bridge;
 pub mod clock;
 pub mod config;
 pub mod entities;
@@ -59,6 +60,8 @@ pub const BACKOFF_MAX: Duration = mqtt_link::BACKOFF_MAX;
 pub enum RunError {
     Link(SetupError),
     Spawn(&'static str, std::io::Error),
+    /// The vehicle bridge's socket cannot be set up.
+    Bridge(std::io::Error),
     LinkStopped,
     WorkerStopped(&'static str),
 }
@@ -68,6 +71,7 @@ impl fmt::Display for RunError {
         match self {
             RunError::Link(_) => write!(f, "cannot start the MQTT link"),
             RunError::Spawn(name, _) => write!(f, "cannot start thread {name}"),
+            RunError::Bridge(_) => write!(f, "cannot set up the vehicle bridge socket"),
             RunError::LinkStopped => write!(f, "the mqtt-link thread stopped unexpectedly"),
             RunError::WorkerStopped(name) => write!(f, "thread {name} stopped unexpectedly"),
         }
@@ -79,15 +83,27 @@ impl std::error::Error for RunError {
         match self {
             RunError::Link(e) => Some(e),
             RunError::Spawn(_, e) => Some(e),
+            RunError::Bridge(e) => Some(e),
             _ => None,
         }
     }
 }
 
-/// Runs the daemon with simulated entities until `shutdown` receives (or disconnects).
+/// Runs the daemon until `shutdown` receives (or disconnects), with simulated entities or,
+/// with `vehicle = bridge`, the vehicle processes that connect to the bridge socket.
 pub fn run(config: Config, shutdown: Receiver<()>) -> Result<(), RunError> {
-    let vehicles = simulator::fleet(&config.entities, config.queue_depth);
-    run_with(config, shutdown, vehicles)
+    match config.vehicle {
+        config::VehicleKind::Simulator => {
+            let vehicles = simulator::fleet(&config.entities, config.queue_depth);
+            run_with(config, shutdown, vehicles)
+        }
+        config::VehicleKind::Bridge => {
+            let bridge =
+                bridge::Bridge::bind(&config.bridge, &config.entities).map_err(RunError::Bridge)?;
+            let vehicles = bridge.vehicles(&config.entities, config.queue_depth);
+            run_inner(config, shutdown, vehicles, Some(bridge))
+        }
+    }
 }
 
 /// Runs the daemon with the given entity handlers (`config.entities` is then only
@@ -98,6 +114,16 @@ pub fn run_with(
     shutdown: Receiver<()>,
     vehicles: Vec<(u32, Box<dyn Vehicle>)>,
 ) -> Result<(), RunError> {
+    run_inner(config, shutdown, vehicles, None)
+}
+
+fn run_inner(
+    config: Config,
+    shutdown: Receiver<()>,
+    vehicles: Vec<(u32, Box<dyn Vehicle>)>,
+    bridge: Option<bridge::Bridge>,
+) -> Result<(), RunError> {
+    let closer = bridge.as_ref().map(bridge::Bridge::closer);
     let topics = Topics::new(&config.client_id);
     let session_store =
         session_store::SessionStore::open(config.state_dir.as_deref(), clock::now_secs_u32());
@@ -167,6 +193,12 @@ pub fn run_with(
             })
             .map_err(|e| RunError::Spawn("vehicles", e))?,
         );
+        if let Some(b) = bridge {
+            workers.push(
+                Worker::spawn("bridge", &exit_tx, move |stop| b.run(stop))
+                    .map_err(|e| RunError::Spawn("bridge", e))?,
+            );
+        }
         Ok(())
     })();
 
@@ -182,7 +214,7 @@ pub fn run_with(
     let exit = match spawned {
         Ok(()) => router.run(&event_rx, &shutdown, &exit_rx),
         Err(e) => {
-            stop(workers, link, &topics, router.session);
+            stop(workers, closer.as_ref(), link, &topics, router.session);
             return Err(e);
         }
     };
@@ -192,7 +224,7 @@ pub fn run_with(
     );
     let session = router.session;
     drop(router);
-    stop(workers, link, &topics, session);
+    stop(workers, closer.as_ref(), link, &topics, session);
     match exit {
         Exit::Shutdown => {
             info!("stopped");
@@ -205,10 +237,19 @@ pub fn run_with(
 
 /// Stops and joins the workers (the `vehicles` thread queues its last acks), then publishes
 /// `Offline`, disconnects and joins the link. Re-raises the first panic of a thread.
-fn stop(workers: Vec<Worker>, link: Link, topics: &Topics, session: u32) {
+fn stop(
+    workers: Vec<Worker>,
+    bridge: Option<&bridge::Closer>,
+    link: Link,
+    topics: &Topics,
+    session: u32,
+) {
     let mut workers = workers;
     for w in &mut workers {
         w.stop();
+    }
+    if let Some(b) = bridge {
+        b.close();
     }
     let mut panic = None;
     for w in workers {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use common::{ActionOutcome, RejectReason, Segment};
+use common::{AckOutcome, Action, ActionOutcome, EntityFlags, RejectReason, Segment};
 
 /// An entity's state in wire units, sampled by [`Vehicle::state`]: the motion a state report
 /// carries.
@@ -13,8 +13,9 @@ pub type VehicleState = common::Motion;
 /// inside; `Send` because it is moved there.
 ///
 /// Contract: every segment `accept`ed is eventually returned exactly once, either by `step`
-/// (completed) or by `abandon` (dropped unfinished). Duplicates never reach a handler: the
-/// daemon answers them from its memory of segment ids.
+/// (completed), by `answers` (a handler that answers later: accepted, then completed or
+/// rejected) or by `abandon`/`cancel` (dropped unfinished). Duplicates never reach a handler:
+/// the daemon answers them from its memory of segment ids.
 pub trait Vehicle: Send {
     /// Queues a segment (first in, first out), or says why it cannot be taken.
     fn accept(&mut self, seg: &Segment) -> Result<(), RejectReason>;
@@ -49,5 +50,31 @@ pub trait Vehicle: Send {
     fn cancel(&mut self, segment_id: Option<u32>) -> Result<Vec<u32>, ActionOutcome> {
         let _ = segment_id;
         Err(ActionOutcome::Unsupported)
+    }
+    /// True when `accept`'s `Ok` is not an answer yet: the handler answers `Accepted` (or a
+    /// rejection) later through [`Vehicle::answers`] (a bridge vehicle's process decides).
+    fn answers_later(&self) -> bool {
+        false
+    }
+    /// Segment outcomes decided since the last call (a bridge vehicle's process: accepted,
+    /// completed, rejected), in order. Called after every step, also while paused.
+    fn answers(&mut self, out: &mut Vec<(u32, AckOutcome)>) {
+        let _ = out;
+    }
+    /// False when nothing drives the entity (a bridge entity without a vehicle process):
+    /// segments are then `Rejected(VehicleUnavailable)`, actions answered `VehicleUnavailable`.
+    fn available(&self) -> bool {
+        true
+    }
+    /// Flags the handler adds to the entity's reports (NO_DRIVER).
+    fn flags(&self) -> EntityFlags {
+        EntityFlags::NONE
+    }
+    /// Every instant action for this entity, before the daemon executes it (past the repeat,
+    /// fence, entity and availability checks): a handler that cannot perform it says
+    /// `Unsupported`; a bridge vehicle forwards it to its process. The default takes all.
+    fn act(&mut self, action: &Action) -> Result<(), ActionOutcome> {
+        let _ = action;
+        Ok(())
     }
 }

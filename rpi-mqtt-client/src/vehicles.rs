@@ -149,8 +149,8 @@ impl VehiclesLoop {
             self.entities.step(dt, &mut acks);
             for ack in acks.drain(..) {
                 debug!(
-                    "entity {} completed segment {}",
-                    ack.entity_id, ack.segment_id
+                    "entity {} segment {}: {:?}",
+                    ack.entity_id, ack.segment_id, ack.outcome
                 );
                 self.queue(&mut outbox, Ack::Segment(ack), &mut overflow);
             }
@@ -188,6 +188,13 @@ impl VehiclesLoop {
                     let now_ms = clock::now_ms();
                     let routed = self.entities.on_segment(&seg, now_ms);
                     let ack = routed.ack;
+                    if routed.deferred {
+                        debug!(
+                            "segment {} for entity {}: handed to its vehicle process",
+                            ack.segment_id, ack.entity_id
+                        );
+                        continue;
+                    }
                     if let AckOutcome::Rejected(reason) = ack.outcome {
                         if !budget.allow(reason, Instant::now()) {
                             if let Some(held) = unanswered_log.check(Instant::now()) {

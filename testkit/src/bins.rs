@@ -37,6 +37,34 @@ pub fn daemon(name: &str) -> PathBuf {
     }
 }
 
+/// The Python 3 interpreter (the reference bridge vehicle's): the real executable behind
+/// `python3` on the test's PATH (a pyenv shim needs an environment the daemons' clean one
+/// lacks), else /usr/bin/python3. Panics with a clear message when there is none.
+pub fn python3() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let resolved = std::process::Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+            .filter(|p| p.is_file());
+        resolved
+            .or_else(|| Some(PathBuf::from("/usr/bin/python3")).filter(|p| p.is_file()))
+            .expect("no python3: install it (scripts/install-deps.sh); the bridge tests run it")
+    })
+    .clone()
+}
+
+/// examples/python/vehicle.py, the reference bridge vehicle (docs/vehicle-bridge.md).
+pub fn python_vehicle() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/python/vehicle.py"
+    ))
+}
+
 fn build(package: &str, bin: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile dir>/deps/<test binary>

@@ -32,6 +32,8 @@ pub struct EntityRow {
     pub seg: Option<(u32, String)>,
     /// Since the server received the entity's last report.
     pub age_ms: u64,
+    /// `, no driver` at the end: no vehicle process drives it (bridge mode).
+    pub no_driver: bool,
 }
 
 /// One active Pi.
@@ -212,6 +214,7 @@ pub fn try_parse(text: &str) -> Result<Table, String> {
                 vel: pair_field(rest, "vel=").ok_or_else(bad)?,
                 seg,
                 age_ms: field(rest, "age=").and_then(ms).ok_or_else(bad)?,
+                no_driver: rest.ends_with(", no driver"),
             };
             let id: u32 = id.parse().map_err(|_| bad())?;
             t.active
@@ -361,7 +364,7 @@ mod tests {
 === Active Clients: 3 ===
   pi-a: last_hb=127ms ago, entities=2, lost_hb=4, clock_offset=-3ms, session=1764000000
     Entity 1: pos=(123, -456), angle=45000, vel=(250, -250), seg=7@50.0%, age=12ms
-    Entity 3: pos=(5, 456), angle=0, vel=(0, 0), seg=idle, age=27ms
+    Entity 3: pos=(5, 456), angle=0, vel=(0, 0), seg=idle, age=27ms, no driver
   pi-old: last_hb=80ms ago, entities=0, lost_hb=0, clock_offset=+0ms, session=?, protocol=1 (no segment deadlines)
   pi-twin: last_hb=3ms ago, entities=1, lost_hb=0, clock_offset=?, session=17, protocol=1 (no segment deadlines), SUSPECTED DUPLICATE ID (12 connections in 30.0s)
     Entity 2: pos=(0, 0), angle=90000, vel=(0, 0), seg=9@100.0%, age=2500ms
@@ -402,9 +405,11 @@ mod tests {
                 vel: (250, -250),
                 seg: Some((7, "50.0%".into())),
                 age_ms: 12,
+                no_driver: false,
             }
         );
         assert_eq!(a.entities[&3].seg, None, "idle");
+        assert!(a.entities[&3].no_driver);
         assert_eq!(a.entities[&3].age_ms, 27);
 
         let old = &t.active["pi-old"];
