@@ -334,6 +334,48 @@ fn pi_a_cannot_read_pi_b_segments() {
 }
 
 #[test]
+fn the_server_sends_instant_actions_and_a_pi_reads_only_its_own() {
+    let b = ProdBroker::start();
+    let server = b.probe(Listener::Local, SERVER_USER, "actions-server", &[]);
+    let pi_b = b.probe(
+        Listener::Local,
+        PI_B,
+        "pi-b-actions",
+        &["server/pi-b/action"],
+    );
+    let pi_a = b.probe(
+        Listener::Tls,
+        PI_A,
+        PI_A,
+        &["server/#", "server/pi-a/action"],
+    );
+    let stop = common::Message::Action(common::Action {
+        action_id: 7,
+        epoch: 0,
+        target: common::Target::All,
+        action: common::ActionKind::Stop,
+        segment_id: 0,
+    })
+    .encode()
+    .to_vec();
+    server.publish("server/pi-b/action", &stop, QoS::AtLeastOnce, false);
+    let got = fence(&server, "server/pi-b/action", &pi_b, ARRIVE);
+    assert!(
+        got.iter().any(|s| s.payload == stop),
+        "pi-b did not receive the server's action (the server account may write \
+         server/+/action): {:?}",
+        topics(&got)
+    );
+    // pi-a's wildcard sees its own actions only (the positive control is the fence itself).
+    let seen = fence(&server, "server/pi-a/action", &pi_a, ARRIVE);
+    assert!(
+        seen.iter().all(|s| s.topic == "server/pi-a/action"),
+        "pi-a read something not its own: {:?}",
+        topics(&seen)
+    );
+}
+
+#[test]
 fn pi_a_cannot_send_segments_to_anyone() {
     let b = ProdBroker::start();
     let watcher = server_watcher(&b, "watcher");

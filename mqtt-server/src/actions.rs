@@ -14,7 +14,9 @@
 //!   or in the journal: never reused within an epoch while it may still matter to a Pi (a Pi
 //!   remembers its last 64 actions).
 //! - At most [`MAX_IN_FLIGHT`] actions wait for their ack; more fail at once
-//!   ([`ActionError::TooManyInFlight`]).
+//!   ([`ActionError::TooManyInFlight`]), except a `stop` of every entity of a Pi (the fleet
+//!   stop's), which has [`STOP_RESERVE`] more places: a stop must not fail because the fleet
+//!   is busy with other actions.
 //! - An ack whose id is unknown, or that does not match what was sent to that Pi, is counted
 //!   (`action_acks_unknown`), logged at most once per 10 s. A second ack of a finished action
 //!   (a QoS 1 duplicate, a re-publication answered from memory) is counted
@@ -42,6 +44,10 @@ use crate::fleet::Fleet;
 
 /// Actions waiting for their ack at most.
 pub const MAX_IN_FLIGHT: usize = 1024;
+/// Beyond [`MAX_IN_FLIGHT`], room kept for `stop` of every entity of a Pi (what the fleet stop
+/// sends, one per Pi): a stop is never refused because other actions are pending, up to this
+/// many more (above any realistic `max_pis`).
+pub const STOP_RESERVE: usize = 16_384;
 /// Actions remembered for the API; older ones are forgotten first.
 pub const JOURNAL_CAPACITY: usize = 4096;
 /// Finished actions held for the event feed between two drains.
@@ -371,7 +377,13 @@ impl ActionTracker {
                 return Err(ActionError::UnknownEntity);
             }
         }
-        if self.pending.len() >= self.cfg.max_in_flight {
+        let pi_stop = spec.action == ActionKind::Stop && spec.target == Target::All;
+        let cap = if pi_stop {
+            self.cfg.max_in_flight + STOP_RESERVE
+        } else {
+            self.cfg.max_in_flight
+        };
+        if self.pending.len() >= cap {
             return Err(ActionError::TooManyInFlight);
         }
         Ok((p.id.clone(), p.protocol.min(LATEST)))
@@ -924,15 +936,39 @@ mod tests {
         let mut out = Recorder::default();
         let ids: Vec<u32> = (0..3)
             .map(|_| {
-                t.send(t0, &f, "a", stop(Target::All), 0, None, &mut c, &mut out)
-                    .unwrap()
+                t.send(
+                    t0,
+                    &f,
+                    "a",
+                    stop(Target::Entity(1)),
+                    0,
+                    None,
+                    &mut c,
+                    &mut out,
+                )
+                .unwrap()
             })
             .collect();
         assert_eq!(ids, [u32::MAX, 1, 2], "0 is skipped");
         assert_eq!(
-            t.send(t0, &f, "a", stop(Target::All), 0, None, &mut c, &mut out),
+            t.send(
+                t0,
+                &f,
+                "a",
+                stop(Target::Entity(1)),
+                0,
+                None,
+                &mut c,
+                &mut out
+            ),
             Err(ActionError::TooManyInFlight)
         );
+        // A stop of the whole Pi (the fleet stop's) still goes, within its reserve.
+        assert_eq!(
+            t.send(t0, &f, "a", stop(Target::All), 0, None, &mut c, &mut out),
+            Ok(3)
+        );
+        assert_eq!(t.in_flight(), 4);
         t.shutdown(t0, &mut c);
         assert_eq!(t.in_flight(), 0);
         assert_eq!(t.get(1).unwrap().reason, Some("shutting_down"));

@@ -5,7 +5,8 @@
 //! segment with two more queued halts it at once (seen by a third-party subscriber) and ends
 //! all three segments `rejected` (cancelled); a repeated delivery of the same action is
 //! answered from the Pi's memory; `resume` after `pause` finishes the same segment; the fleet
-//! stop halts every entity of two Pis and sends nothing to the version 2 Pi.
+//! stop halts every entity of two Pis and sends nothing to the version 2 Pi; and the library
+//! API (`FleetHandle::action`, `stop_all`) reports each outcome on its ticket.
 
 mod support;
 
@@ -516,4 +517,60 @@ fn the_fleet_stop_halts_every_entity_of_two_pis_and_skips_a_version_2_pi() {
         actions.collect_for(Duration::from_millis(300)).is_empty(),
         "nothing more published"
     );
+}
+
+#[test]
+fn the_library_api_reports_each_outcome_on_its_ticket() {
+    use mqtt_server::{ActionError, ActionReport};
+    let broker = Broker::start();
+    let server = support::start_server(&support::config(&broker));
+    let h = server.handle();
+    let _pi = start_pi(&broker, "lib-pi", "1,2");
+    testkit::wait_for(T, || {
+        h.pi("lib-pi")
+            .filter(|p| p.online && p.entities.len() == 2)
+            .map(|_| ())
+    })
+    .expect("lib-pi online with 2 entities");
+    let t = h
+        .action("lib-pi", Target::Entity(2), ActionKind::Pause, 0)
+        .unwrap();
+    let Some(ActionReport::Acked {
+        outcome: common::ActionOutcome::Done,
+        repeat: false,
+        cancelled: 0,
+        attempts: 1,
+        ..
+    }) = t.wait(T)
+    else {
+        panic!("pause answered Done");
+    };
+    assert_eq!(h.action_record(t.id).unwrap().state, "done");
+    assert_eq!(
+        h.action("lib-pi", Target::Entity(9), ActionKind::Stop, 0)
+            .unwrap_err(),
+        ActionError::UnknownEntity
+    );
+    assert_eq!(
+        h.action("nobody", Target::All, ActionKind::Stop, 0)
+            .unwrap_err(),
+        ActionError::UnknownPi
+    );
+    let all = h.stop_all().unwrap();
+    assert_eq!(all.len(), 1);
+    let (pi, ticket) = &all[0];
+    assert_eq!(pi, "lib-pi");
+    let report = ticket.as_ref().unwrap().wait(T);
+    assert!(
+        matches!(
+            report,
+            Some(ActionReport::Acked {
+                outcome: common::ActionOutcome::Done,
+                ..
+            })
+        ),
+        "{report:?}"
+    );
+    let last = server.shutdown();
+    assert_eq!(last.counters.actions.get("done"), Some(&2));
 }
