@@ -8,6 +8,10 @@
 //! reported failed while its Pi was offline, and the Pi kept driving; or another caller's)
 //! gets no leg until it is idle: a leg queued behind it would start from a stale position.
 //!
+//! It runs only on the leader (docs/protocol.md, "Leadership"): on a standby a step does
+//! nothing. A new leader's planner skips entities still driving the old leader's segments (as
+//! above), so nothing is sent twice.
+//!
 //! It uses the same API as any other caller ([`SegmentSink`], implemented by
 //! [`crate::FleetHandle`]), and runs on its own thread (`planner`).
 
@@ -30,6 +34,10 @@ pub trait SegmentSink {
     /// Every entity of every online Pi; None when the server is gone.
     fn poses(&self) -> Option<Vec<EntityPose>>;
     fn dispatch(&self, client_id: &str, spec: SegmentSpec) -> Result<SegmentTicket, DispatchError>;
+    /// Whether this server leads (only the leader plans); None when the server is gone.
+    fn leads(&self) -> Option<bool> {
+        Some(true)
+    }
 }
 
 /// A closed square route.
@@ -104,6 +112,11 @@ impl Planner {
     /// One round: read outcomes, send the next legs. Returns the number of segments sent,
     /// or None when the server is gone.
     pub fn step(&mut self, sink: &dyn SegmentSink) -> Option<usize> {
+        if !sink.leads()? {
+            // A standby plans nothing; when it leads, it starts from where the entities are.
+            self.plans.clear();
+            return Some(0);
+        }
         let poses = sink.poses()?;
         let mut sent = 0;
         let mut seen = std::collections::HashSet::with_capacity(poses.len());

@@ -19,6 +19,9 @@ impl Publisher for Recorder {
     fn connected(&self) -> bool {
         !self.down
     }
+    fn publish_retained(&mut self, _: &str, _: &[u8]) -> Result<(), String> {
+        panic!("the dispatcher publishes nothing retained")
+    }
     fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<(), String> {
         if self.full {
             return Err("queue full".into());

@@ -21,6 +21,14 @@ pub fn fleet(handle: &FleetHandle) -> Response {
     }
 }
 
+/// `GET /api/leader`: this server's role, its epoch while leading, who leads.
+pub fn leader(handle: &FleetHandle) -> Response {
+    match handle.leader() {
+        Some(l) => Response::json(200, &l),
+        None => gone(),
+    }
+}
+
 /// `GET /api/pis/{id}`
 pub fn pi(handle: &FleetHandle, id: &str) -> Response {
     match handle.pi(id) {
@@ -163,6 +171,10 @@ pub fn post_segment(handle: &FleetHandle, pi: &str, entity: &str, body: &[u8]) -
     };
     match handle.dispatch(pi, spec) {
         Ok(ticket) => Response::json(202, &serde_json::json!({"segment_id": ticket.id})),
+        Err(DispatchError::NotLeader { leader }) => Response::json(
+            503,
+            &serde_json::json!({"error": "not the leader", "leader": leader}),
+        ),
         Err(e) => {
             let (status, field) = match e {
                 DispatchError::UnknownPi => (404, Some("pi")),
@@ -170,7 +182,8 @@ pub fn post_segment(handle: &FleetHandle, pi: &str, entity: &str, body: &[u8]) -
                 DispatchError::PiOffline => (409, Some("pi")),
                 DispatchError::NotConnected
                 | DispatchError::TooManyInFlight
-                | DispatchError::ShuttingDown => (503, None),
+                | DispatchError::ShuttingDown
+                | DispatchError::NotLeader { .. } => (503, None),
             };
             Response::error(status, &e.to_string(), field)
         }

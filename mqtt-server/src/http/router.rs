@@ -46,6 +46,7 @@ pub fn route(req: &super::request::Request, ctx: &HttpShared) -> Route {
             None => Response::error(503, "server shutting down", None),
         },
         ["api", "fleet"] if get => api::fleet(h),
+        ["api", "leader"] if get => api::leader(h),
         ["api", "events"] if get => return Route::Events,
         ["api", "pis", id] if get => api::pi(h, id),
         ["api", "segments", id] if get => api::segment(h, id),
@@ -55,6 +56,7 @@ pub fn route(req: &super::request::Request, ctx: &HttpShared) -> Route {
         [""]
         | ["metrics"]
         | ["api", "fleet"]
+        | ["api", "leader"]
         | ["api", "events"]
         | ["api", "pis", _]
         | ["api", "segments", _] => return method_not_allowed("GET"),
