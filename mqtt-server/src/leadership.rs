@@ -281,7 +281,13 @@ impl Leadership {
                 epoch: st.epoch,
             },
         );
-        if id == self.server_id || st.presence != Presence::Online || st.epoch == 0 {
+        if st.presence != Presence::Online || st.epoch == 0 {
+            return (Vec::new(), None);
+        }
+        if id == self.server_id {
+            // This server's own word (or a previous run's, not yet replaced by its will):
+            // its epoch was claimed, so the next claim must be higher.
+            self.highest = self.highest.max(st.epoch);
             return (Vec::new(), None);
         }
         if self

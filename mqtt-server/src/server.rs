@@ -117,6 +117,21 @@ impl FleetHandle {
     pub fn leader(&self) -> Option<LeaderView> {
         self.ask(Request::Leader)
     }
+
+    /// Waits until this server leads, at most `timeout`; its epoch, or None. A server alone
+    /// on its broker leads about 1.5 s after connecting (docs/protocol.md, "Leadership").
+    pub fn wait_leading(&self, timeout: Duration) -> Option<u32> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(epoch) = self.leader()?.epoch {
+                return Some(epoch);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl SegmentSink for FleetHandle {

@@ -262,3 +262,15 @@ fn the_server_map_is_bounded() {
     }
     assert!(b.servers.len() <= MAX_SERVERS);
 }
+
+#[test]
+fn a_previous_runs_retained_online_makes_the_next_claim_higher() {
+    let t0 = Instant::now();
+    let mut a = Leadership::new(A);
+    let _ = a.on_connected(t0, 0, 8);
+    // Killed and restarted before the broker published the old run's will; no lease known.
+    let _ = a.on_status(t0, 0, A, status(Presence::Online, 7, 0x3f2));
+    let _ = a.on_status(t0, 0, A, status(Presence::Online, 8, 0));
+    let (out, _) = a.tick(t0 + RETAINED_WAIT, 0);
+    assert_eq!(lease_of(&out).epoch, 0x4f2);
+}

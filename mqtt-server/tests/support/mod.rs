@@ -56,10 +56,8 @@ pub fn config(broker: &Broker) -> ServerConfig {
 pub fn start_server(cfg: &ServerConfig) -> Server {
     let server = Server::start(cfg).expect("server starts");
     let h = server.handle();
-    testkit::wait_for(Duration::from_secs(10), || {
-        h.leader().filter(|l| l.epoch.is_some()).map(|_| ())
-    })
-    .expect("server connected and leading within 10 s");
+    h.wait_leading(Duration::from_secs(10))
+        .expect("server connected and leading within 10 s");
     server
 }
 
