@@ -210,11 +210,15 @@ mod tests {
         poses: RefCell<Vec<EntityPose>>,
         sent: RefCell<Vec<(String, SegmentSpec, Sender<SegmentOutcome>)>>,
         refuse: RefCell<bool>,
+        standby: RefCell<bool>,
     }
 
     impl SegmentSink for Fake {
         fn poses(&self) -> Option<Vec<EntityPose>> {
             Some(self.poses.borrow().clone())
+        }
+        fn leads(&self) -> Option<bool> {
+            Some(!*self.standby.borrow())
         }
         fn dispatch(
             &self,
@@ -347,5 +351,23 @@ mod tests {
         *fake.poses.borrow_mut() = vec![pose(0, 0)];
         *fake.refuse.borrow_mut() = true;
         assert_eq!(p.step(&fake), Some(0));
+    }
+
+    #[test]
+    fn a_standby_plans_nothing_and_a_new_leader_starts_from_where_entities_are() {
+        let sink = Fake::default();
+        sink.poses.borrow_mut().push(pose(0, 0));
+        *sink.standby.borrow_mut() = true;
+        let mut p = Planner::new();
+        assert_eq!(p.step(&sink), Some(0));
+        assert!(p.is_empty() && sink.sent.borrow().is_empty());
+        *sink.standby.borrow_mut() = false;
+        sink.poses.borrow_mut()[0] = pose(300, 400);
+        assert_eq!(p.step(&sink), Some(1));
+        assert_eq!(sink.sent.borrow()[0].1.start, Point::new(300, 400));
+        // Deposed: the plans are dropped.
+        *sink.standby.borrow_mut() = true;
+        assert_eq!(p.step(&sink), Some(0));
+        assert!(p.is_empty());
     }
 }
