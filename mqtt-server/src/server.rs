@@ -66,7 +66,8 @@ impl FleetHandle {
     }
 
     /// Sends a segment to entity `spec.entity_id` of Pi `client_id`. Fails at once when it
-    /// cannot be delivered (Pi unknown or offline, entity never reported, no broker); else
+    /// cannot be delivered (Pi unknown or offline, entity never reported, no broker) or when
+    /// this server is a standby ([`DispatchError::NotLeader`], naming the leader); else
     /// the ticket's channel reports `Accepted`, then `Completed`, `Rejected` or `Failed`.
     pub fn dispatch(
         &self,
