@@ -104,12 +104,15 @@ pub enum TopicKind {
 
 /// Everything the server subscribes to, in this order: exactly the Pis' four leaves (the
 /// production ACL grants the server nothing wider), statuses first so that their retained
-/// copies reach a restarting server before anything else can fill its queue at the broker.
-pub const SERVER_SUBSCRIPTIONS: [&str; 4] = [
+/// copies reach a restarting server before anything else can fill its queue at the broker;
+/// then (protocol version 3) every server's presence and the leader lease.
+pub const SERVER_SUBSCRIPTIONS: [&str; 6] = [
     "rpi/+/status",
     "rpi/+/heartbeat",
     "rpi/+/state",
     "rpi/+/ack",
+    SERVER_STATUS_SUBSCRIPTION,
+    LEASE_TOPIC,
 ];
 
 impl TopicKind {

@@ -44,10 +44,15 @@ fn setup(tag: &str) -> Setup {
         ack_timeout: Duration::from_millis(500),
         segment_retries: 3,
         http_listen: None,
+        state_dir: None,
         ..ServerConfig::default()
     };
     cfg.apply("broker", &broker.addr()).unwrap();
     let server = Server::start(&cfg).expect("server starts");
+    server
+        .handle()
+        .wait_leading(Duration::from_secs(10))
+        .expect("server leading");
     let bin = testkit::bins::rpi_client();
     let addr = format!("{}:{pi_port}", ns.host_ip());
     let pi = Daemon::spawn(

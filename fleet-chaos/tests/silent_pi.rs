@@ -31,16 +31,15 @@ fn server(broker: &Broker, case: &Case) -> Server {
         status_interval: Duration::ZERO,
         heartbeat_timeout: HEARTBEAT_TIMEOUT,
         http_listen: None,
+        state_dir: None,
         ..ServerConfig::default()
     };
     cfg.apply("broker", &broker.addr()).unwrap();
     let server = Server::start(&cfg).expect("server starts");
     let h = server.handle();
-    wait_for(Duration::from_secs(5), || {
-        h.snapshot().filter(|s| s.broker_connected).map(|_| ())
-    })
-    .expect("server connected");
-    std::thread::sleep(Duration::from_millis(100)); // its SubAck
+    // Connected, subscribed and leading (alone: about 1.5 s after connecting).
+    h.wait_leading(Duration::from_secs(10))
+        .expect("server leading");
     server
 }
 

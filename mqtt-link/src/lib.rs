@@ -1,7 +1,8 @@
 //! The fleet's MQTT transport and the daemon plumbing both daemons share: connection
 //! settings and TLS ([`broker`]), the event-loop thread that keeps a connection alive
 //! ([`link`]), the connection-gated publisher ([`publisher`]), named worker threads that
-//! announce their exit ([`worker`]), the "(N not logged)" of rate-limited logs ([`held`]), and
+//! announce their exit ([`worker`]), the session counter kept across restarts
+//! ([`session_store`]), the "(N not logged)" of rate-limited logs ([`held`]), and
 //! what every daemon's `main` needs: logging, signals, config loading ([`daemon`]).
 //!
 //! Invariant: this is the only crate besides the daemons' `main`s that touches the network;
@@ -12,6 +13,7 @@ pub mod daemon;
 pub mod held;
 pub mod link;
 pub mod publisher;
+pub mod session_store;
 pub mod worker;
 
 pub use broker::{

@@ -106,6 +106,9 @@ pub enum ActionError {
     TooManyInFlight,
     /// The server is stopping.
     ShuttingDown,
+    /// This server is a standby: only the leader gives orders (docs/protocol.md,
+    /// "Leadership"); the HTTP API names the leader.
+    NotLeader,
 }
 
 impl ActionError {
@@ -120,6 +123,7 @@ impl ActionError {
             ActionError::SegmentIdNotCancel => "segment_id_not_cancel",
             ActionError::TooManyInFlight => "too_many_in_flight",
             ActionError::ShuttingDown => "shutting_down",
+            ActionError::NotLeader => "not_leader",
         }
     }
 }
@@ -137,6 +141,7 @@ impl std::fmt::Display for ActionError {
             ActionError::SegmentIdNotCancel => f.write_str("segment_id is for cancel only"),
             ActionError::TooManyInFlight => f.write_str("too many actions in flight"),
             ActionError::ShuttingDown => f.write_str("server shutting down"),
+            ActionError::NotLeader => f.write_str("not the leader"),
         }
     }
 }
@@ -687,6 +692,9 @@ mod tests {
         fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<(), String> {
             self.sent.push((topic.to_owned(), payload.to_vec()));
             Ok(())
+        }
+        fn publish_retained(&mut self, topic: &str, payload: &[u8]) -> Result<(), String> {
+            self.publish(topic, payload)
         }
     }
 

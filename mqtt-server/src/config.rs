@@ -34,11 +34,16 @@ pub const SERVER_KEYS: &[&str] = &[
     "ack_timeout",
     "http_listen",
     "http_token_file",
+    "state_dir",
 ];
 
 /// The client id of a [`ServerConfig::default`] (in-process servers in tests); a loaded
 /// configuration uses [`default_client_id`] unless `client_id` is set.
 pub const FALLBACK_CLIENT_ID: &str = "mqtt-server";
+
+/// Where the server keeps its session counter unless `state_dir` says otherwise (systemd's
+/// `StateDirectory=mqtt-server`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/mqtt-server";
 
 /// `mqtt-server-{hostname}`: the default client id, unique per machine.
 pub fn default_client_id(hostname: &str) -> String {
@@ -97,6 +102,9 @@ pub struct ServerConfig {
     pub http_listen: Option<SocketAddr>,
     /// The bearer token's file; required when `http_listen` is not loopback.
     pub http_token_file: Option<PathBuf>,
+    /// Where the session counter is kept across restarts (`off`: None, the wall clock alone),
+    /// so that this server's statuses are never taken for stale ones after a restart.
+    pub state_dir: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -115,6 +123,7 @@ impl Default for ServerConfig {
             ack_timeout: Duration::from_secs(1),
             http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
             http_token_file: None,
+            state_dir: Some(DEFAULT_STATE_DIR.to_owned()),
         }
     }
 }
@@ -187,6 +196,13 @@ impl ServerConfig {
                     v => Some(PathBuf::from(v)),
                 }
             }
+            "state_dir" => {
+                self.state_dir = match value.trim() {
+                    "off" => None,
+                    "" => return Err("empty: a directory, or off".into()),
+                    v => Some(v.to_owned()),
+                };
+            }
             _ => return Err("unknown key".into()),
         }
         Ok(())
@@ -219,7 +235,8 @@ impl ServerConfig {
             format_duration(self.ack_timeout),
         );
         s.push_str(&format!(
-            "http_listen = {}\nhttp_token_file = {}\n",
+            "state_dir = {}\nhttp_listen = {}\nhttp_token_file = {}\n",
+            self.state_dir.as_deref().unwrap_or("off"),
             self.http_listen
                 .map_or_else(|| "off".to_string(), |a| a.to_string()),
             self.http_token_file

@@ -11,9 +11,11 @@
 //! - A retained `Online` (what the broker hands a server that (re)subscribes) is not proof of
 //!   life: the Pi is recorded as offline "awaiting heartbeat" and comes online with its first
 //!   heartbeat, at most one heartbeat interval (500 ms) later.
-//! - `Offline` -> offline (clean shutdown), `ConnectionLost` -> offline (will), at once. Such a
-//!   status with a session lower than the newest seen for that Pi is stale (a late will of an
-//!   older connection) and ignored; an `Online` status always wins and sets the session.
+//! - `Offline` -> offline (clean shutdown), `ConnectionLost` -> offline (will), at once.
+//! - One rule for stale statuses ([`stale_session`]): any status (`Online`, `Offline` or
+//!   `ConnectionLost`) whose session is lower than the newest seen for that Pi is ignored (a
+//!   late will of an older connection, a replayed `Online`); an equal session is applied. The
+//!   leadership tracker applies the same rule per server id ([`crate::leadership`]).
 //! - A live heartbeat stream wins over any status: a retained `Offline`/`ConnectionLost` (history
 //!   from the broker) does not take offline a Pi heard by heartbeat since the server's link
 //!   came up, and a heartbeat that contradicts an offline status (no `Online` came between)
@@ -645,6 +647,14 @@ impl Fleet {
         let link_up_at = self.link_up_at;
         let Fleet { pis, book, .. } = self;
         let pi = pis.get_mut(id)?;
+        if stale_session(pi.session, st.session) {
+            c.registry_event("stale_status", 1);
+            debug!(
+                "{id}: ignored a stale {:?} of session {} (newest is {:?})",
+                st.presence, st.session, pi.session
+            );
+            return None;
+        }
         match st.presence {
             Presence::Online => {
                 if trusted {
@@ -680,14 +690,6 @@ impl Fleet {
                     debug!(
                         "{id}: ignored a retained {:?} of session {}: heartbeating since the link came up",
                         st.presence, st.session
-                    );
-                    return None;
-                }
-                if pi.session.is_some_and(|newest| st.session < newest) {
-                    c.registry_event("stale_status", 1);
-                    debug!(
-                        "{id}: ignored a stale {:?} of session {} (newest is {:?})",
-                        st.presence, st.session, pi.session
                     );
                     return None;
                 }
@@ -779,6 +781,13 @@ impl Fleet {
 
 /// A [`Fleet`] with its own counters and a record of the Pis that went offline, so unit tests
 /// (here, in the dispatcher and the table) drive it as the registry thread does.
+/// The one stale-status rule (docs/protocol.md, "Status and sessions"), for Pis and servers
+/// alike: a status whose session is lower than the newest seen for its sender is stale and
+/// ignored, whatever its presence; an equal session is applied.
+pub fn stale_session(newest: Option<u32>, session: u32) -> bool {
+    newest.is_some_and(|newest| session < newest)
+}
+
 /// How far ahead of the server's wall clock a session may be (sessions count seconds from
 /// the Pi's clock, persisted across restarts): the same day's window as clock offsets
 /// ([`crate::clock_offset::SANE_OFFSET_MS`]).
@@ -999,7 +1008,7 @@ mod tests {
     }
 
     #[test]
-    fn late_will_of_an_older_session_is_ignored_but_online_always_wins() {
+    fn late_will_of_an_older_session_is_ignored_and_so_is_an_older_online() {
         let t0 = Instant::now();
         let mut f = fleet(10);
         f.on_status(t0, "a", status(Presence::Online, 100), false);
@@ -1010,15 +1019,64 @@ mod tests {
         // Same session applies.
         f.on_status(t0, "a", status(Presence::ConnectionLost, 101), false);
         assert!(!f.pi("a").unwrap().is_online());
-        // A Pi whose clock went backwards (no RTC) comes back with a lower session: Online wins.
-        f.on_status(t0, "a", status(Presence::Online, 3), false);
+        // Issue #14's case: Online 1000, Online 500, ConnectionLost 500 leaves the Pi online.
+        f.on_status(t0, "b", status(Presence::Online, 1000), false);
+        f.on_status(t0, "b", status(Presence::Online, 500), false);
+        f.on_status(t0, "b", status(Presence::ConnectionLost, 500), false);
+        assert!(f.pi("b").unwrap().is_online());
+        assert_eq!(f.pi("b").unwrap().session, Some(1000));
+        // A Pi whose session went back (no stored counter, clock behind) is brought online by
+        // its heartbeats, which also drop the session its old will set.
+        f.on_heartbeat(t0, 0, "a", hb(1, 0));
         assert!(f.pi("a").unwrap().is_online());
-        assert_eq!(f.pi("a").unwrap().session, Some(3));
         f.on_status(t0, "a", status(Presence::Offline, 3), false);
         assert_eq!(
             f.pi("a").unwrap().offline_reason(),
             Some(OfflineReason::CleanShutdown)
         );
+    }
+
+    /// Every order of two live statuses, the second with a lower, equal or higher session:
+    /// a lower one is ignored whatever the presences, an equal or higher one is applied.
+    #[test]
+    fn one_stale_status_rule_for_every_order_of_presences_and_sessions() {
+        let presences = [
+            Presence::Online,
+            Presence::Offline,
+            Presence::ConnectionLost,
+        ];
+        let expect = |p: Presence| match p {
+            Presence::Online => None,
+            Presence::Offline => Some(OfflineReason::CleanShutdown),
+            Presence::ConnectionLost => Some(OfflineReason::Will),
+        };
+        let t0 = Instant::now();
+        for first in presences {
+            for second in presences {
+                for (delta, applied) in [(-1i64, false), (0, true), (1, true)] {
+                    let mut f = fleet(10);
+                    let s1 = 1_000u32;
+                    let s2 = (i64::from(s1) + delta) as u32;
+                    f.on_status(t0, "a", status(first, s1), false);
+                    f.on_status(t0 + ms(10), "a", status(second, s2), false);
+                    let pi = f.pi("a").unwrap();
+                    let case = format!("{first:?} {s1} then {second:?} {s2}");
+                    let (want, session) = if applied {
+                        (expect(second), s2)
+                    } else {
+                        (expect(first), s1)
+                    };
+                    assert_eq!(pi.offline_reason(), want, "{case}");
+                    assert_eq!(pi.is_online(), want.is_none(), "{case}");
+                    assert_eq!(pi.session, Some(session), "{case}");
+                    assert_eq!(
+                        f.counters().registry_of("stale_status"),
+                        u64::from(!applied),
+                        "{case}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

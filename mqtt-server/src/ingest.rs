@@ -1,10 +1,12 @@
 //! Turns an incoming publish (topic + payload) into a fleet message or a labelled input error:
 //! topic, then size, then kind against the topic (`rpi/{id}/ack` carries segment acks, kind 4,
 //! and from version 3 action acks, kind 7), then the full decode. Pure and total.
+//! The servers' own topics (`server/@status/{id}`, `server/@lease`, protocol version 3) are
+//! classified by [`classify_server`].
 
-use common::topic::{TopicKind, parse_topic};
+use common::topic::{LEASE_TOPIC, TopicKind, parse_server_status_topic, parse_topic};
 use common::wire::{Kind, MAX_PAYLOAD, peek};
-use common::{DecodeError, Message, TopicError};
+use common::{DecodeError, Lease, Message, ServerStatus, TopicError};
 
 /// Why an incoming publish was dropped. Each has a stable label used as a counter name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +94,61 @@ pub fn classify<'a>(topic: &'a str, payload: &[u8]) -> Result<Incoming<'a>, Inpu
     })
 }
 
+/// A message on one of the servers' topics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerIncoming<'a> {
+    /// On `server/@status/{server_id}`.
+    Status {
+        server_id: &'a str,
+        status: ServerStatus,
+    },
+    /// On `server/@lease`.
+    Lease(Lease),
+}
+
+/// Classifies a publish on a server topic (`server/@...`); None for any other topic.
+pub fn classify_server<'a>(
+    topic: &'a str,
+    payload: &[u8],
+) -> Option<Result<ServerIncoming<'a>, InputError>> {
+    if !topic.starts_with("server/@") {
+        return None;
+    }
+    let (want, server_id) = if topic == LEASE_TOPIC {
+        (Kind::Lease, None)
+    } else {
+        match parse_server_status_topic(topic) {
+            Ok(id) => (Kind::ServerStatus, Some(id)),
+            Err(TopicError::BadClientId(_)) => return Some(Err(InputError::BadClientId)),
+            Err(TopicError::Unknown) => return Some(Err(InputError::BadTopic)),
+        }
+    };
+    Some((|| {
+        if payload.len() > MAX_PAYLOAD {
+            return Err(InputError::Oversized(payload.len()));
+        }
+        let (_, got) = peek(payload).map_err(InputError::Decode)?;
+        if got != want {
+            return Err(InputError::KindMismatch {
+                topic: want.name(),
+                payload: got.name(),
+            });
+        }
+        Ok(
+            match (
+                Message::decode(payload).map_err(InputError::Decode)?,
+                server_id,
+            ) {
+                (Message::ServerStatus(status), Some(server_id)) => {
+                    ServerIncoming::Status { server_id, status }
+                }
+                (Message::Lease(l), None) => ServerIncoming::Lease(l),
+                _ => return Err(InputError::BadTopic),
+            },
+        )
+    })())
+}
+
 /// A topic fit for a log line: at most 80 characters, control characters escaped.
 pub fn printable_topic(topic: &str) -> String {
     let mut s: String = topic
@@ -173,6 +230,47 @@ mod tests {
             let e = classify(topic, &payload).unwrap_err();
             assert_eq!(e.label(), label, "{topic} {payload:?}: {e}");
             assert!(!e.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn server_topics_are_classified_apart() {
+        assert_eq!(classify_server("rpi/a/status", &hb()), None);
+        let st = ServerStatus {
+            presence: Presence::Online,
+            session: 4,
+            epoch: 0x1f2,
+            timestamp_ms: 9,
+        };
+        let got = classify_server("server/@status/srv-1", st.encode().as_slice()).unwrap();
+        assert_eq!(
+            got,
+            Ok(ServerIncoming::Status {
+                server_id: "srv-1",
+                status: st
+            })
+        );
+        let lease = Lease {
+            epoch: 0x1f2,
+            session: 4,
+            timestamp_ms: 9,
+        };
+        let got = classify_server("server/@lease", lease.encode().as_slice()).unwrap();
+        assert_eq!(got, Ok(ServerIncoming::Lease(lease)));
+        for (topic, payload, label) in [
+            ("server/@lease", st.encode().to_vec(), "kind_mismatch"),
+            ("server/@status/a", lease.encode().to_vec(), "kind_mismatch"),
+            (
+                "server/@status/bad id",
+                st.encode().to_vec(),
+                "bad_client_id",
+            ),
+            ("server/@other", st.encode().to_vec(), "bad_topic"),
+            ("server/@lease", vec![0; 100], "oversized"),
+            ("server/@lease", vec![], "empty"),
+        ] {
+            let e = classify_server(topic, &payload).unwrap().unwrap_err();
+            assert_eq!(e.label(), label, "{topic}");
         }
     }
 

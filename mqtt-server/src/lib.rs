@@ -22,6 +22,7 @@ pub mod fleet;
 pub mod fleet_list;
 pub mod http;
 pub mod ingest;
+pub mod leadership;
 pub mod planner;
 pub mod registry;
 pub mod server;

@@ -10,6 +10,10 @@
 //! An entity halted by an instant action (STOPPED or PAUSED in its state report) gets no leg
 //! until it is resumed: an operator's stop must hold against the demo.
 //!
+//! It runs only on the leader (docs/protocol.md, "Leadership"): on a standby a step does
+//! nothing. A new leader's planner skips entities still driving the old leader's segments (as
+//! above), so nothing is sent twice.
+//!
 //! It uses the same API as any other caller ([`SegmentSink`], implemented by
 //! [`crate::FleetHandle`]), and runs on its own thread (`planner`).
 
@@ -32,6 +36,10 @@ pub trait SegmentSink {
     /// Every entity of every online Pi; None when the server is gone.
     fn poses(&self) -> Option<Vec<EntityPose>>;
     fn dispatch(&self, client_id: &str, spec: SegmentSpec) -> Result<SegmentTicket, DispatchError>;
+    /// Whether this server leads (only the leader plans); None when the server is gone.
+    fn leads(&self) -> Option<bool> {
+        Some(true)
+    }
 }
 
 /// A closed square route.
@@ -106,6 +114,11 @@ impl Planner {
     /// One round: read outcomes, send the next legs. Returns the number of segments sent,
     /// or None when the server is gone.
     pub fn step(&mut self, sink: &dyn SegmentSink) -> Option<usize> {
+        if !sink.leads()? {
+            // A standby plans nothing; when it leads, it starts from where the entities are.
+            self.plans.clear();
+            return Some(0);
+        }
         let poses = sink.poses()?;
         let mut sent = 0;
         let mut seen = std::collections::HashSet::with_capacity(poses.len());
@@ -199,11 +212,15 @@ mod tests {
         poses: RefCell<Vec<EntityPose>>,
         sent: RefCell<Vec<(String, SegmentSpec, Sender<SegmentOutcome>)>>,
         refuse: RefCell<bool>,
+        standby: RefCell<bool>,
     }
 
     impl SegmentSink for Fake {
         fn poses(&self) -> Option<Vec<EntityPose>> {
             Some(self.poses.borrow().clone())
+        }
+        fn leads(&self) -> Option<bool> {
+            Some(!*self.standby.borrow())
         }
         fn dispatch(
             &self,
@@ -350,5 +367,23 @@ mod tests {
         *fake.poses.borrow_mut() = vec![pose(0, 0)];
         *fake.refuse.borrow_mut() = true;
         assert_eq!(p.step(&fake), Some(0));
+    }
+
+    #[test]
+    fn a_standby_plans_nothing_and_a_new_leader_starts_from_where_entities_are() {
+        let sink = Fake::default();
+        sink.poses.borrow_mut().push(pose(0, 0));
+        *sink.standby.borrow_mut() = true;
+        let mut p = Planner::new();
+        assert_eq!(p.step(&sink), Some(0));
+        assert!(p.is_empty() && sink.sent.borrow().is_empty());
+        *sink.standby.borrow_mut() = false;
+        sink.poses.borrow_mut()[0] = pose(300, 400);
+        assert_eq!(p.step(&sink), Some(1));
+        assert_eq!(sink.sent.borrow()[0].1.start, Point::new(300, 400));
+        // Deposed: the plans are dropped.
+        *sink.standby.borrow_mut() = true;
+        assert_eq!(p.step(&sink), Some(0));
+        assert!(p.is_empty());
     }
 }

@@ -6,19 +6,30 @@
 //! status or a heartbeat timeout, is handed to the dispatcher in one place
 //! ([`Registry::went_offline`]).
 //!
+//! It also owns this server's [`Leadership`] (active/standby, docs/protocol.md
+//! "Leadership"): fed by the link's connects, the servers' statuses and the lease, and the
+//! Pis' `StaleLeader` refusals; [`Registry::order_epoch`] is the epoch orders are stamped
+//! with, None on a standby (which dispatches nothing: [`DispatchError::NotLeader`]). It
+//! publishes this server's `Online` after every ConnAck and stores each session
+//! ([`mqtt_link::session_store`]).
+//!
 //! It selects over link events, requests from [`crate::FleetHandle`]s, a 50 ms tick
 //! (heartbeat timeouts, eviction, retries), a timer armed for the next heartbeat deadline (so
 //! a timeout is on time, not up to a tick late) and its stop channel.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::Message;
 use common::ratelimit::RateLimiter;
 use common::topic::SERVER_SUBSCRIPTIONS;
+use common::topic::{LEASE_TOPIC, server_status_topic};
+use common::{AckOutcome, ClientId, Message, RejectReason};
 use crossbeam_channel::{Receiver, Sender, after, never, select, tick};
 use log::{debug, warn};
 use mqtt_link::daemon::wall_ms;
+use mqtt_link::session_store::SessionStore;
 use mqtt_link::{Held, LinkEvent};
 
 use crate::actions::{
@@ -31,7 +42,8 @@ use crate::dispatch::journal::SegmentRecord;
 use crate::dispatch::{DispatchError, Dispatcher, Order, Publisher};
 use crate::feed::{EntityState, Feed, FeedEvent, Presence};
 use crate::fleet::{Fleet, OfflineReason, WentOffline};
-use crate::ingest::{InputError, classify, printable_topic};
+use crate::ingest::{InputError, ServerIncoming, classify, classify_server, printable_topic};
+use crate::leadership::{Change, LeaderView, Leadership, Out};
 use crate::snapshot::{EntityPose, PiView, Snapshot, Stats, online_poses};
 
 /// The registry's housekeeping period (retries, eviction, and heartbeat timeouts of Pis that
@@ -64,6 +76,8 @@ pub(crate) enum Request {
     StopAll(Sender<Result<StopAllResults, ActionError>>),
     /// One action of the journal (None: not among the last ones).
     ActionRecord(u32, Sender<Option<ActionRecord>>),
+    /// This server's leadership.
+    Leader(Sender<LeaderView>),
     /// Unit tests only: the registry thread panics, as a bug would make it.
     #[cfg(test)]
     Crash,
@@ -84,6 +98,14 @@ pub(crate) struct Registry<P> {
     feed: Option<Feed>,
     /// The broker's `$SYS` figures.
     broker_sys: BrokerSys,
+    /// Active or standby, and the epoch orders carry.
+    leadership: Leadership,
+    /// `server/@status/{this server}`.
+    status_topic: String,
+    /// Where each session is stored, so the counter grows across restarts.
+    sessions: Option<SessionStore>,
+    /// The current session, shared with [`crate::Server`] for the `Offline` at shutdown.
+    session: Arc<AtomicU32>,
 }
 
 /// What wakes the registry.
@@ -110,6 +132,59 @@ impl<P: Publisher> Registry<P> {
             input_limits: BTreeMap::new(),
             feed: None,
             broker_sys: BrokerSys::default(),
+            leadership: Leadership::new(crate::config::FALLBACK_CLIENT_ID),
+            status_topic: server_status_topic(
+                &ClientId::new(crate::config::FALLBACK_CLIENT_ID).expect("a valid id"),
+            ),
+            sessions: None,
+            session: Arc::new(AtomicU32::new(0)),
+        }
+        .not_leading()
+    }
+
+    /// This server's id (its status topic and epoch tag), session store and shared session.
+    pub fn with_identity(
+        mut self,
+        server_id: &ClientId,
+        sessions: SessionStore,
+        session: Arc<AtomicU32>,
+    ) -> Self {
+        self.leadership = Leadership::new(server_id.as_str());
+        self.status_topic = server_status_topic(server_id);
+        self.sessions = Some(sessions);
+        self.session = session;
+        self
+    }
+
+    fn not_leading(mut self) -> Self {
+        self.dispatcher.set_epoch(None);
+        self
+    }
+
+    /// The epoch orders are stamped with: Some while this server leads, None on a standby.
+    pub fn order_epoch(&self) -> Option<u32> {
+        self.leadership.order_epoch()
+    }
+
+    /// Publishes what the leadership asks for and applies a change of role.
+    fn lead(&mut self, (outs, change): (Vec<Out>, Option<Change>)) {
+        for out in outs {
+            let sent = match out {
+                Out::Status(st) => self.out.publish_retained(
+                    &self.status_topic,
+                    Message::ServerStatus(st).encode().as_slice(),
+                ),
+                Out::Lease(l) => self
+                    .out
+                    .publish_retained(LEASE_TOPIC, Message::Lease(l).encode().as_slice()),
+            };
+            if let Err(e) = sent {
+                self.counters.publish_failures += 1;
+                warn!("could not publish {out:?}: {e}");
+            }
+        }
+        if change.is_some() {
+            self.dispatcher.set_epoch(self.order_epoch());
         }
     }
 
@@ -117,12 +192,6 @@ impl<P: Publisher> Registry<P> {
     pub fn with_actions(mut self, actions: ActionTracker) -> Self {
         self.actions = actions;
         self
-    }
-
-    /// The leader epoch the orders of this server carry: 0 (no leadership yet). The one
-    /// place an order's epoch comes from; actions are stamped with it.
-    fn order_epoch(&self) -> u32 {
-        0
     }
 
     /// Presence, states and segment changes go to `feed` from now on.
@@ -195,6 +264,7 @@ impl<P: Publisher> Registry<P> {
             broker_connected: self.out.connected(),
             counters: self.counters.clone(),
             broker_sys: self.broker_sys,
+            leader: self.leadership.view(),
         }
     }
 
@@ -257,10 +327,13 @@ impl<P: Publisher> Registry<P> {
             self.out.connected(),
             now,
         )
+        .with_leader(self.leadership.view())
     }
 
     /// Timeouts, retries, stranded segments.
     fn tick(&mut self, now: Instant) {
+        let led = self.leadership.tick(now, wall_ms());
+        self.lead(led);
         let gone = self.fleet.tick(now, &mut self.counters);
         self.went_offline(now, gone);
         self.dispatcher.tick(now, &mut self.counters, &mut self.out);
@@ -287,6 +360,12 @@ impl<P: Publisher> Registry<P> {
             LinkEvent::Connected { session } => {
                 self.counters.broker_connects += 1;
                 self.fleet.link_up(now);
+                self.session.store(session, Ordering::Release);
+                if let Some(store) = &mut self.sessions {
+                    store.save(session);
+                }
+                let online = self.leadership.on_connected(now, wall_ms(), session);
+                self.lead((online, None));
                 debug!(
                     "link session {session}: subscribed to {SERVER_SUBSCRIPTIONS:?}; retained statuses rebuild the fleet view"
                 );
@@ -294,6 +373,8 @@ impl<P: Publisher> Registry<P> {
             LinkEvent::Disconnected { reason } => {
                 self.counters.broker_disconnects += 1;
                 self.fleet.link_down(now);
+                let change = self.leadership.on_disconnected();
+                self.lead((Vec::new(), change));
                 debug!("link down ({reason}); heartbeat timeouts held until it is back");
             }
             LinkEvent::Message(p) => {
@@ -315,6 +396,20 @@ impl<P: Publisher> Registry<P> {
         if BrokerSys::is_sys(topic) {
             return self.broker_sys.on_publish(topic, payload);
         }
+        if let Some(server) = classify_server(topic, payload) {
+            let led = match server {
+                Err(e) => return self.bad_input(now, topic, &e),
+                Ok(ServerIncoming::Status { server_id, status }) => {
+                    self.counters.message("server_status");
+                    self.leadership.on_status(now, wall_ms, server_id, status)
+                }
+                Ok(ServerIncoming::Lease(lease)) => {
+                    self.counters.message("lease");
+                    self.leadership.on_lease(now, wall_ms, lease, retained)
+                }
+            };
+            return self.lead(led);
+        }
         let incoming = match classify(topic, payload) {
             Ok(i) => i,
             Err(e) => return self.bad_input(now, topic, &e),
@@ -329,11 +424,20 @@ impl<P: Publisher> Registry<P> {
             Message::Status(_) => c.message("status"),
             Message::Ack(ack) => {
                 c.message("ack");
-                return self.dispatcher.on_ack(now, incoming.client_id, ack, c);
+                self.dispatcher.on_ack(now, incoming.client_id, ack, c);
+                if ack.outcome == AckOutcome::Rejected(RejectReason::StaleLeader) {
+                    let led = self.leadership.on_stale_leader(now, wall_ms);
+                    self.lead(led);
+                }
+                return;
             }
             Message::ActionAck(ack) => {
                 c.message("action_ack");
-                return self.actions.on_ack(now, incoming.client_id, ack, c);
+                self.actions.on_ack(now, incoming.client_id, ack, c);
+                // The Pi's fence: a higher epoch than ours means another server leads.
+                let led = self.leadership.on_fence(now, wall_ms, ack.fence);
+                self.lead(led);
+                return;
             }
             // `classify` only lets through the kinds that belong on the topic.
             Message::Segment(_)
@@ -388,7 +492,10 @@ impl<P: Publisher> Registry<P> {
         pi: &str,
         spec: ActionSpec,
     ) -> Result<ActionTicket, ActionError> {
-        let epoch = self.order_epoch();
+        let Some(epoch) = self.order_epoch() else {
+            self.counters.action_refused(ActionError::NotLeader.label());
+            return Err(ActionError::NotLeader);
+        };
         let (notify, report) = crossbeam_channel::bounded(1);
         let id = self.actions.send(
             now,
@@ -406,6 +513,10 @@ impl<P: Publisher> Registry<P> {
     /// `stop` to every entity of every Pi: sent to each online version 3 Pi; the others are
     /// listed with why not (offline, `unsupported (protocol 2)`).
     fn stop_all(&mut self, now: Instant) -> Result<StopAllResults, ActionError> {
+        if self.order_epoch().is_none() {
+            self.counters.action_refused(ActionError::NotLeader.label());
+            return Err(ActionError::NotLeader);
+        }
         if !self.out.connected() {
             self.counters
                 .action_refused(ActionError::NotConnected.label());
@@ -428,6 +539,14 @@ impl<P: Publisher> Registry<P> {
 
     fn on_request(&mut self, now: Instant, r: Request) {
         match r {
+            Request::Dispatch { reply, .. }
+                if self.out.connected() && self.order_epoch().is_none() =>
+            {
+                self.counters.dispatch_refused += 1;
+                let _ = reply.send(Err(DispatchError::NotLeader {
+                    leader: self.leadership.leader(),
+                }));
+            }
             Request::Dispatch { order, reply } => {
                 let result = self.dispatcher.dispatch(
                     order,
@@ -443,7 +562,9 @@ impl<P: Publisher> Registry<P> {
                 let _ = reply.send(self.snapshot(now));
             }
             Request::Render(reply) => {
-                let _ = reply.send(crate::table::render(&self.fleet, now));
+                let mut table = crate::table::leader_line(&self.leadership.view());
+                table.push_str(&crate::table::render(&self.fleet, now));
+                let _ = reply.send(table);
             }
             Request::Poses(reply) => {
                 let _ = reply.send(online_poses(&self.fleet));
@@ -466,6 +587,9 @@ impl<P: Publisher> Registry<P> {
             Request::ActionRecord(id, reply) => {
                 let _ = reply.send(self.actions.get(id).cloned());
             }
+            Request::Leader(reply) => {
+                let _ = reply.send(self.leadership.view());
+            }
             #[cfg(test)]
             Request::Crash => panic!("registry crash, asked for by a test"),
         }
@@ -487,6 +611,9 @@ mod tests {
             false
         }
         fn publish(&mut self, _: &str, _: &[u8]) -> Result<(), String> {
+            Err("not connected".into())
+        }
+        fn publish_retained(&mut self, _: &str, _: &[u8]) -> Result<(), String> {
             Err("not connected".into())
         }
     }
@@ -548,6 +675,6 @@ mod tests {
         assert_eq!(r.counters.messages_of("action_ack"), 3);
         assert_eq!(r.counters.action_acks_unknown, 3, "not ours: counted");
         assert_eq!(r.counters.input_errors_total(), 0);
-        assert_eq!(r.order_epoch(), 0);
+        assert_eq!(r.order_epoch(), None, "not connected: no leader, no orders");
     }
 }

@@ -17,12 +17,16 @@
 //! the demo planner, a client of the same API as everyone else.
 
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::topic::SERVER_SUBSCRIPTIONS;
+use common::topic::{SERVER_SUBSCRIPTIONS, server_status_topic};
+use common::{ClientId, Message, Presence, ServerStatus};
 use crossbeam_channel::{Receiver, Sender, bounded, select, tick};
 use log::{debug, info, warn};
-use mqtt_link::{Link, LinkConfig, QoS, SetupError, Worker};
+use mqtt_link::session_store::SessionStore;
+use mqtt_link::{LastWill, Link, LinkConfig, QoS, SetupError, WillFn, Worker};
 
 use crate::actions::{
     ActionConfig, ActionError, ActionRecord, ActionSpec, ActionTicket, ActionTracker,
@@ -37,6 +41,7 @@ use crate::dispatch::{
 use crate::feed::Feed;
 use crate::fleet::{Fleet, FleetConfig};
 use crate::http::Http;
+use crate::leadership::LeaderView;
 use crate::planner::SegmentSink;
 use crate::registry::{Registry, Request};
 use crate::snapshot::{EntityPose, PiView, Snapshot, Stats};
@@ -65,7 +70,8 @@ impl FleetHandle {
     }
 
     /// Sends a segment to entity `spec.entity_id` of Pi `client_id`. Fails at once when it
-    /// cannot be delivered (Pi unknown or offline, entity never reported, no broker); else
+    /// cannot be delivered (Pi unknown or offline, entity never reported, no broker) or when
+    /// this server is a standby ([`DispatchError::NotLeader`], naming the leader); else
     /// the ticket's channel reports `Accepted`, then `Completed`, `Rejected` or `Failed`.
     pub fn dispatch(
         &self,
@@ -147,6 +153,26 @@ impl FleetHandle {
     pub fn render_table(&self) -> Option<String> {
         self.ask(Request::Render)
     }
+
+    /// This server's leadership: leader or standby, its epoch, who leads.
+    pub fn leader(&self) -> Option<LeaderView> {
+        self.ask(Request::Leader)
+    }
+
+    /// Waits until this server leads, at most `timeout`; its epoch, or None. A server alone
+    /// on its broker leads about 1.5 s after connecting (docs/protocol.md, "Leadership").
+    pub fn wait_leading(&self, timeout: Duration) -> Option<u32> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(epoch) = self.leader()?.epoch {
+                return Some(epoch);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl SegmentSink for FleetHandle {
@@ -157,9 +183,39 @@ impl SegmentSink for FleetHandle {
     fn dispatch(&self, client_id: &str, spec: SegmentSpec) -> Result<SegmentTicket, DispatchError> {
         FleetHandle::dispatch(self, client_id, spec)
     }
+
+    fn leads(&self) -> Option<bool> {
+        self.leader().map(|l| l.epoch.is_some())
+    }
 }
 
-/// Segments go out through the link's connection-gated publisher, at QoS 1, not retained.
+/// A server status payload stamped now.
+fn server_status(presence: Presence, session: u32) -> Vec<u8> {
+    Message::ServerStatus(ServerStatus {
+        presence,
+        session,
+        epoch: 0,
+        timestamp_ms: mqtt_link::daemon::wall_ms(),
+    })
+    .encode()
+    .to_vec()
+}
+
+/// The server's Last Will: `ConnectionLost` with the connection's session, epoch 0, retained
+/// (docs/protocol.md, "Server presence").
+fn server_will(topic: String) -> WillFn {
+    Box::new(move |session| {
+        LastWill::new(
+            topic.clone(),
+            server_status(Presence::ConnectionLost, session),
+            QoS::AtLeastOnce,
+            true,
+        )
+    })
+}
+
+/// Segments go out through the link's connection-gated publisher, at QoS 1, not retained;
+/// the server's status and the lease retained.
 impl Publisher for mqtt_link::Publisher {
     fn connected(&self) -> bool {
         self.is_connected()
@@ -167,6 +223,11 @@ impl Publisher for mqtt_link::Publisher {
 
     fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<(), String> {
         self.try_send(topic, QoS::AtLeastOnce, false, payload)
+            .map_err(|e| e.to_string())
+    }
+
+    fn publish_retained(&mut self, topic: &str, payload: &[u8]) -> Result<(), String> {
+        self.try_send(topic, QoS::AtLeastOnce, true, payload)
             .map_err(|e| e.to_string())
     }
 }
@@ -222,6 +283,10 @@ pub struct Server {
     planner: Option<Worker<()>>,
     /// The operator interface, unless `http_listen` is off.
     http: Option<Http>,
+    /// `server/@status/{client_id}`, for the `Offline` of a clean shutdown.
+    status_topic: String,
+    /// The current connection's session (set by the registry at each ConnAck).
+    session: Arc<AtomicU32>,
 }
 
 impl Server {
@@ -230,11 +295,19 @@ impl Server {
     pub fn start(cfg: &ServerConfig) -> Result<Server, StartError> {
         let fleet_list = cfg.fleet_list().map_err(StartError::Config)?;
         let (event_tx, event_rx) = bounded(EVENT_CAPACITY);
+        let server_id = ClientId::new(&cfg.client_id).map_err(|e| {
+            StartError::Config(common::ConfigError::new("client_id", "", e.to_string()))
+        })?;
+        let status_topic = server_status_topic(&server_id);
+        let sessions = SessionStore::open(cfg.state_dir.as_deref(), wall_secs());
+        let session = Arc::new(AtomicU32::new(sessions.first));
         let mut lc = LinkConfig::new(cfg.client_id.clone(), cfg.broker.clone());
         lc.subscriptions = SERVER_SUBSCRIPTIONS
             .iter()
             .map(|t| ((*t).to_owned(), QoS::AtLeastOnce))
             .collect();
+        lc.will = Some(server_will(status_topic.clone()));
+        lc.first_session = sessions.first;
         // The broker's own figures for the metrics; a broker that denies them costs nothing.
         lc.subscriptions.extend(
             crate::broker_sys::SYS_TOPICS
@@ -255,6 +328,8 @@ impl Server {
             status: None,
             planner: None,
             http: None,
+            status_topic,
+            session: session.clone(),
         };
         let registry = Registry::new(
             Fleet::new(FleetConfig::new(
@@ -272,7 +347,8 @@ impl Server {
         .with_actions(ActionTracker::new(
             ActionConfig::new(cfg.ack_timeout, cfg.segment_retries),
             seed_action_id(),
-        ));
+        ))
+        .with_identity(&server_id, sessions, session);
         let registry = match cfg.http_listen {
             Some(addr) => {
                 let token = cfg.http_token().map_err(StartError::Token)?;
@@ -379,7 +455,12 @@ impl Server {
             w.stop_join();
         }
         if let Some(link) = self.link.take() {
-            link.shutdown(None, Duration::from_secs(2));
+            // `Offline` (epoch 0) before the DISCONNECT: a standby takes over at once.
+            let offline = server_status(Presence::Offline, self.session.load(Ordering::Acquire));
+            link.shutdown(
+                Some((self.status_topic.clone(), offline)),
+                Duration::from_secs(2),
+            );
         }
         self.registry.take().and_then(Worker::stop_join)
     }
@@ -389,6 +470,11 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop_all();
     }
+}
+
+/// The wall clock in seconds, the floor of the session counter.
+fn wall_secs() -> u32 {
+    u32::try_from(mqtt_link::daemon::wall_ms() / 1000).unwrap_or(u32::MAX)
 }
 
 /// Starts a named worker whose exit `exits` hears.

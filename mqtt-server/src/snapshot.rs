@@ -10,6 +10,7 @@ use crate::broker_sys::BrokerSys;
 use crate::counters::{Counters, RttSummary};
 use crate::dispatch::Dispatcher;
 use crate::fleet::{Fleet, OfflineReason, Pi, PiState};
+use crate::leadership::LeaderView;
 
 /// An entity's version 3 state flags (`StateReport.flags`): the byte and each flag by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -119,6 +120,8 @@ pub struct Stats {
     pub broker_connected: bool,
     pub counters: Counters,
     pub broker_sys: BrokerSys,
+    /// This server's leadership (leader or standby, epochs, changes).
+    pub leader: LeaderView,
 }
 
 /// The whole registry at one moment.
@@ -139,6 +142,8 @@ pub struct Snapshot {
     pub broker_connected: bool,
     pub counters: Counters,
     pub rtt: RttSummary,
+    /// This server's leadership: leader or standby, and who leads (docs/operator.md).
+    pub leader: Option<LeaderView>,
 }
 
 impl Snapshot {
@@ -161,7 +166,14 @@ impl Snapshot {
             broker_connected: connected,
             counters: counters.clone(),
             rtt: counters.rtt.summary(),
+            leader: None,
         }
+    }
+
+    /// With this server's leadership.
+    pub fn with_leader(mut self, leader: LeaderView) -> Self {
+        self.leader = Some(leader);
+        self
     }
 
     pub fn pi(&self, id: &str) -> Option<&PiView> {

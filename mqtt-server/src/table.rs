@@ -2,6 +2,7 @@
 //! scripts can read it (extra columns come after the seed's ones):
 //!
 //! ```text
+//! === Leader: mqtt-server-a, epoch 0x1f2 (this server mqtt-server-b: standby) ===
 //! === Active Clients: 1 ===
 //!   rpi_client_001: last_hb=127ms ago, entities=3, lost_hb=0, clock_offset=+3ms, session=1764000000
 //!     Entity 1: pos=(123, 456), angle=45000, vel=(250, -250), seg=7@50.0%, age=12ms
@@ -17,6 +18,9 @@
 //! `, clock out of range (no segment deadlines)` after its columns. An entity that no vehicle
 //! process drives (the NO_DRIVER flag, docs/vehicle-bridge.md) has `, no driver` at the end of
 //! its line.
+//!
+//! The first line is the leadership ([`leader_line`]): who leads (`none` while nobody does,
+//! as far as this server knows), the highest epoch, and this server's id and role.
 //!
 //! Pis sorted by id, entities by id; an empty line ends the table. Each section stays
 //! readable however big the registry (5,000 Pis printed 5,005 lines every second): the
@@ -171,6 +175,17 @@ fn flapping_marker(pi: &Pi, now: Instant) -> String {
 }
 
 /// The whole table as one string (printed with one write).
+/// `=== Leader: {leader}, epoch {H} (this server {id}: {role}) ===`.
+pub fn leader_line(l: &crate::leadership::LeaderView) -> String {
+    format!(
+        "=== Leader: {}, epoch {:#x} (this server {}: {}) ===\n",
+        l.leader.as_deref().unwrap_or("none"),
+        l.highest_epoch,
+        l.server_id,
+        l.role
+    )
+}
+
 pub fn render(fleet: &Fleet, now: Instant) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "=== Active Clients: {} ===", fleet.online_count());

@@ -24,7 +24,8 @@ pub mod router;
 pub mod seen;
 pub mod seen_actions;
 pub mod server_presence;
-pub mod session_store;
+/// The session counter kept in `state_dir`, shared with the server.
+pub use mqtt_link::session_store;
 pub mod simulator;
 pub mod state;
 pub mod ticker;

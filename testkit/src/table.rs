@@ -77,6 +77,14 @@ pub struct Table {
 }
 
 impl Table {
+    /// The leadership line's text (`=== Leader: {this} ===`, before the active section), if
+    /// the server printed one.
+    pub fn leader(&self) -> Option<&str> {
+        self.text
+            .lines()
+            .find_map(|l| l.strip_prefix("=== Leader: ")?.strip_suffix(" ==="))
+    }
+
     /// True when every id in `ids` is active with `entities` entity lines.
     pub fn all_active(&self, ids: &[&str], entities: usize) -> bool {
         ids.iter().all(|id| {
@@ -162,6 +170,7 @@ pub fn try_parse(text: &str) -> Result<Table, String> {
         offline_hidden: 0,
         text: text.to_owned(),
     };
+    let mut leader_seen = false;
     let mut section = Section::Start;
     let mut current: Option<String> = None;
     for line in text.lines() {
@@ -169,7 +178,15 @@ pub fn try_parse(text: &str) -> Result<Table, String> {
         if line.trim().is_empty() {
             continue;
         }
-        if let Some(n) = line
+        if let Some(l) = line
+            .strip_prefix("=== Leader: ")
+            .and_then(|r| r.strip_suffix(" ==="))
+        {
+            if section != Section::Start || leader_seen || l.is_empty() {
+                return Err(bad());
+            }
+            leader_seen = true;
+        } else if let Some(n) = line
             .strip_prefix("=== Active Clients: ")
             .and_then(|r| r.strip_suffix(" ==="))
         {
@@ -307,7 +324,9 @@ pub fn next_table(server: &Daemon, timeout: Duration) -> Option<Table> {
         if l.is_empty() {
             return !buf.is_empty();
         }
-        if l.starts_with("=== Active Clients") {
+        // A table starts with its leader line, or (older servers) its active header.
+        let leader_only = buf.starts_with("=== Leader") && buf.lines().count() == 1;
+        if l.starts_with("=== Leader") || (l.starts_with("=== Active Clients") && !leader_only) {
             buf.clear();
         } else if buf.is_empty() {
             return false;
@@ -461,6 +480,19 @@ mod tests {
 
     #[test]
     fn empty_table() {
+        let led = parse(
+            "=== Leader: srv-a, epoch 0x1f2 (this server srv-b: standby) ===\n\
+             === Active Clients: 0 ===\n=== Offline Clients: 0 ===\n\n",
+        );
+        assert_eq!(
+            led.leader(),
+            Some("srv-a, epoch 0x1f2 (this server srv-b: standby)")
+        );
+        assert!(
+            try_parse("=== Active Clients: 0 ===\n=== Leader: a ===\n=== Offline Clients: 0 ===\n")
+                .is_err(),
+            "the leader line comes first"
+        );
         let t = parse("=== Active Clients: 0 ===\n=== Offline Clients: 0 ===\n\n");
         assert_eq!(
             (t.active_count, t.offline_count, t.offline_hidden),

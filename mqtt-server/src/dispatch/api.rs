@@ -48,7 +48,7 @@ pub struct Order {
 }
 
 /// Why a segment was not sent at all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DispatchError {
     /// The server has never heard of this Pi (or forgot it).
     UnknownPi,
@@ -62,11 +62,15 @@ pub enum DispatchError {
     TooManyInFlight,
     /// The server is stopping.
     ShuttingDown,
+    /// This server is a standby: only the leader gives orders (docs/protocol.md,
+    /// "Leadership"). `leader`: the server leading now, as far as this one knows.
+    NotLeader { leader: Option<String> },
 }
 
 impl std::fmt::Display for DispatchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            DispatchError::NotLeader { .. } => "not the leader",
             DispatchError::UnknownPi => "unknown Pi",
             DispatchError::PiOffline => "Pi is offline",
             DispatchError::UnknownEntity => "the Pi has not reported this entity",
@@ -142,6 +146,8 @@ pub trait Publisher {
     fn connected(&self) -> bool;
     /// Queues a QoS 1, non-retained publish without blocking.
     fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<(), String>;
+    /// Queues a QoS 1, retained publish without blocking (the server's status and lease).
+    fn publish_retained(&mut self, topic: &str, payload: &[u8]) -> Result<(), String>;
 }
 
 /// The dispatcher's settings.

@@ -27,6 +27,11 @@
 //!   forgotten by the registry. Unaccepted segments fail (`PiOffline`) at their deadline plus
 //!   grace, unless the Pi comes back and takes them in time; those without a deadline
 //!   (version 1 Pis) fail at once.
+//! - Every segment carries the leader epoch ([`Dispatcher::set_epoch`], from
+//!   [`crate::leadership`]) when its Pi speaks protocol version 3, and none (epoch 0, as the
+//!   version 2 encoding requires) otherwise. While the server is not the leader (epoch None) no
+//!   segment is re-sent: unacknowledged ones fail at their usual deadline; a re-send after a
+//!   new lead carries the new epoch under the same id.
 //! - At most `max_in_flight` segments are tracked; finished ones are kept for `grace` to
 //!   recognise duplicate acks, then forgotten.
 //!
@@ -91,6 +96,9 @@ pub struct Dispatcher {
     pub journal: Journal,
     /// Why the next segment to finish failed or was rejected: set just before `enter`.
     reason: Option<&'static str>,
+    /// The epoch segments are stamped with: Some while this server leads (0: unfenced, a
+    /// dispatcher without leadership, as in unit tests); None on a standby (no re-sends).
+    epoch: Option<u32>,
 }
 
 impl Dispatcher {
@@ -109,7 +117,13 @@ impl Dispatcher {
             reject_limit: RateLimiter::new(Duration::from_secs(10)),
             journal: Journal::new(Instant::now(), mqtt_link::daemon::wall_ms()),
             reason: None,
+            epoch: Some(0),
         }
+    }
+
+    /// The leader epoch to stamp segments with from now on; None: not the leader.
+    pub fn set_epoch(&mut self, epoch: Option<u32>) {
+        self.epoch = epoch;
     }
 
     /// Segments tracked (unfinished, and finished within the grace period).
@@ -217,7 +231,7 @@ impl Dispatcher {
             velocity_end: spec.velocity_end,
             segment_type: spec.segment_type,
             deadline_ms,
-            epoch: 0,
+            epoch: self.epoch.unwrap_or(0),
         };
         self.send(now, &client, &segment, version, counters, out);
         counters.segments_sent += 1;
@@ -303,6 +317,12 @@ impl Dispatcher {
         out: &mut dyn Publisher,
     ) {
         let topic = client.topic(TopicKind::Segment);
+        let mut segment = *segment;
+        if version < 3 {
+            // Versions 1 and 2 carry no epoch (their encoder refuses one): not fenced.
+            segment.epoch = 0;
+        }
+        let segment = &segment;
         let sent = Message::Segment(*segment)
             .encode_as(version)
             .map_err(|e| e.to_string())
@@ -562,7 +582,7 @@ impl Dispatcher {
             let attempts = attempts + 1;
             let next_check = now + self.cfg.ack_timeout;
             self.deadlines.push(Reverse((next_check, id)));
-            let (client, segment, version) = (t.client.clone(), t.segment, t.version);
+            let (client, mut segment, version) = (t.client.clone(), t.segment, t.version);
             self.enter(
                 now,
                 id,
@@ -572,6 +592,16 @@ impl Dispatcher {
                     pi_offline,
                 },
             );
+            let Some(epoch) = self.epoch else {
+                debug!("segment {id}: not re-sent, this server no longer leads");
+                continue;
+            };
+            if segment.epoch != epoch {
+                segment.epoch = epoch;
+                if let Some(t) = self.tracked.get_mut(&id) {
+                    t.segment.epoch = epoch;
+                }
+            }
             debug!("segment {id} re-sent to {client} (attempt {attempts})");
             self.send(now, &client, &segment, version, counters, out);
             counters.segments_retried += 1;

@@ -19,6 +19,9 @@ impl Publisher for Recorder {
     fn connected(&self) -> bool {
         !self.down
     }
+    fn publish_retained(&mut self, _: &str, _: &[u8]) -> Result<(), String> {
+        panic!("the dispatcher publishes nothing retained")
+    }
     fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<(), String> {
         if self.full {
             return Err("queue full".into());
@@ -627,4 +630,46 @@ fn absurd_heartbeat_timestamps_give_no_deadline_not_a_never_expiring_one() {
     order(&mut d, t0, &mut f, "a", spec(1), None, &mut out).unwrap();
     assert_eq!(out.sent.last().unwrap().1.deadline_ms, WALL + 3000);
     assert!(!crate::table::render(&f, t0).contains("out of range"));
+}
+
+/// Version 3 Pis get the leader's epoch in every segment, re-sends too (and a new lead's
+/// epoch under the same id); version 2 Pis get version 2 segments without it; a standby
+/// (epoch None) re-sends nothing.
+#[test]
+fn segments_carry_the_leader_epoch_to_version_3_pis_only() {
+    let t0 = Instant::now();
+    let mut f = fleet_with(t0, &[]);
+    for v in [2, 3] {
+        let hb = Message::Heartbeat(Heartbeat {
+            seq: 1,
+            timestamp_ms: WALL,
+        })
+        .encode_as(v)
+        .unwrap();
+        let id = format!("v{v}");
+        f.on_live(t0, WALL, &format!("rpi/{id}/heartbeat"), hb.as_slice());
+        f.on_state(t0, &id, report(1, 0));
+        assert_eq!(f.pi(&id).unwrap().protocol, v);
+    }
+    let mut out = Recorder::default();
+    let mut d = dispatcher();
+    d.set_epoch(Some(0x1f2));
+    let id3 = order(&mut d, t0, &mut f, "v3", spec(1), None, &mut out).unwrap();
+    order(&mut d, t0, &mut f, "v2", spec(1), None, &mut out).unwrap();
+    assert_eq!(out.sent[0].1.epoch, 0x1f2);
+    assert_eq!(out.raw[0][0] >> 4, 3, "a version 3 segment");
+    assert_eq!(out.sent[1].1.epoch, 0, "no epoch for a version 2 Pi");
+    assert_eq!(out.raw[1][0] >> 4, 2, "a version 2 segment");
+
+    // A standby re-sends nothing; leading again (a new epoch), the same id with the new one.
+    d.set_epoch(None);
+    d.tick(t0 + ms(1000), &mut f.counters, &mut out);
+    assert_eq!(out.sent.len(), 2, "nothing re-sent while not leading");
+    d.set_epoch(Some(0x2f2));
+    d.tick(t0 + ms(2000), &mut f.counters, &mut out);
+    let resent: Vec<_> = out.sent[2..]
+        .iter()
+        .map(|(_, s)| (s.segment_id, s.epoch))
+        .collect();
+    assert!(resent.contains(&(id3, 0x2f2)), "{resent:?}");
 }

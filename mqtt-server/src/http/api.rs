@@ -24,6 +24,14 @@ pub fn fleet(handle: &FleetHandle) -> Response {
     }
 }
 
+/// `GET /api/leader`: this server's role, its epoch while leading, who leads.
+pub fn leader(handle: &FleetHandle) -> Response {
+    match handle.leader() {
+        Some(l) => Response::json(200, &l),
+        None => gone(),
+    }
+}
+
 /// `GET /api/pis/{id}`
 pub fn pi(handle: &FleetHandle, id: &str) -> Response {
     match handle.pi(id) {
@@ -166,6 +174,10 @@ pub fn post_segment(handle: &FleetHandle, pi: &str, entity: &str, body: &[u8]) -
     };
     match handle.dispatch(pi, spec) {
         Ok(ticket) => Response::json(202, &serde_json::json!({"segment_id": ticket.id})),
+        Err(DispatchError::NotLeader { leader }) => Response::json(
+            503,
+            &serde_json::json!({"error": "not the leader", "leader": leader}),
+        ),
         Err(e) => {
             let (status, field) = match e {
                 DispatchError::UnknownPi => (404, Some("pi")),
@@ -173,7 +185,8 @@ pub fn post_segment(handle: &FleetHandle, pi: &str, entity: &str, body: &[u8]) -
                 DispatchError::PiOffline => (409, Some("pi")),
                 DispatchError::NotConnected
                 | DispatchError::TooManyInFlight
-                | DispatchError::ShuttingDown => (503, None),
+                | DispatchError::ShuttingDown
+                | DispatchError::NotLeader { .. } => (503, None),
             };
             Response::error(status, &e.to_string(), field)
         }
@@ -227,8 +240,16 @@ pub fn parse_action_body(body: &[u8]) -> Result<ActionBody, BodyError> {
 }
 
 /// The status and the field to blame for an action that was not sent.
-fn action_error(e: ActionError) -> Response {
+fn action_error(handle: &FleetHandle, e: ActionError) -> Response {
     let (status, field) = match e {
+        // As for segments: 503 naming the server that leads.
+        ActionError::NotLeader => {
+            let leader = handle.leader().and_then(|l| l.leader);
+            return Response::json(
+                503,
+                &serde_json::json!({"error": "not the leader", "leader": leader}),
+            );
+        }
         ActionError::UnknownPi => (404, Some("pi")),
         ActionError::UnknownEntity => (404, Some("entity")),
         ActionError::PiOffline => (409, Some("pi")),
@@ -258,7 +279,7 @@ pub fn post_action(handle: &FleetHandle, pi: &str, entity: Option<&str>, body: &
     };
     match handle.action(pi, target, b.action, b.segment_id) {
         Ok(ticket) => Response::json(202, &serde_json::json!({"action_id": ticket.id})),
-        Err(e) => action_error(e),
+        Err(e) => action_error(handle, e),
     }
 }
 
@@ -280,7 +301,7 @@ pub fn post_fleet_action(handle: &FleetHandle, body: &[u8]) -> Response {
     }
     let results = match handle.stop_all() {
         Ok(r) => r,
-        Err(e) => return action_error(e),
+        Err(e) => return action_error(handle, e),
     };
     let mut sent = Vec::new();
     let mut unsupported = Vec::new();

@@ -218,6 +218,24 @@ pub fn render(s: &Stats, http: &HttpShared) -> String {
         c.publish_failures,
     );
     o.one(
+        "fleet_leader",
+        "gauge",
+        "1 while this server is the leader (dispatches segments), 0 on a standby.",
+        u8::from(s.leader.epoch.is_some()),
+    );
+    o.one(
+        "fleet_leader_epoch",
+        "gauge",
+        "The highest leader epoch this server knows (its own while it leads).",
+        s.leader.highest_epoch,
+    );
+    o.one(
+        "fleet_leader_changes_total",
+        "counter",
+        "New leader epochs seen taking over since this server started (its own included).",
+        s.leader.changes,
+    );
+    o.one(
         "fleet_broker_connected",
         "gauge",
         "1 while the server is connected to the broker.",

@@ -53,6 +53,7 @@ pub fn route(req: &super::request::Request, ctx: &HttpShared) -> Route {
             headers: vec![],
             body: vec![],
         },
+        ["api", "leader"] if get => api::leader(h),
         ["api", "events"] if get => return Route::Events,
         ["api", "pis", id] if get => api::pi(h, id),
         ["api", "segments", id] if get => api::segment(h, id),
@@ -68,6 +69,7 @@ pub fn route(req: &super::request::Request, ctx: &HttpShared) -> Route {
         [""]
         | ["metrics"]
         | ["api", "fleet"]
+        | ["api", "leader"]
         | ["api", "events"]
         | ["api", "pis", _]
         | ["api", "segments", _]

@@ -67,19 +67,17 @@ pub fn config(broker: &Broker) -> ServerConfig {
     cfg.segment_interval = Duration::ZERO;
     cfg.status_interval = Duration::ZERO;
     cfg.http_listen = None;
+    cfg.state_dir = None;
     cfg
 }
 
-/// Starts a server in-process and waits until it is connected.
+/// Starts a server in-process and waits until it is connected and leads (alone on its
+/// broker, it claims after the 1 s wait for retained messages and settles 500 ms later).
 pub fn start_server(cfg: &ServerConfig) -> Server {
     let server = Server::start(cfg).expect("server starts");
     let h = server.handle();
-    testkit::wait_for(Duration::from_secs(5), || {
-        h.snapshot().filter(|s| s.broker_connected).map(|_| ())
-    })
-    .expect("server connected within 5 s");
-    // The subscription is issued right after the ConnAck; give the SubAck a moment.
-    thread::sleep(Duration::from_millis(100));
+    h.wait_leading(Duration::from_secs(10))
+        .expect("server connected and leading within 10 s");
     server
 }
 

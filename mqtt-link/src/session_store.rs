@@ -1,12 +1,14 @@
-//! The session counter kept across restarts in the state directory (`state_dir`, default
-//! `/var/lib/rpi-client`, systemd's `StateDirectory=rpi-client`), so that it grows even when
-//! the Pi's clock is behind the session it used last (a Pi Zero 2 W has no real-time clock:
-//! after a reboot before NTP its clock can be hours behind). The first session of a run is
-//! the larger of the wall clock in seconds and the last stored session + 1; every session the
-//! link connects with is stored (`session`, a decimal line, replaced atomically).
+//! The session counter kept across restarts in a daemon's state directory (`state_dir`: the
+//! Pi's default `/var/lib/rpi-client`, the server's `/var/lib/mqtt-server`, systemd's
+//! `StateDirectory=`), so that it grows even when the clock is behind the session used last
+//! (a Pi Zero 2 W has no real-time clock: after a reboot before NTP its clock can be hours
+//! behind). The first session of a run is the larger of the wall clock in seconds and the last
+//! stored session + 1; every session the link connects with is stored (`session`, a decimal
+//! line, replaced atomically). Shared by both daemons (docs/protocol.md, "Status and
+//! sessions" and "Server presence").
 //!
 //! A missing, unreadable or unwritable directory is logged once; the daemon then runs on the
-//! wall clock alone, as before.
+//! wall clock alone.
 
 use std::fs;
 use std::io::Write;
@@ -113,7 +115,7 @@ mod tests {
 
     #[test]
     fn stores_and_reads_back() {
-        let dir = std::env::temp_dir().join(format!("rpi-session-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("link-session-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let d = dir.to_str().unwrap();
         let mut s = SessionStore::open(Some(d), 40);
