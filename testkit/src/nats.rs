@@ -367,7 +367,20 @@ impl NatsCluster {
     /// `to`, through the stepdown API with a preferred placement, and waits until `/jsz`
     /// shows it done. A scenario that kills another node then measures the loss of a node
     /// that led nothing (the daemons' own recovery); killing `to` measures the worst case.
+    /// Moving the meta leader stalls the creation of consumers (every MQTT QoS 1
+    /// subscription is one) for seconds: do it before the daemons start, and
+    /// [`NatsCluster::move_consumer_leaders_to`] once their subscriptions exist.
     pub fn move_leaders_to(&self, to: usize) {
+        self.move_to(to, true);
+    }
+
+    /// Moves the leadership of every consumer to node `to` (the meta group and the streams
+    /// stay), and waits until `/jsz` shows it done: cheap enough while clients run.
+    pub fn move_consumer_leaders_to(&self, to: usize) {
+        self.move_to(to, false);
+    }
+
+    fn move_to(&self, to: usize, all: bool) {
         let target = self.nodes[to].name.clone();
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut last = String::new();
@@ -380,9 +393,12 @@ impl NatsCluster {
                     continue;
                 }
             };
-            let elsewhere: Vec<&(String, String, String)> =
-                leaders.groups.iter().filter(|g| g.2 != target).collect();
-            let meta_elsewhere = leaders.meta.as_deref() != Some(target.as_str());
+            let elsewhere: Vec<&(String, String, String)> = leaders
+                .groups
+                .iter()
+                .filter(|g| g.2 != target && (all || !g.1.is_empty()))
+                .collect();
+            let meta_elsewhere = all && leaders.meta.as_deref() != Some(target.as_str());
             if !meta_elsewhere && elsewhere.is_empty() {
                 return;
             }
@@ -402,7 +418,7 @@ impl NatsCluster {
             }
             std::thread::sleep(Duration::from_millis(500));
         }
-        panic!("JetStream leaders not all on {target} within 30 s; last: {last}");
+        panic!("JetStream leaders not on {target} within 30 s; last: {last}");
     }
 }
 
