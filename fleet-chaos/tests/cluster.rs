@@ -17,6 +17,9 @@
 //!   measures the worst case, the loss of the node leading them all (NATS elects new leaders
 //!   after about 5 s, and MQTT CONNECTs wait for them).
 //!
+//! The long scenarios are `#[ignore]`d and run by `scripts/chaos.sh` (`make chaos`);
+//! `leader_kill_*` are not, on purpose: they fail today (below) and must be seen failing.
+//!
 //! `leader_kill_*`: kill -9 of the leading server: the standby dispatches within 2 s (its
 //! API answers 503 `{"error": "not the leader", "leader": ...}` until it leads, then 202).
 //! Written ahead of the active/standby leadership of #15 item 2: until it lands both
@@ -452,11 +455,13 @@ fn cluster_scenario(mut brokers: Brokers) {
 }
 
 #[test]
+#[ignore = "takes about 50 s (a 3-node cluster, a node lost): run by scripts/chaos.sh"]
 fn cluster_nats() {
     cluster_scenario(Brokers::nats());
 }
 
 #[test]
+#[ignore = "takes about 30 s: run by scripts/chaos.sh"]
 fn cluster_mosquitto() {
     cluster_scenario(Brokers::mosquitto());
 }
@@ -467,6 +472,7 @@ fn cluster_mosquitto() {
 /// timeout, one after the other): measured and reported, bounded at 60 s (16 and 27 s seen
 /// on the busy machine), not held to 3 s.
 #[test]
+#[ignore = "takes about 60 s (JetStream elections after a node loss): run by scripts/chaos.sh"]
 fn node_loss_with_leaders_nats() {
     let mut brokers = Brokers::nats();
     brokers.leaders_to(N1, false);
