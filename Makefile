@@ -3,10 +3,11 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help deps demo test lint build release bench cross msrv chaos fuzz clean
+.PHONY: help deps demo cluster-demo test lint build release bench cross msrv chaos fuzz clean
 
 help:
 	@echo "make demo    broker + server + two simulated Pis, live fleet table (Ctrl-C stops)"
+	@echo "make cluster-demo  the demo on a 3-node NATS cluster (MQTT), Pis spread over the nodes"
 	@echo "make test    fmt check, clippy -D warnings, the whole test suite (real mosquitto)"
 	@echo "make lint    fmt check and clippy only"
 	@echo "make release optimised binaries in target/release"
@@ -21,6 +22,9 @@ deps:
 
 demo: deps
 	@scripts/demo.sh
+
+cluster-demo: deps
+	@scripts/cluster.sh --demo
 
 lint:
 	$(CARGO) fmt --all --check

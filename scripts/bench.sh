@@ -12,7 +12,8 @@
 #
 #   BENCH_QUICK=1   short smoke run: 100 Pis, 5 s per scenario, fewer samples (~1 minute)
 #   BENCH_OPT_Z=0   skip the opt-level "z" comparison build (on by default for full runs)
-#   BENCH_ARGS=...  extra fleet-bench arguments, e.g. "ingest --sim-threads 2"
+#   BENCH_ARGS=...  extra fleet-bench arguments, e.g. "ingest --sim-threads 2", or "cluster"
+#                   (a 3-node NATS cluster against one mosquitto, docs/scaling.md; only when named)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=bench-out

@@ -3,7 +3,8 @@
 # #[ignore]d ones included (60 s broker outage, 30 s malformed flood, and as root the cut
 # network links), one at a time so the timings are not disturbed by each other. Prints a
 # table of the measured figures and writes them to bench-out/chaos.json. About 4 minutes
-# after `make test` (same build; 5 as root).
+# after `make test` (same build; 5 as root). The cluster scenarios (tests/cluster.rs) run a
+# 3-node NATS cluster: nats-server comes from scripts/install-deps.sh (`make deps`).
 #
 #   CHAOS_DAEMON_PROFILE=release  run release builds of the daemons (builds them first)
 #   CHAOS_FILTER=name             only the scenarios whose test name contains `name`

@@ -244,7 +244,8 @@ impl Events {
 }
 
 /// Parses a whole answer (`Connection: close`: the body is everything after the head, up to
-/// `Content-Length` when given).
+/// `Content-Length` when given, or decoded when `Transfer-Encoding: chunked`, as other
+/// servers' answers are, e.g. nats-server's monitoring pages).
 pub fn parse_reply(raw: &[u8]) -> std::io::Result<Reply> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
     let end = raw
@@ -270,9 +271,45 @@ pub fn parse_reply(raw: &[u8]) -> std::io::Result<Reply> {
     {
         body.truncate(n);
     }
+    if headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
+    {
+        body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
+    }
     Ok(Reply {
         status,
         headers,
         body,
     })
+}
+
+/// The payload of a chunked body (extensions and trailers ignored); None if malformed.
+fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = raw.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&raw[..eol]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        raw = &raw[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(raw.get(..size)?);
+        raw = raw.get(size + 2..)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_are_decoded() {
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3;x=1\r\n:1}\r\n0\r\n\r\n";
+        let r = parse_reply(raw).unwrap();
+        assert_eq!(r.json()["a"], 1);
+        let bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        assert!(parse_reply(bad).is_err());
+    }
 }

@@ -1,5 +1,5 @@
 //! Dev-only test harness shared by every crate's integration tests: a real `mosquitto` per
-//! test ([`broker`]), MQTT probes to publish and watch topics ([`probe`]), and daemon child
+//! test ([`broker`]) or a NATS cluster with MQTT listeners ([`nats`]), MQTT probes to publish and watch topics ([`probe`]), and daemon child
 //! processes with signals and captured logs ([`process`]), the daemon binaries built on
 //! demand ([`bins`]) and started against a broker ([`daemons`]), a process's CPU time and
 //! memory ([`procfs`]) sampled over time ([`rss`]), the mqtt-server status table read from
@@ -10,6 +10,7 @@ pub mod bins;
 pub mod broker;
 pub mod daemons;
 pub mod http;
+pub mod nats;
 pub mod probe;
 pub mod process;
 pub mod procfs;
@@ -19,6 +20,7 @@ pub mod webdriver;
 
 pub use broker::Broker;
 pub use daemons::{count_lines, spawn_pi, spawn_server};
+pub use nats::NatsCluster;
 pub use probe::Probe;
 pub use process::Daemon;
 pub use rss::RssSampler;

@@ -5,6 +5,7 @@
 
 pub mod action;
 pub mod api;
+pub mod cluster;
 pub mod codec;
 pub mod failure;
 pub mod footprint;
@@ -69,9 +70,21 @@ impl Bench {
         ramp: Duration,
         prefix: &str,
     ) -> Vec<String> {
+        self.sim_args_at(&broker.addr(), pis, duration, ramp, prefix)
+    }
+
+    /// [`Bench::sim_args`] against any broker address (e.g. one node of a NATS cluster).
+    pub fn sim_args_at(
+        &self,
+        addr: &str,
+        pis: usize,
+        duration: Duration,
+        ramp: Duration,
+        prefix: &str,
+    ) -> Vec<String> {
         vec![
             "--broker".into(),
-            broker.addr(),
+            addr.into(),
             "--pis".into(),
             pis.to_string(),
             "--entities".into(),
@@ -109,9 +122,21 @@ impl Bench {
         duration: Duration,
         prefix: &str,
     ) -> (Daemon, PathBuf, Line) {
+        self.start_sim_at(&broker.addr(), tag, pis, duration, prefix)
+    }
+
+    /// [`Bench::start_sim`] against any broker address.
+    pub fn start_sim_at(
+        &self,
+        addr: &str,
+        tag: &str,
+        pis: usize,
+        duration: Duration,
+        prefix: &str,
+    ) -> (Daemon, PathBuf, Line) {
         let json = self.out.join(format!("{tag}-sim.json"));
         let ramp = Bench::ramp(pis);
-        let mut args = self.sim_args(broker, pis, duration, ramp, prefix);
+        let mut args = self.sim_args_at(addr, pis, duration, ramp, prefix);
         args.extend(["--json".into(), json.display().to_string()]);
         let sim = self.run(
             &format!("{tag}-sim"),

@@ -1,6 +1,7 @@
 //! `fleet-bench`: the benchmark runner behind `make bench` (see scripts/bench.sh).
 //!
 //! Usage: fleet-bench [all|codec|footprint|latency|failure|ingest|load|sizes|map|api|viewers|action]...
+//!                    [cluster (not in all: NATS cluster vs mosquitto, docs/scaling.md)]
 //!                    [--quick] [--out DIR] [--sim-threads N] [--opt-z-dir DIR]
 //!                    [--pis 100,500,1000] [--seconds 30]
 //!        fleet-bench codec-json PATH
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use fleet_sim::bench::report::{IdleLatency, Results};
 use fleet_sim::bench::{
-    Bench, action, api, codec, failure, footprint, ingest, latency, machine, map, procs,
+    Bench, action, api, cluster, codec, failure, footprint, ingest, latency, machine, map, procs,
     stop_server,
 };
 
@@ -32,6 +33,7 @@ const SCENARIOS: &[&str] = &[
     "api",
     "viewers",
     "action",
+    "cluster",
 ];
 
 fn usage() -> String {
@@ -39,7 +41,7 @@ fn usage() -> String {
         "Usage: fleet-bench [SCENARIO]... [--quick] [--out DIR] [--sim-threads N] [--opt-z-dir DIR]\n\
          \x20                  [--bins DIR] [--pis 100,500,1000] [--seconds 30]\n\
          \x20      fleet-bench codec-json PATH\n\
-         Scenarios: {} (default all).\n",
+         Scenarios: {} (default all; `cluster` only when named).\n",
         SCENARIOS.join(", ")
     )
 }
@@ -256,6 +258,19 @@ fn main() -> ExitCode {
         r.write(&b);
         r.table()
     });
+    // A 3-node NATS cluster against one mosquitto: its own file (cluster.json) and table;
+    // only when named (it needs nats-server).
+    let cluster_table = wanted.iter().any(|w| w == "cluster").then(|| {
+        let pis = pis_override
+            .as_ref()
+            .and_then(|l| l.iter().max().copied())
+            .unwrap_or(if b.quick { 50 } else { 200 });
+        let secs = secs_override.unwrap_or(if b.quick { 5 } else { 20 });
+        let rounds = if b.quick { 1 } else { 3 };
+        let r = cluster::run(&b, pis, Duration::from_secs(secs), rounds);
+        r.write(&b);
+        r.table()
+    });
     res.check_targets();
     if let Err(e) = res.write(&b.out) {
         eprintln!(
@@ -272,6 +287,9 @@ fn main() -> ExitCode {
         println!("{t}");
     }
     if let Some(t) = action_table {
+        println!("{t}");
+    }
+    if let Some(t) = cluster_table {
         println!("{t}");
     }
     println!(
