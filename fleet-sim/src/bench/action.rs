@@ -165,10 +165,12 @@ fn stops(http: &Client, states: &Probe, pi: &str, n: usize, budget: Duration) ->
     let seg_body =
         r#"{"end": [100000, 0], "velocity_start": 1000, "velocity_end": 1000, "segment_type": 0}"#;
     while stop_us.len() < n && Instant::now() < deadline {
-        if !http
-            .post_json(&seg_path, seg_body)
-            .is_ok_and(|r| r.status == 202)
-        {
+        let posted = http.post_json(&seg_path, seg_body);
+        if !posted.as_ref().is_ok_and(|r| r.status == 202) {
+            eprintln!(
+                "   segment not taken: {:?}",
+                posted.map(|r| (r.status, r.text()))
+            );
             failed += 1;
             std::thread::sleep(Duration::from_millis(100));
             continue;
@@ -179,6 +181,7 @@ fn stops(http: &Client, states: &Probe, pi: &str, n: usize, budget: Duration) ->
             })
         });
         if driving.is_none() {
+            eprintln!("   entity 1 not seen driving within 2 s");
             failed += 1;
             continue;
         }
@@ -186,7 +189,8 @@ fn stops(http: &Client, states: &Probe, pi: &str, n: usize, budget: Duration) ->
         let t0 = Instant::now();
         let r = http.post_json(&act_path, r#"{"action": "stop"}"#);
         let answered = t0.elapsed();
-        if !r.is_ok_and(|r| r.status == 202) {
+        if !r.as_ref().is_ok_and(|r| r.status == 202) {
+            eprintln!("   stop not taken: {:?}", r.map(|r| (r.status, r.text())));
             failed += 1;
             continue;
         }
@@ -199,7 +203,10 @@ fn stops(http: &Client, states: &Probe, pi: &str, n: usize, budget: Duration) ->
                 stop_us.push(m.at.saturating_duration_since(t0).as_micros() as u64);
                 http_us.push(answered.as_micros() as u64);
             }
-            None => failed += 1,
+            None => {
+                eprintln!("   entity 1 not seen stopped within 2 s");
+                failed += 1;
+            }
         }
     }
     (Series::of(stop_us, failed), Series::of(http_us, 0))
@@ -238,10 +245,16 @@ pub fn run(b: &Bench, pis: usize, n: usize, budget: Duration) -> ActionResults {
         "action-watcher",
         &[&format!("rpi/{pi_id}/state")],
     );
-    // The server knows the entity once it has a state report.
+    // The server knows the entity once it has a state report, and gives orders once it
+    // leads (about 1.5 s after connecting, docs/protocol.md "Leadership").
     let known = testkit::wait_for(Duration::from_secs(10), || {
         let r = http.get(&format!("/api/pis/{pi_id}")).ok()?;
-        (r.status == 200
+        let leads = http
+            .get("/api/leader")
+            .ok()
+            .is_some_and(|l| l.status == 200 && l.json()["role"] == "leader");
+        (leads
+            && r.status == 200
             && r.json()["entities"]
                 .as_array()
                 .is_some_and(|e| !e.is_empty()))
@@ -249,7 +262,7 @@ pub fn run(b: &Bench, pis: usize, n: usize, budget: Duration) -> ActionResults {
     });
     let mut res = ActionResults::default();
     if known.is_none() {
-        eprintln!("   the server never saw {pi_id}'s entities; no figures");
+        eprintln!("   the server never led or never saw {pi_id}'s entities; no figures");
         pi.stop(Duration::from_secs(5));
         let _ = stop_server(&mut server);
         return res;
