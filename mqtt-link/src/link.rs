@@ -285,6 +285,61 @@ pub const TAKEOVER_AFTER: u64 = 3;
 /// The least wait between attempts while the session looks taken over.
 pub const TAKEOVER_BACKOFF: Duration = Duration::from_secs(5);
 
+/// The first wait before a refused subscription is asked for again; doubled per refusal.
+pub const RESUBSCRIBE_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two attempts of a refused subscription.
+pub const RESUBSCRIBE_MAX: Duration = Duration::from_secs(30);
+
+/// Subscriptions the broker refused (SubAck failure) and when to ask again: a broker may
+/// refuse for a moment (NATS answers a SUBSCRIBE with a failure while it cannot create the
+/// subscription's JetStream consumer), and without asking again a Pi would stay deaf to its
+/// segments until its next reconnect. A refusal that lasts (an ACL) is asked again at most
+/// every [`RESUBSCRIBE_MAX`], its log line rate-limited.
+#[derive(Debug, Clone, PartialEq)]
+struct Resubscribe {
+    filters: Vec<(String, QoS)>,
+    at: Instant,
+    delay: Duration,
+    attempts: u32,
+}
+
+impl Resubscribe {
+    /// After a SubAck of `codes` for `subscriptions` (a SUBSCRIBE carries them all, in order;
+    /// a re-sent one only `pending`'s): what to ask again, and when. None: nothing refused.
+    fn after_suback(
+        now: Instant,
+        codes: &[SubscribeReasonCode],
+        asked: &[(String, QoS)],
+        pending: Option<&Resubscribe>,
+    ) -> Option<Resubscribe> {
+        let refused = |c: &SubscribeReasonCode| matches!(c, SubscribeReasonCode::Failure);
+        if !codes.iter().any(refused) {
+            return None;
+        }
+        // Positional when the counts match; otherwise all of them again.
+        let filters: Vec<(String, QoS)> = if codes.len() == asked.len() {
+            asked
+                .iter()
+                .zip(codes)
+                .filter(|(_, c)| refused(c))
+                .map(|(f, _)| f.clone())
+                .collect()
+        } else {
+            asked.to_vec()
+        };
+        let (delay, attempts) = match pending {
+            Some(p) => ((p.delay * 2).min(RESUBSCRIBE_MAX), p.attempts + 1),
+            None => (RESUBSCRIBE_FIRST, 1),
+        };
+        Some(Resubscribe {
+            filters,
+            at: now + delay,
+            delay,
+            attempts,
+        })
+    }
+}
+
 impl Runner {
     fn run(mut self, conn: &mut Connection) {
         let mut limiter = RateLimiter::new(Duration::from_secs(30));
@@ -295,14 +350,42 @@ impl Runner {
         let mut connected_at: Option<Instant> = None;
         let mut flapping = false;
         let mut flaps: u64 = 0;
+        let mut refused_log = RateLimiter::new(Duration::from_secs(60));
+        // Refused subscriptions to ask for again, and what the last SUBSCRIBE asked for.
+        let mut resubscribe: Option<Resubscribe> = None;
+        let mut asked: Vec<(String, QoS)> = Vec::new();
         self.renew_will(conn);
         loop {
             if self.stop.load(Ordering::Acquire) && !self.connected.load(Ordering::Acquire) {
                 break;
             }
-            let event = match conn.recv() {
-                Ok(e) => e,
-                Err(_) => break, // every Client handle is gone
+            let event = match resubscribe.as_ref().map(|r| r.at) {
+                None => match conn.recv() {
+                    Ok(e) => e,
+                    Err(_) => break, // every Client handle is gone
+                },
+                Some(at) => match conn.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                    Ok(e) => e,
+                    Err(rumqttc::RecvTimeoutError::Timeout) => {
+                        if let Some(r) = resubscribe.as_mut() {
+                            // Asked again; the SubAck decides (a failure doubles the wait).
+                            // Until it comes, nothing else is re-sent.
+                            r.at = Instant::now() + RESUBSCRIBE_MAX;
+                            if self.connected.load(Ordering::Acquire) {
+                                asked = r.filters.clone();
+                                let subs = r
+                                    .filters
+                                    .iter()
+                                    .map(|(t, q)| rumqttc::SubscribeFilter::new(t.clone(), *q));
+                                if let Err(e) = self.client.try_subscribe_many(subs) {
+                                    error!("could not queue the subscription: {e}");
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    Err(rumqttc::RecvTimeoutError::Disconnected) => break,
+                },
             };
             // Keep-alive pings give an event at least every keep-alive, so a connection that
             // outlives the short-lived ones is noticed (and reported, after flapping).
@@ -348,6 +431,9 @@ impl Runner {
                         info!("connected to {} (session {session})", self.addr());
                     }
                     failures = 0;
+                    // Every subscription is asked for anew on each connection.
+                    resubscribe = None;
+                    asked = self.subscriptions.clone();
                     if !self.subscriptions.is_empty() {
                         let subs = self
                             .subscriptions
@@ -367,15 +453,38 @@ impl Runner {
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    if ack
-                        .return_codes
-                        .iter()
-                        .any(|c| matches!(c, SubscribeReasonCode::Failure))
-                    {
-                        error!("broker refused a subscription (check the ACL): {ack:?}");
-                    } else {
-                        debug!("subscribed: {ack:?}");
+                    let next = Resubscribe::after_suback(
+                        Instant::now(),
+                        &ack.return_codes,
+                        &asked,
+                        resubscribe.as_ref(),
+                    );
+                    match (&next, &resubscribe) {
+                        (Some(r), _) => {
+                            if let Some(held) = refused_log.check(Instant::now()) {
+                                let topics: Vec<&str> =
+                                    r.filters.iter().map(|(t, _)| t.as_str()).collect();
+                                error!(
+                                    "broker refused the subscription to {topics:?} (an ACL, or \
+                                     the broker could not take it now); asking again in {:?} \
+                                     (attempt {}){}",
+                                    r.delay,
+                                    r.attempts,
+                                    Held(held).note("more refusals")
+                                );
+                            }
+                        }
+                        (None, Some(r)) => info!(
+                            "subscribed after {} refusals: {:?}",
+                            r.attempts,
+                            r.filters
+                                .iter()
+                                .map(|(t, _)| t.as_str())
+                                .collect::<Vec<_>>()
+                        ),
+                        (None, None) => debug!("subscribed: {ack:?}"),
                     }
+                    resubscribe = next;
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                     drain_until_closed(conn);
@@ -536,4 +645,48 @@ fn not_logged(held: u64) -> String {
 /// An error with its causes, `a: b: c`.
 fn chain(e: &ConnectionError) -> String {
     crate::daemon::error_chain(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subs() -> Vec<(String, QoS)> {
+        vec![
+            ("server/pi/segment".into(), QoS::AtLeastOnce),
+            ("server/pi/action".into(), QoS::AtLeastOnce),
+            ("server/@status/+".into(), QoS::AtLeastOnce),
+        ]
+    }
+
+    #[test]
+    fn refused_subscriptions_are_asked_again_with_a_doubling_wait() {
+        let t0 = Instant::now();
+        let ok = SubscribeReasonCode::Success(QoS::AtLeastOnce);
+        let no = SubscribeReasonCode::Failure;
+        assert_eq!(
+            Resubscribe::after_suback(t0, &[ok, ok, ok], &subs(), None),
+            None,
+            "nothing refused"
+        );
+        // Positional: only the refused one is asked again, after RESUBSCRIBE_FIRST.
+        let r = Resubscribe::after_suback(t0, &[ok, no, ok], &subs(), None).unwrap();
+        assert_eq!(r.filters, vec![subs()[1].clone()]);
+        assert_eq!(
+            (r.at, r.delay, r.attempts),
+            (t0 + RESUBSCRIBE_FIRST, RESUBSCRIBE_FIRST, 1)
+        );
+        // Refused again: twice the wait, up to RESUBSCRIBE_MAX.
+        let mut p = r;
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            p = Resubscribe::after_suback(t0, &[no], &p.filters.clone(), Some(&p)).unwrap();
+            delays.push(p.delay.as_secs());
+        }
+        assert_eq!(delays, [2, 4, 8, 16, 30, 30, 30, 30]);
+        assert_eq!(p.attempts, 9);
+        // A SubAck that does not match what was asked: everything again.
+        let r = Resubscribe::after_suback(t0, &[no], &subs(), None).unwrap();
+        assert_eq!(r.filters, subs());
+    }
 }
