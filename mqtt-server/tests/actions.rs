@@ -211,9 +211,13 @@ fn a_stop_halts_at_once_and_cancels_the_running_and_queued_segments() {
 
     // The same action delivered again (as a QoS 1 re-delivery would): answered from the
     // Pi's memory, nothing executed again; the server counts the second answer a duplicate.
+    let epoch = http.get(&format!("/api/actions/{id}")).unwrap().json()["epoch"]
+        .as_u64()
+        .expect("the action's epoch") as u32;
+    assert_ne!(epoch, 0, "stamped with the leader's epoch");
     let again = Action {
         action_id: id as u32,
-        epoch: 0,
+        epoch,
         target: Target::Entity(1),
         action: ActionKind::Stop,
         segment_id: 0,

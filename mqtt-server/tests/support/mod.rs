@@ -42,8 +42,18 @@ pub fn server_with_http(broker: &Broker, extra: &[&str]) -> (Daemon, testkit::ht
     args.extend_from_slice(extra);
     let server = spawn_server(broker, &args);
     let http = testkit::http::Client::new(addr);
-    testkit::wait_for(Duration::from_secs(10), || http.get("/api/fleet").ok())
-        .unwrap_or_else(|| panic!("the HTTP interface answers; stderr:\n{}", server.stderr()));
+    // Alone on its broker, the server leads about 1.5 s after connecting; until then it
+    // refuses orders (503 "not the leader").
+    testkit::wait_for(Duration::from_secs(10), || {
+        let r = http.get("/api/leader").ok()?;
+        (r.status == 200 && r.json()["role"] == "leader").then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the HTTP interface answers and the server leads; stderr:\n{}",
+            server.stderr()
+        )
+    });
     (server, http)
 }
 
