@@ -11,19 +11,18 @@
 //! - kill -9 of node 2, where two Pis are: each reconnects to the next node of its list and is
 //!   tracked again by both servers within 3 s on mosquitto; on NATS the figure is reported
 //!   and held to 15 s (why: `Brokers::node_loss_limit`); the segment one of them had accepted (sent
-//!   through server A's API) completes; no segment runs twice (the state stream, watched on
+//!   through the leading server's API) completes; no segment runs twice (the state stream, watched on
 //!   node 3). On NATS the JetStream leaders (Raft groups of the MQTT layer) are first moved to
 //!   node 3, so this measures the daemons' own recovery; `node_loss_with_leaders_nats`
 //!   measures the worst case, the loss of the node leading them all (NATS elects new leaders
 //!   after about 5 s, and MQTT CONNECTs wait for them).
 //!
 //! The long scenarios are `#[ignore]`d and run by `scripts/chaos.sh` (`make chaos`);
-//! `leader_kill_*` are not, on purpose: they fail today (below) and must be seen failing.
+//! `leader_kill_*` are not (they take about 10 s).
 //!
 //! `leader_kill_*`: kill -9 of the leading server: the standby dispatches within 2 s (its
 //! API answers 503 `{"error": "not the leader", "leader": ...}` until it leads, then 202).
-//! Written ahead of the active/standby leadership of #15 item 2: until it lands both
-//! servers dispatch, and these tests fail at their first check (exactly one leader).
+//! Segments of the other scenarios go through whichever server leads ([`Fleet::leader`]).
 
 use std::time::{Duration, Instant};
 
@@ -235,6 +234,22 @@ struct Fleet {
     b: Server,
 }
 
+impl Fleet {
+    /// The server that leads (the other answers orders with 503), once one does.
+    fn leader(&self) -> &Server {
+        let leads = |s: &Server| {
+            s.api
+                .get("/api/leader")
+                .ok()
+                .is_some_and(|r| r.status == 200 && r.json()["role"] == "leader")
+        };
+        testkit::wait_for(Duration::from_secs(10), || {
+            [&self.a, &self.b].into_iter().find(|s| leads(s))
+        })
+        .expect("one of the two servers leads within 10 s")
+    }
+}
+
 fn start_fleet(brokers: &Brokers) -> Fleet {
     let a = server(brokers, N3, "server-a");
     let b = server(brokers, N1, "server-b");
@@ -377,18 +392,19 @@ fn cluster_scenario(mut brokers: Brokers) {
     .unwrap_or_else(|| panic!("{kind}: no retained will of {victim} on node 2"));
     drop(lost);
 
-    // A segment accepted by a Pi on node 2, through server A.
+    // A segment accepted by a Pi on node 2, through the leading server (on node 3 or 1:
+    // losing node 2 does not change who leads).
     let driver = "pi-n2-a";
-    let (code, body) = fleet.a.post_segment(driver, 1, 2000);
+    let leader = fleet.leader();
+    let (code, body) = leader.post_segment(driver, 1, 2000);
     assert_eq!(code, 202, "{kind}: segment not sent: {body}");
     let seg = body["segment_id"].as_u64().expect("a segment id");
     assert!(
-        fleet
-            .a
-            .wait_segment(seg, "accepted", Duration::from_secs(5)),
+        leader.wait_segment(seg, "accepted", Duration::from_secs(5)),
         "{kind}: segment {seg} not accepted: {}",
-        fleet.a.segment_state(seg)
+        leader.segment_state(seg)
     );
+    let leader_id = leader.id;
 
     // kill -9 of node 2.
     let on_n2: Vec<&str> = PIS
@@ -408,10 +424,13 @@ fn cluster_scenario(mut brokers: Brokers) {
         .collect();
     let recovery = back_all(&watched, from, Duration::from_secs(20));
     let worst = *recovery.iter().max().expect("two Pis");
-    let completed = fleet
-        .a
-        .wait_segment(seg, "completed", Duration::from_secs(20));
-    let state = fleet.a.segment_state(seg);
+    let leader = if fleet.a.id == leader_id {
+        &fleet.a
+    } else {
+        &fleet.b
+    };
+    let completed = leader.wait_segment(seg, "completed", Duration::from_secs(20));
+    let state = leader.segment_state(seg);
     // The last states in: one more report period after the completion.
     std::thread::sleep(Duration::from_millis(500));
     let record = watch.record();
