@@ -4,12 +4,15 @@
 # the server's live table. Ctrl-C stops all.
 #
 #   DEMO_PIS=2  DEMO_ENTITIES=1,2,3  DEMO_SECONDS=0 (until Ctrl-C)  DEMO_HTTP=127.0.0.1:8080
+#   DEMO_BRIDGE=1: the last Pi drives its vehicles through the vehicle bridge
+#   (docs/vehicle-bridge.md) with the Python reference vehicle, examples/python/vehicle.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PIS=${DEMO_PIS:-2}
 ENTITIES=${DEMO_ENTITIES:-1,2,3}
 DURATION=${DEMO_SECONDS:-0}   # 0 = until Ctrl-C
+BRIDGE=${DEMO_BRIDGE:-0}
 RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/fleet-demo.XXXXXX")
 
 MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
@@ -76,18 +79,36 @@ for _ in $(seq 100); do
   sleep 0.05
 done
 
+last=$(printf "%03g" "$PIS")
 for n in $(seq -f "%03g" 1 "$PIS"); do
+  vehicle=()
+  if [ "$BRIDGE" = 1 ] && [ "$n" = "$last" ]; then
+    vehicle=(--vehicle bridge --bridge-socket "$RUN_DIR/vehicle_$n.sock")
+  fi
+  # Each Pi keeps its session counter in its own state directory.
+  mkdir -p "$RUN_DIR/state_$n"
   target/release/rpi-client --config /dev/null --broker "127.0.0.1:$PORT" \
-    --client-id "rpi_client_$n" --entities "$ENTITIES" 2>"$RUN_DIR/rpi_client_$n.log" &
+    --client-id "rpi_client_$n" --entities "$ENTITIES" --state-dir "$RUN_DIR/state_$n" \
+    "${vehicle[@]}" 2>"$RUN_DIR/rpi_client_$n.log" &
   pids+=($!)
 done
+if [ "$BRIDGE" = 1 ]; then
+  # The vehicle process connects once rpi-client has its socket; until then (and whenever it
+  # is not running) the server shows those vehicles as "no driver".
+  for _ in $(seq 100); do [ -S "$RUN_DIR/vehicle_$last.sock" ] && break; sleep 0.05; done
+  python3 examples/python/vehicle.py --socket "$RUN_DIR/vehicle_$last.sock" \
+    --entities "$ENTITIES" 2>"$RUN_DIR/vehicle_$last.log" &
+  pids+=($!)
+  echo "demo: rpi_client_$last drives its vehicles through the bridge (examples/python/vehicle.py)" >&2
+fi
 
 echo "demo: broker on 127.0.0.1:$PORT, $PIS Pis; logs in $RUN_DIR; Ctrl-C stops everything" >&2
 # The server writes the table straight to stdout (no pipe): on a terminal it clears the screen
 # and redraws the whole table in one write, with the map's URL on top; piped or redirected, the
 # tables follow each other line by line.
+mkdir -p "$RUN_DIR/state_server"
 target/release/mqtt-server --config /dev/null --broker "127.0.0.1:$PORT" --http-listen "$HTTP" \
-  2>"$RUN_DIR/mqtt-server.log" &
+  --state-dir "$RUN_DIR/state_server" 2>"$RUN_DIR/mqtt-server.log" &
 pids+=($!)
 
 if [ "$DURATION" -gt 0 ]; then

@@ -16,11 +16,18 @@
 # then systemctl daemon-reload, `systemctl enable --now` (or enable + restart when it already runs,
 # so that a redeploy runs the new binary) and shows `systemctl status`. The files travel through a fresh private temp dir on the Pi, removed at the end.
 # Default paths are relative to the repository root; paths given as options to the current directory.
+#
+# Real vehicles (`vehicle = bridge` in the config, docs/vehicle-bridge.md): the vehicle process
+# runs as its own systemd unit next to rpi-client, in the group of the bridge socket
+# (/run/rpi-client/vehicle.sock, group rpi-client or `bridge_group`), e.g. for the reference
+# Python vehicle: copy examples/python/vehicle.py to /opt/fleet/ and install the unit shown in
+# docs/deployment.md ("A bridge vehicle"), `After=rpi-client.service`, `Restart=always`; this
+# script does not install it (the vehicle code is the team's own).
 set -euo pipefail
 
 die() { echo "deploy-pi: error: $*" >&2; exit 1; }
 warn() { echo "deploy-pi: warning: $*" >&2; }
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit "${1:-2}"; }
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2; exit "${1:-2}"; }
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DRY=0
