@@ -85,11 +85,13 @@ for n in $(seq -f "%03g" 1 "$PIS"); do
   if [ "$BRIDGE" = 1 ] && [ "$n" = "$last" ]; then
     vehicle=(--vehicle bridge --bridge-socket "$RUN_DIR/vehicle_$n.sock")
   fi
-  # Each Pi keeps its session counter in its own state directory.
+  # Each Pi keeps its session counter in its own state directory, and its vehicles start
+  # on their own row of the map, 2 m apart.
   mkdir -p "$RUN_DIR/state_$n"
+  origin="0,$(( (10#$n - 1) * 2000 ))"
   target/release/rpi-client --config /dev/null --broker "127.0.0.1:$PORT" \
     --client-id "rpi_client_$n" --entities "$ENTITIES" --state-dir "$RUN_DIR/state_$n" \
-    "${vehicle[@]}" 2>"$RUN_DIR/rpi_client_$n.log" &
+    --sim-origin "$origin" "${vehicle[@]}" 2>"$RUN_DIR/rpi_client_$n.log" &
   pids+=($!)
 done
 if [ "$BRIDGE" = 1 ]; then
@@ -97,7 +99,8 @@ if [ "$BRIDGE" = 1 ]; then
   # is not running) the server shows those vehicles as "no driver".
   for _ in $(seq 100); do [ -S "$RUN_DIR/vehicle_$last.sock" ] && break; sleep 0.05; done
   python3 examples/python/vehicle.py --socket "$RUN_DIR/vehicle_$last.sock" \
-    --entities "$ENTITIES" 2>"$RUN_DIR/vehicle_$last.log" &
+    --entities "$ENTITIES" --origin "0,$(( (10#$last - 1) * 2000 ))" \
+    2>"$RUN_DIR/vehicle_$last.log" &
   pids+=($!)
   echo "demo: rpi_client_$last drives its vehicles through the bridge (examples/python/vehicle.py)" >&2
 fi

@@ -87,9 +87,9 @@ class Run:
 class Entity:
     """One vehicle: the built-in simulator's motion (rpi-mqtt-client/src/simulator.rs)."""
 
-    def __init__(self, entity_id, x, depth):
+    def __init__(self, entity_id, x, y, depth):
         self.id = entity_id
-        self.x, self.y = float(x), 0.0
+        self.x, self.y = float(x), float(y)
         self.angle = 0
         self.speed = 0.0
         self.run = None
@@ -219,9 +219,21 @@ def main():
     p.add_argument("--socket", default="/run/rpi-client/vehicle.sock")
     p.add_argument("--entities", required=True, help="entity ids, e.g. 1,2")
     p.add_argument("--queue-depth", type=int, default=8)
+    p.add_argument(
+        "--origin",
+        default="0,0",
+        help="x,y in mm where entity i of the list starts at (x + i * 1000, y), like "
+        "rpi-client's sim_origin",
+    )
     args = p.parse_args()
     ids = [int(e) for e in args.entities.split(",") if e.strip()]
-    fleet = {e: Entity(e, i * 1000, args.queue_depth) for i, e in enumerate(ids)}
+    try:
+        ox, oy = (int(v) for v in args.origin.split(","))
+    except ValueError:
+        p.error("--origin: x,y in mm, e.g. 0,5000")
+    fleet = {
+        e: Entity(e, ox + i * 1000, oy, args.queue_depth) for i, e in enumerate(ids)
+    }
 
     conn = Connection(args.socket)
     hello = struct.pack("<BBBB", HELLO, BRIDGE_VERSION, CAP_PAUSE | CAP_CANCEL, len(ids))

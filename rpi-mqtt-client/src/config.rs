@@ -23,6 +23,7 @@ pub const OWN_KEYS: &[&str] = &[
     "state_interval",
     "log_level",
     "queue_depth",
+    "sim_origin",
     "server_lost_stop_after",
     "state_dir",
     "vehicle",
@@ -140,7 +141,8 @@ pub fn keys() -> Vec<&'static str> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub client_id: ClientId,
-    /// The entities this Pi drives, in order; entity `i` (0-based) starts at `(i * 1000, 0)`.
+    /// The entities this Pi drives, in order; simulated entity `i` (0-based) starts at
+    /// `sim_origin + (i * 1000, 0)`.
     pub entities: Vec<u32>,
     pub heartbeat_interval: Duration,
     /// Each entity's state is published once per interval.
@@ -148,6 +150,8 @@ pub struct Config {
     pub log_level: LevelFilter,
     /// Segments that may wait per entity behind the one being executed.
     pub queue_depth: usize,
+    /// Where the simulated entities start, mm (`x,y`): Pis of one demo or test apart.
+    pub sim_origin: (i32, i32),
     /// Pause every vehicle when no server has been online for this long (None: never).
     pub server_lost_stop_after: Option<Duration>,
     /// Directory of the persisted session counter; None (`off`): the wall clock alone.
@@ -180,6 +184,7 @@ struct Draft {
     state_interval: Duration,
     log_level: LevelFilter,
     queue_depth: usize,
+    sim_origin: (i32, i32),
     server_lost_stop_after: Option<Duration>,
     state_dir: Option<String>,
     vehicle: VehicleKind,
@@ -196,6 +201,7 @@ impl Default for Draft {
             state_interval: DEFAULT_STATE,
             log_level: LevelFilter::Info,
             queue_depth: DEFAULT_QUEUE_DEPTH,
+            sim_origin: (0, 0),
             server_lost_stop_after: None,
             state_dir: Some(DEFAULT_STATE_DIR.to_owned()),
             vehicle: VehicleKind::Simulator,
@@ -269,6 +275,7 @@ impl Draft {
                         format!("{value:?}: must be a whole number from 1 to {MAX_QUEUE_DEPTH}")
                     })?;
             }
+            "sim_origin" => self.sim_origin = parse_origin(value)?,
             "server_lost_stop_after" => {
                 self.server_lost_stop_after = match value.trim() {
                     "off" => None,
@@ -351,6 +358,7 @@ impl Draft {
             state_interval: self.state_interval,
             log_level: self.log_level,
             queue_depth: self.queue_depth,
+            sim_origin: self.sim_origin,
             server_lost_stop_after: self.server_lost_stop_after,
             state_dir: self.state_dir,
             vehicle: self.vehicle,
@@ -366,6 +374,20 @@ impl Draft {
 pub use mqtt_link::daemon::system_hostname;
 
 /// The schema for `keys` (see [`keys`]).
+/// `x,y` in mm, each within +-1,000,000,000 (so that positions stay far from i32's ends).
+fn parse_origin(value: &str) -> Result<(i32, i32), String> {
+    const LIMIT: i32 = 1_000_000_000;
+    let bad = || format!("{value:?}: must be x,y in mm, e.g. 0,5000 (each within +-{LIMIT})");
+    let (x, y) = value.trim().split_once(',').ok_or_else(bad)?;
+    let num = |v: &str| {
+        v.trim()
+            .parse::<i32>()
+            .ok()
+            .filter(|n| (-LIMIT..=LIMIT).contains(n))
+    };
+    Ok((num(x).ok_or_else(bad)?, num(y).ok_or_else(bad)?))
+}
+
 pub fn schema<'a>(keys: &'a [&'a str]) -> Schema<'a> {
     Schema {
         keys,
@@ -440,7 +462,8 @@ impl Config {
         let entities: Vec<String> = self.entities.iter().map(|e| e.to_string()).collect();
         format!(
             "client_id = {}\nentities = {}\nheartbeat_interval = {}\nstate_interval = {}\n\
-             log_level = {}\nqueue_depth = {}\nserver_lost_stop_after = {}\nstate_dir = {}\n\
+             log_level = {}\nqueue_depth = {}\nsim_origin = {},{}\nserver_lost_stop_after = {}\n\
+             state_dir = {}\n\
              vehicle = {}\nbridge_socket = {}\nbridge_group = {}\nbridge_mode = {:04o}\n\
              bridge_timeout = {}\n{}",
             self.client_id,
@@ -449,6 +472,8 @@ impl Config {
             format_duration(self.state_interval),
             self.log_level.to_string().to_ascii_lowercase(),
             self.queue_depth,
+            self.sim_origin.0,
+            self.sim_origin.1,
             self.server_lost_stop_after
                 .map_or_else(|| "off".to_owned(), format_duration),
             self.state_dir.as_deref().unwrap_or("off"),
@@ -520,7 +545,7 @@ mod tests {
     #[test]
     fn every_key_in_every_spelling() {
         let file = "client_id = file-id\nentities = 4, 5\nheartbeat_interval = 1.5s\n\
-                    state_interval = 50ms\nlog_level = debug\nqueue_depth = 3\n\
+                    state_interval = 50ms\nlog_level = debug\nqueue_depth = 3\nsim_origin = -250, 4000\n\
                     broker = broker.lan:1884\nkeep_alive = 10s\n";
         let c = run_config(
             parse_with(
@@ -540,6 +565,7 @@ mod tests {
         assert_eq!(c.state_interval, Duration::from_millis(20));
         assert_eq!(c.log_level, LevelFilter::Debug);
         assert_eq!(c.queue_depth, 3);
+        assert_eq!(c.sim_origin, (-250, 4000));
         assert_eq!(c.broker.addrs.to_string(), "broker.lan:1884");
         assert_eq!(c.broker.keep_alive, Duration::from_secs(10));
     }
@@ -560,6 +586,15 @@ mod tests {
             ("entities = \n", "entities: \"\": empty entity id"),
             ("entities = 1,x\n", "entities: \"x\" is not an entity id"),
             ("queue_depth = 0\n", "queue_depth: \"0\": must be"),
+            ("sim_origin = 5\n", "sim_origin: \"5\": must be x,y in mm"),
+            (
+                "sim_origin = 1,x\n",
+                "sim_origin: \"1,x\": must be x,y in mm",
+            ),
+            (
+                "sim_origin = 0,2000000000\n",
+                "sim_origin: \"0,2000000000\": must be",
+            ),
             (
                 "server_lost_stop_after = 100ms\n",
                 "server_lost_stop_after: 100ms is too short: at least 500ms (or off)",

@@ -371,7 +371,7 @@ mod tests {
 
     #[test]
     fn duplicates_are_answered_not_executed() {
-        let mut e = Entities::new(fleet(&[1, 2], 1), 1);
+        let mut e = Entities::new(fleet(&[1, 2], 1, (0, 0)), 1);
         assert_eq!(
             outcome(e.on_segment(&seg(1, 10, 100), NOW)),
             (AckOutcome::Accepted, false)
@@ -409,7 +409,7 @@ mod tests {
 
     #[test]
     fn rejections_are_remembered_and_unknown_entities_refused() {
-        let mut e = Entities::new(fleet(&[1], 1), 1);
+        let mut e = Entities::new(fleet(&[1], 1, (0, 0)), 1);
         let r = e.on_segment(&seg(9, 1, 100), NOW);
         assert_eq!(
             outcome(r),
@@ -430,7 +430,7 @@ mod tests {
 
     #[test]
     fn late_segments_are_refused_but_repeats_answered_from_memory() {
-        let mut e = Entities::new(fleet(&[1], 1), 4);
+        let mut e = Entities::new(fleet(&[1], 1, (0, 0)), 4);
         let mut on_time = seg(1, 1, 100);
         on_time.deadline_ms = NOW;
         assert_eq!(
@@ -468,7 +468,7 @@ mod tests {
 
     #[test]
     fn stop_pause_resume_cancel_and_the_fence() {
-        let mut e = Entities::new(fleet(&[1, 2], 4), 4);
+        let mut e = Entities::new(fleet(&[1, 2], 4, (0, 0)), 4);
         for id in 1..=3 {
             e.on_segment(&seg(1, id, 100_000), NOW);
         }

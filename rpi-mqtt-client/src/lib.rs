@@ -95,7 +95,8 @@ impl std::error::Error for RunError {
 pub fn run(config: Config, shutdown: Receiver<()>) -> Result<(), RunError> {
     match config.vehicle {
         config::VehicleKind::Simulator => {
-            let vehicles = simulator::fleet(&config.entities, config.queue_depth);
+            let vehicles =
+                simulator::fleet(&config.entities, config.queue_depth, config.sim_origin);
             run_with(config, shutdown, vehicles)
         }
         config::VehicleKind::Bridge => {

@@ -329,13 +329,18 @@ impl Vehicle for Simulator {
 }
 
 /// The default fleet of a Pi: one simulator per configured entity, entity `i` (0-based
-/// position in the list) starting at `(i * 1000, 0)` so that their poses differ.
-pub fn fleet(entities: &[u32], queue_depth: usize) -> Vec<(u32, Box<dyn Vehicle>)> {
+/// position in the list) starting at `origin + (i * 1000, 0)` so that their poses differ.
+pub fn fleet(
+    entities: &[u32],
+    queue_depth: usize,
+    origin: (i32, i32),
+) -> Vec<(u32, Box<dyn Vehicle>)> {
     entities
         .iter()
         .enumerate()
         .map(|(i, id)| {
-            let v: Box<dyn Vehicle> = Box::new(Simulator::new(i as i32 * 1000, 0, queue_depth));
+            let x = origin.0.saturating_add(i as i32 * 1000);
+            let v: Box<dyn Vehicle> = Box::new(Simulator::new(x, origin.1, queue_depth));
             (*id, v)
         })
         .collect()
@@ -542,9 +547,12 @@ mod tests {
 
     #[test]
     fn fleet_starts_at_distinct_poses() {
-        let f = fleet(&[4, 9, 2], 8);
+        let f = fleet(&[4, 9, 2], 8, (0, 0));
         let xs: Vec<(u32, i32)> = f.iter().map(|(id, v)| (*id, v.state().x)).collect();
         assert_eq!(xs, vec![(4, 0), (9, 1000), (2, 2000)]);
+        let f = fleet(&[4, 9], 8, (-500, 7000));
+        let at: Vec<(i32, i32)> = f.iter().map(|(_, v)| (v.state().x, v.state().y)).collect();
+        assert_eq!(at, vec![(-500, 7000), (500, 7000)]);
     }
 
     /// The closed form against a fine numerical integration (1 ms midpoint steps), for each
