@@ -286,9 +286,11 @@ pub const TAKEOVER_AFTER: u64 = 3;
 pub const TAKEOVER_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The first wait before a refused subscription is asked for again; doubled per refusal.
-pub const RESUBSCRIBE_FIRST: Duration = Duration::from_secs(1);
+/// Not shorter: NATS stops reading the client (heartbeats included) for up to 5 s while it
+/// tries to create the subscription's consumer, so quick retries would keep a Pi silent.
+pub const RESUBSCRIBE_FIRST: Duration = Duration::from_secs(5);
 /// The longest wait between two attempts of a refused subscription.
-pub const RESUBSCRIBE_MAX: Duration = Duration::from_secs(30);
+pub const RESUBSCRIBE_MAX: Duration = Duration::from_secs(60);
 
 /// Subscriptions the broker refused (SubAck failure) and when to ask again: a broker may
 /// refuse for a moment (NATS answers a SUBSCRIBE with a failure while it cannot create the
@@ -683,7 +685,7 @@ mod tests {
             p = Resubscribe::after_suback(t0, &[no], &p.filters.clone(), Some(&p)).unwrap();
             delays.push(p.delay.as_secs());
         }
-        assert_eq!(delays, [2, 4, 8, 16, 30, 30, 30, 30]);
+        assert_eq!(delays, [10, 20, 40, 60, 60, 60, 60, 60]);
         assert_eq!(p.attempts, 9);
         // A SubAck that does not match what was asked: everything again.
         let r = Resubscribe::after_suback(t0, &[no], &subs(), None).unwrap();

@@ -108,13 +108,13 @@ fn a_refused_subscription_is_asked_again_and_then_delivers() {
         .expect("a SUBSCRIBE");
     assert_eq!(first, ["server/pi-r/segment", "server/pi-r/action"]);
     let (t2, second) = seen_rx
-        .recv_timeout(Duration::from_secs(5))
+        .recv_timeout(Duration::from_secs(10))
         .expect("the refused filter asked for again");
     assert_eq!(second, ["server/pi-r/action"], "only the refused one");
     let waited = t2 - t1;
     assert!(
-        waited >= Duration::from_millis(800) && waited <= Duration::from_secs(3),
-        "asked again after {waited:?} (the first wait is 1 s)"
+        waited >= Duration::from_millis(4800) && waited <= Duration::from_secs(8),
+        "asked again after {waited:?} (the first wait is 5 s)"
     );
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut got = None;
