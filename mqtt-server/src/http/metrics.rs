@@ -42,6 +42,17 @@ impl Out {
         self.family(name, kind, help);
         self.sample(name, &[], value);
     }
+
+    /// A histogram family: its cumulative buckets, `+Inf`, sum and count.
+    fn histogram(&mut self, name: &str, help: &str, h: &crate::counters::RttHistogram) {
+        self.family(name, "histogram", help);
+        for (le, n) in &h.buckets {
+            self.sample(&format!("{name}_bucket"), &[("le", &le.to_string())], n);
+        }
+        self.sample(&format!("{name}_bucket"), &[("le", "+Inf")], h.count);
+        self.sample(&format!("{name}_sum"), &[], h.sum_seconds);
+        self.sample(&format!("{name}_count"), &[], h.count);
+    }
 }
 
 fn escape(v: &str) -> String {
@@ -135,19 +146,11 @@ pub fn render(s: &Stats, http: &HttpShared) -> String {
         "Accepted segments whose Pi went offline, waiting for its word.",
         s.segments_stranded,
     );
-    let h = c.rtt.histogram();
-    let name = "fleet_segment_accept_latency_seconds";
-    o.family(
-        name,
-        "histogram",
+    o.histogram(
+        "fleet_segment_accept_latency_seconds",
         "Time from a segment's first publication to its Accepted ack.",
+        &c.rtt.histogram(),
     );
-    for (le, n) in &h.buckets {
-        o.sample(&format!("{name}_bucket"), &[("le", &le.to_string())], n);
-    }
-    o.sample(&format!("{name}_bucket"), &[("le", "+Inf")], h.count);
-    o.sample(&format!("{name}_sum"), &[], h.sum_seconds);
-    o.sample(&format!("{name}_count"), &[], h.count);
     o.one(
         "fleet_actions_sent_total",
         "counter",
@@ -198,19 +201,11 @@ pub fn render(s: &Stats, http: &HttpShared) -> String {
         "Instant actions waiting for their ack.",
         s.actions_in_flight,
     );
-    let h = c.action_rtt.histogram();
-    let name = "fleet_action_ack_latency_seconds";
-    o.family(
-        name,
-        "histogram",
+    o.histogram(
+        "fleet_action_ack_latency_seconds",
         "Time from an action's first publication to its ack.",
+        &c.action_rtt.histogram(),
     );
-    for (le, n) in &h.buckets {
-        o.sample(&format!("{name}_bucket"), &[("le", &le.to_string())], n);
-    }
-    o.sample(&format!("{name}_bucket"), &[("le", "+Inf")], h.count);
-    o.sample(&format!("{name}_sum"), &[], h.sum_seconds);
-    o.sample(&format!("{name}_count"), &[], h.count);
     o.one(
         "fleet_publish_failures_total",
         "counter",
