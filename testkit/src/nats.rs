@@ -530,11 +530,22 @@ mod tests {
         assert_eq!(list, format!("{},{},{}", c.addr(1), c.addr(2), c.addr(0)));
         let publisher = Probe::connect(c.mqtt_port(0), "tk-pub", &[]);
         publisher.publish("tk/retained", b"hello", QoS::AtLeastOnce, true);
-        // Retained on node 1, read on node 3.
-        let reader = Probe::connect(c.mqtt_port(2), "tk-read", &["tk/#"]);
-        let seen = reader
-            .wait_for(Duration::from_secs(10), |s| s.topic == "tk/retained")
-            .expect("the retained message on another node");
+        // Retained on node 1, read on node 3. NATS stores the message in a JetStream stream
+        // and each node learns it from its own consumer of that stream: a subscription made on
+        // node 3 before it applied the message gets nothing. So: a fresh subscription every
+        // 2 s until it arrives, for at most 20 s (it took > 10 s once on a loaded CI machine).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let seen = loop {
+            let reader = Probe::connect(c.mqtt_port(2), "tk-read", &["tk/#"]);
+            if let Some(s) = reader.wait_for(Duration::from_secs(2), |s| s.topic == "tk/retained")
+            {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the retained message never reached another node within 20 s"
+            );
+        };
         assert!(seen.retain && seen.payload == b"hello");
         // With every JetStream leader on node 1, the loss of node 2 stalls nothing.
         c.move_leaders_to(0);
