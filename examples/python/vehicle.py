@@ -6,8 +6,9 @@ along the segments it gets, with the motion of rpi-client's built-in simulator: 
 (segment_type 0), the speed ramping linearly with distance from velocity_start to velocity_end
 but never below 10 mm/s, a jump to the segment's start when the entity is elsewhere, a first-in
 first-out queue. It answers every segment (accepted, then completed; or rejected with a
-protocol reason), executes stop/pause/resume/cancel, and sends each entity's state every 50 ms
-while driving and every 200 ms when idle. It exits (status 1) when the daemon closes the
+protocol reason), executes stop/pause/resume/cancel, and sends every entity's state every 100 ms
+while driving (the daemon's default state_interval) and every 200 ms when idle, all of a
+round in one write (the daemon's reader wakes once for them). It exits (status 1) when the daemon closes the
 connection: a real vehicle halts then, and systemd restarts the process.
 
     python3 examples/python/vehicle.py --socket /run/rpi-client/vehicle.sock --entities 1,2
@@ -52,7 +53,7 @@ STOP, PAUSE, RESUME, CANCEL = 1, 2, 3, 4
 
 MIN_SPEED = 10.0  # mm/s, as the built-in simulator
 STEP = 0.02  # s between motion steps
-STATE_DRIVING = 0.05  # s between state frames while driving
+STATE_DRIVING = 0.1  # s between state frames while driving (the daemon's default state_interval)
 STATE_IDLE = 0.2  # s between state frames when idle (the daemon's bridge_timeout is >= 100 ms)
 
 
@@ -190,9 +191,18 @@ class Connection:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(path)
         self.buf = b""
+        self.out = []
 
     def send(self, payload):
-        self.sock.sendall(frame(payload))
+        """Queues a frame; flush() writes what is queued at once."""
+        self.out.append(frame(payload))
+
+    def flush(self):
+        """One write for every frame queued: the daemon's reader wakes once for all of
+        them (a Pi's CPU and wake-ups are counted)."""
+        if self.out:
+            self.sock.sendall(b"".join(self.out))
+            self.out = []
 
     def frames(self):
         """Whole payloads received so far (reads what is available)."""
@@ -239,6 +249,7 @@ def main():
     hello = struct.pack("<BBBB", HELLO, BRIDGE_VERSION, CAP_PAUSE | CAP_CANCEL, len(ids))
     hello += b"".join(struct.pack("<I", e) for e in ids)
     conn.send(hello)
+    conn.flush()
     answered = False
     while not answered:
         for payload in conn.frames():
@@ -261,9 +272,11 @@ def main():
         )
 
     last_step = time.monotonic()
-    last_state = {e: 0.0 for e in ids}
+    # Every entity's state in one round, so one write carries them all.
+    last_round = last_step
     for e in fleet.values():
         send_state(e)
+    conn.flush()
     try:
         while True:
             timeout = max(0.0, last_step + STEP - time.monotonic())
@@ -312,11 +325,12 @@ def main():
                     if done is not None:
                         ack(e.id, done, COMPLETED)
                         send_state(e)
-                        last_state[e.id] = t
-                    every = STATE_IDLE if e.idle() or e.paused else STATE_DRIVING
-                    if t - last_state[e.id] >= every:
+                driving = any(not (e.idle() or e.paused) for e in fleet.values())
+                if t - last_round >= (STATE_DRIVING if driving else STATE_IDLE):
+                    last_round = t
+                    for e in fleet.values():
                         send_state(e)
-                        last_state[e.id] = t
+            conn.flush()
     except (ConnectionError, OSError) as err:
         print("vehicle: connection lost: %s" % err, file=sys.stderr, flush=True)
         sys.exit(1)

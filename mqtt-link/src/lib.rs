@@ -21,6 +21,6 @@ pub use broker::{
 };
 pub use held::Held;
 pub use link::{BACKOFF_MAX, Link, LinkConfig, LinkEvent, WillFn};
-pub use publisher::{NotSent, Publisher};
+pub use publisher::{NotSent, Outgoing, Publisher};
 pub use rumqttc::{Client, ClientError, LastWill, QoS};
 pub use worker::Worker;

@@ -175,3 +175,51 @@ fn process_cpu() -> Duration {
     let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
     Duration::from_millis(ticks * 10)
 }
+
+#[test]
+fn a_burst_arrives_whole_and_in_order_and_is_refused_while_down() {
+    use mqtt_link::{NotSent, Outgoing};
+    let mut broker = Broker::start();
+    let probe = Probe::connect(broker.port(), "probe-burst", &["burst/#"]);
+    let (tx, rx) = crossbeam_channel::bounded(100);
+    let mut cfg = config(&broker, "pi-burst");
+    cfg.batch_scheduling = true;
+    let link = Link::start(cfg, tx).unwrap();
+    assert!(next_connected(&rx, Duration::from_secs(5)).is_some());
+    let publisher = link.publisher();
+    let payloads: Vec<Vec<u8>> = (0u8..5).map(|i| vec![i; 3]).collect();
+    let topics = ["burst/beat", "burst/state"];
+    let msgs: Vec<Outgoing<'_>> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Outgoing {
+            topic: topics[usize::from(i > 0)],
+            qos: QoS::AtMostOnce,
+            retain: false,
+            payload: p,
+        })
+        .collect();
+    // Ten bursts: every message arrives, each burst in its order.
+    for _ in 0..10 {
+        publisher.try_send_many(&msgs).expect("a burst handed over");
+    }
+    let seen = probe.collect_for(Duration::from_millis(1500));
+    assert_eq!(seen.len(), 50, "{seen:?}");
+    for (k, burst) in seen.chunks(5).enumerate() {
+        let got: Vec<(&str, &[u8])> = burst
+            .iter()
+            .map(|s| (s.topic.as_str(), s.payload.as_slice()))
+            .collect();
+        let want: Vec<(&str, &[u8])> = msgs.iter().map(|m| (m.topic, m.payload)).collect();
+        assert_eq!(got, want, "burst {k}");
+    }
+    assert_eq!(publisher.try_send_many(&[]), Ok(()));
+    // The broker gone: nothing is handed over, and nothing of it comes out later.
+    broker.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while publisher.is_connected() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(publisher.try_send_many(&msgs), Err(NotSent::Disconnected));
+    assert!(link.shutdown(None, Duration::from_secs(5)));
+}

@@ -1,60 +1,66 @@
-//! The heartbeat ticker thread: publishes `rpi/{id}/heartbeat` every interval while the link
-//! is connected, and one at once after every (re)connect, so heartbeats resume as soon as the
-//! broker is back. `seq` grows by one per heartbeat handed to the client; ticks skipped while
-//! disconnected are not counted (the server reads gaps in `seq` as lost heartbeats).
+//! The Pi's heartbeat on `rpi/{id}/heartbeat`: every interval while the link is connected, and
+//! one at once after every (re)connect. The `vehicles` thread sends it in the same burst as the
+//! state reports due at that moment (one wake-up of the `mqtt-link` thread for both); it is
+//! due on its own tick, checked after every event that thread handles, so a flood of inputs
+//! does not hold it back. `seq` grows by one per heartbeat handed to the client; heartbeats
+//! not sent (disconnected, queue full) are not counted (the server reads gaps in `seq` as
+//! lost heartbeats).
 
 use std::time::{Duration, Instant};
 
 use common::ratelimit::RateLimiter;
 use common::{Heartbeat, Message};
-use crossbeam_channel::Receiver;
-use log::{debug, warn};
-use mqtt_link::QoS;
+use log::warn;
 
 use crate::clock;
-use crate::link_change::LinkChange;
-use crate::publisher::encode;
-use crate::ticker::run_ticker;
-use mqtt_link::{Held, NotSent, Publisher};
+use common::wire::Encoded;
 
-pub struct HeartbeatTicker {
+use crate::publisher::encode;
+use mqtt_link::Held;
+
+pub struct Heartbeats {
     pub interval: Duration,
-    pub publisher: Publisher,
     pub topic: String,
+    seq: u32,
+    /// The rate-limited "queue full" line.
+    full: RateLimiter,
 }
 
-impl HeartbeatTicker {
-    /// Runs until `stop` disconnects.
-    pub fn run(self, stop: Receiver<()>, link: Receiver<LinkChange>) {
-        let mut seq: u32 = 0;
-        let mut full = RateLimiter::new(Duration::from_secs(30));
-        run_ticker(self.interval, &stop, &link, || {
-            self.send(&mut seq, &mut full)
-        });
-        debug!("heartbeat stopped after {seq} heartbeats");
+impl Heartbeats {
+    pub fn new(interval: Duration, topic: String) -> Heartbeats {
+        Heartbeats {
+            interval,
+            topic,
+            seq: 0,
+            full: RateLimiter::new(Duration::from_secs(30)),
+        }
     }
 
-    fn send(&self, seq: &mut u32, full: &mut RateLimiter) {
-        let hb = Heartbeat {
-            seq: *seq,
+    /// The next heartbeat, stamped now.
+    pub fn next(&self) -> Encoded {
+        encode(Message::Heartbeat(Heartbeat {
+            seq: self.seq,
             timestamp_ms: clock::now_ms(),
-        };
-        match self.publisher.try_send(
-            &self.topic,
-            QoS::AtMostOnce,
-            false,
-            encode(Message::Heartbeat(hb)).as_slice(),
-        ) {
-            Ok(()) => *seq = seq.wrapping_add(1),
-            Err(NotSent::Disconnected) => {}
-            Err(NotSent::QueueFull(_)) => {
-                if let Some(held) = full.check(Instant::now()) {
-                    warn!(
-                        "heartbeat skipped: MQTT request queue full ({})",
-                        Held(held).count("more")
-                    );
-                }
-            }
+        }))
+    }
+
+    /// [`Heartbeats::next`] was handed to the client.
+    pub fn sent(&mut self) {
+        self.seq = self.seq.wrapping_add(1);
+    }
+
+    /// Heartbeats handed to the client so far.
+    pub fn count(&self) -> u32 {
+        self.seq
+    }
+
+    /// [`Heartbeats::next`] could not be queued: the request queue is full.
+    pub fn skipped(&mut self) {
+        if let Some(held) = self.full.check(Instant::now()) {
+            warn!(
+                "heartbeat skipped: MQTT request queue full ({})",
+                Held(held).count("more")
+            );
         }
     }
 }

@@ -4,9 +4,8 @@
 //! Threads (all named, all joined on shutdown):
 //! `mqtt-link` (rumqttc event loop, see mqtt-link) -> the caller of [`run`] (main loop,
 //! [`router`]: Online status, segment routing, waits for shutdown) -> `vehicles` (entity
-//! handlers, acks, state reports at the state interval; asleep otherwise, see [`vehicles`]);
-//! `heartbeat` publishes on its own tick (its own thread: heartbeats keep their pace even when
-//! a flood of segments keeps `vehicles` busy).
+//! handlers, acks, state reports at the state interval and the heartbeat, in one burst when
+//! both are due; asleep otherwise, see [`vehicles`]).
 //! Workers publish with `try_publish`, only while connected, so none blocks on a dead broker.
 
 pub mod bridge;
@@ -28,7 +27,6 @@ pub mod server_presence;
 pub use mqtt_link::session_store;
 pub mod simulator;
 pub mod state;
-pub mod ticker;
 pub mod vehicle;
 pub mod vehicles;
 
@@ -44,7 +42,7 @@ pub use config::Config;
 pub use vehicle::{Vehicle, VehicleState};
 
 use crate::entities::Entities;
-use crate::heartbeat::HeartbeatTicker;
+use crate::heartbeat::Heartbeats;
 use crate::publisher::Topics;
 use crate::router::{Exit, Router};
 use crate::state::StatePublisher;
@@ -157,6 +155,8 @@ fn run_inner(
     link_cfg.request_capacity = 16 + 4 * ids.len();
     link_cfg.backoff_min = BACKOFF_MIN;
     link_cfg.backoff_max = BACKOFF_MAX;
+    // One wake-up of the link thread per burst of reports (LinkConfig::batch_scheduling).
+    link_cfg.batch_scheduling = true;
     let (event_tx, event_rx) = crossbeam_channel::bounded(64);
     let link = Link::start(link_cfg, event_tx).map_err(RunError::Link)?;
     let publisher = link.publisher();
@@ -169,24 +169,16 @@ fn run_inner(
     let spawned = (|| -> Result<(), RunError> {
         let (tx, link_rx) = link_change::channel();
         watchers.push(tx);
-        let hb = HeartbeatTicker {
-            interval: config.heartbeat_interval,
-            publisher: publisher.clone(),
-            topic: topics.heartbeat.clone(),
-        };
-        workers.push(
-            Worker::spawn("heartbeat", &exit_tx, move |stop| hb.run(stop, link_rx))
-                .map_err(|e| RunError::Spawn("heartbeat", e))?,
-        );
-
-        let (tx, link_rx) = link_change::channel();
-        watchers.push(tx);
         let vl = VehiclesLoop {
             entities,
             publisher: publisher.clone(),
             ack_topic: topics.ack.clone(),
             states: StatePublisher::new(publisher.clone(), topics.state.clone()),
             state_interval: config.state_interval,
+            heartbeat: Heartbeats::new(config.heartbeat_interval, topics.heartbeat.clone()),
+            wakes: bridge
+                .as_ref()
+                .map_or_else(crossbeam_channel::never, bridge::Bridge::wakes),
             resend_window: config.broker.keep_alive * 2 + Duration::from_secs(1),
         };
         workers.push(

@@ -1,7 +1,8 @@
 //! State reports: one StateReport per entity on `rpi/{id}/state` (QoS 0), published by the
 //! `vehicles` thread every state interval while connected (and at once after a reconnect or
-//! an action), each entity sampled right then. Reports that cannot be sent are dropped, never
-//! queued: after an outage the server gets the current state, not a backlog.
+//! an action), each entity sampled right then, in one burst with the heartbeat when that is
+//! due too. Reports that cannot be sent are dropped, never queued: after an outage the server
+//! gets the current state, not a backlog.
 
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,9 @@ use common::{Message, StateReport};
 use log::warn;
 use mqtt_link::QoS;
 
+use crate::heartbeat::Heartbeats;
 use crate::publisher::encode;
-use mqtt_link::{Held, NotSent, Publisher};
+use mqtt_link::{Held, NotSent, Outgoing, Publisher};
 
 /// Publishes a set of state reports; remembers its rate-limited drop log.
 pub struct StatePublisher {
@@ -29,31 +31,46 @@ impl StatePublisher {
         }
     }
 
-    /// Publishes `reports` while connected; stops at the first that cannot be queued (the
-    /// next interval carries fresh ones).
-    pub fn publish(&mut self, reports: &[StateReport]) {
-        if !self.publisher.is_connected() {
+    /// Publishes the heartbeat (if given) and `reports` while connected, as one burst (the
+    /// `mqtt-link` thread is woken once for all of them); what cannot be queued is dropped
+    /// (the next interval carries fresh ones).
+    pub fn publish(&mut self, heartbeat: Option<&mut Heartbeats>, reports: &[StateReport]) {
+        if !self.publisher.is_connected() || (heartbeat.is_none() && reports.is_empty()) {
             return;
         }
-        for (i, report) in reports.iter().enumerate() {
-            match self.publisher.try_send(
-                &self.topic,
-                QoS::AtMostOnce,
-                false,
-                encode(Message::State(*report)).as_slice(),
-            ) {
-                Ok(()) => {}
-                Err(NotSent::Disconnected) => return,
-                Err(NotSent::QueueFull(_)) => {
-                    if let Some(held) = self.dropped.check(Instant::now()) {
-                        warn!(
-                            "state reports dropped: MQTT request queue full \
-                             ({} now, {})",
-                            reports.len() - i,
-                            Held(held).count("earlier drops")
-                        );
-                    }
-                    return;
+        let beat = heartbeat.as_ref().map(|h| h.next());
+        let payloads: Vec<_> = reports.iter().map(|r| encode(Message::State(*r))).collect();
+        let mut msgs: Vec<Outgoing<'_>> = Vec::with_capacity(reports.len() + 1);
+        if let (Some(h), Some(b)) = (heartbeat.as_ref(), beat.as_ref()) {
+            msgs.push(Outgoing {
+                topic: &h.topic,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                payload: b.as_slice(),
+            });
+        }
+        msgs.extend(payloads.iter().map(|p| Outgoing {
+            topic: &self.topic,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            payload: p.as_slice(),
+        }));
+        let result = self.publisher.try_send_many(&msgs);
+        if let Some(h) = heartbeat {
+            match &result {
+                Ok(()) => h.sent(),
+                Err(NotSent::QueueFull(_)) => h.skipped(),
+                Err(NotSent::Disconnected) => {}
+            }
+        }
+        if let Err(NotSent::QueueFull(_)) = result {
+            if !reports.is_empty() {
+                if let Some(held) = self.dropped.check(Instant::now()) {
+                    warn!(
+                        "state reports dropped: MQTT request queue full ({} now, {})",
+                        reports.len(),
+                        Held(held).count("earlier drops")
+                    );
                 }
             }
         }

@@ -5,7 +5,11 @@
 //! state interval, each entity sampled right then. On stop, unfinished segments are acked
 //! `Rejected(ShuttingDown)`.
 //!
-//! It sleeps unless there is work: it wakes for an input, a state report that is due, the
+//! It also sends the Pi's heartbeat ([`crate::heartbeat`]), in the same burst as the state
+//! reports when both are due (their ticks start together, and the heartbeat interval is a
+//! multiple of the state interval by default): one wake-up of the `mqtt-link` thread for both.
+//!
+//! It sleeps unless there is work: it wakes for an input, a state report or heartbeat that is due, the
 //! soonest [`crate::vehicle::Vehicle::next_event`] (a simulated segment's end, computed exactly, not found by
 //! stepping on a fine tick), and every [`STEP`] only while acks wait to be published or a
 //! handler asks to be polled. Before any input it brings every entity up to now, so an
@@ -15,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use common::ratelimit::RateLimiter;
 use common::{AckOutcome, Action, RejectReason, Segment, SegmentAck, StateReport};
-use crossbeam_channel::{Receiver, after, never, select, tick};
+use crossbeam_channel::{Receiver, at, select};
 use log::{debug, info, warn};
 use mqtt_link::QoS;
 
 use crate::clock;
 use crate::entities::Entities;
+use crate::heartbeat::Heartbeats;
 use crate::link_change::LinkChange;
 use crate::outbox::{Ack, Acks};
 use crate::publisher::encode;
@@ -51,9 +56,7 @@ pub enum Input {
 enum Event {
     Input(Input),
     Link(LinkChange),
-    /// A state report is due.
-    Report,
-    /// A handler's next event, or the outbox retry.
+    /// A timer: a report or heartbeat due, a handler's next event, or the outbox retry.
     Wake,
     Stop,
 }
@@ -65,9 +68,66 @@ pub struct VehiclesLoop {
     /// The state reports, every `state_interval` and at once after an action or a reconnect.
     pub states: StatePublisher,
     pub state_interval: Duration,
+    pub heartbeat: Heartbeats,
+    /// Handlers that answer later (the vehicle bridge) ask for a step through this; never
+    /// fires for the simulator.
+    pub wakes: Receiver<()>,
     /// How far back acks are resent after a disconnect: about how long a dead connection
     /// can go unnoticed (1.5-2x the MQTT keep-alive).
     pub resend_window: Duration,
+}
+
+/// When the next state reports and heartbeat are due: fixed schedules from one origin (a
+/// start or a reconnect), so with the heartbeat interval a multiple of the state interval
+/// (500 ms and 100 ms by default) every heartbeat goes out with a round of reports, in one
+/// burst. Missed times are skipped, never caught up. (`crossbeam_channel::tick` schedules
+/// each tick from the previous delivery: two tickers drift apart by the wake-up latency.)
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    report: Instant,
+    beat: Instant,
+    report_every: Duration,
+    beat_every: Duration,
+}
+
+/// A time this close ahead counts as due (timer slack), so two schedules that meet are
+/// served by one wake-up.
+const SLACK: Duration = Duration::from_millis(2);
+
+impl Schedule {
+    fn new(now: Instant, report_every: Duration, beat_every: Duration) -> Schedule {
+        let report_every = report_every.max(Duration::from_millis(1));
+        let beat_every = beat_every.max(Duration::from_millis(1));
+        Schedule {
+            report: now + report_every,
+            beat: now + beat_every,
+            report_every,
+            beat_every,
+        }
+    }
+
+    /// The sooner of the two.
+    fn next(&self) -> Instant {
+        self.report.min(self.beat)
+    }
+
+    /// Whether the reports and the heartbeat are due at `now`; those due move on to their
+    /// next time after `now`.
+    fn due(&mut self, now: Instant) -> (bool, bool) {
+        fn take(at: &mut Instant, every: Duration, now: Instant) -> bool {
+            if now + SLACK < *at {
+                return false;
+            }
+            while *at <= now + SLACK {
+                *at += every;
+            }
+            true
+        }
+        (
+            take(&mut self.report, self.report_every, now),
+            take(&mut self.beat, self.beat_every, now),
+        )
+    }
 }
 
 /// Rate-limited logging of rejected segments, one limiter per reason.
@@ -120,7 +180,8 @@ impl VehiclesLoop {
         let mut overflow = RateLimiter::new(Duration::from_secs(30));
         let mut acks: Vec<SegmentAck> = Vec::new();
         let mut reports = Vec::new();
-        let mut report_ticker = tick(self.state_interval);
+        let mut schedule =
+            Schedule::new(Instant::now(), self.state_interval, self.heartbeat.interval);
         let max_dt = MAX_DT.max(self.state_interval * 2);
         let mut last = Instant::now();
         loop {
@@ -130,13 +191,14 @@ impl VehiclesLoop {
                 (Some(t), false) => Some(t.min(STEP)),
                 (None, false) => Some(STEP),
             };
-            let wake = next.map_or_else(never, after);
+            let wake =
+                at(next.map_or(schedule.next(), |d| schedule.next().min(Instant::now() + d)));
             let event = select! {
                 recv(stop) -> _ => Event::Stop,
                 recv(inputs) -> s => s.map(Event::Input).unwrap_or(Event::Stop),
                 recv(link) -> c => c.map(Event::Link).unwrap_or(Event::Stop),
-                recv(report_ticker) -> _ => Event::Report,
                 recv(wake) -> _ => Event::Wake,
+                recv(self.wakes) -> _ => Event::Wake,
             };
             if matches!(event, Event::Stop) {
                 break;
@@ -227,10 +289,12 @@ impl VehiclesLoop {
                     self.flush(&mut outbox);
                 }
                 Event::Link(LinkChange::Up) => {
-                    // The state at once, and the schedule restarted from there.
+                    // The heartbeat and the state at once, and both schedules restarted from
+                    // there, together.
                     self.flush(&mut outbox);
-                    self.publish_states(&mut reports);
-                    report_ticker = tick(self.state_interval);
+                    self.publish(true, &mut reports);
+                    schedule =
+                        Schedule::new(Instant::now(), self.state_interval, self.heartbeat.interval);
                 }
                 Event::Link(LinkChange::Down) => {
                     let n = outbox.on_disconnect(Instant::now());
@@ -238,13 +302,19 @@ impl VehiclesLoop {
                         debug!("{n} recent acks queued again after the disconnect");
                     }
                 }
-                Event::Report => {
-                    self.flush(&mut outbox);
-                    self.publish_states(&mut reports);
-                }
                 Event::Wake => self.flush(&mut outbox),
             }
+            // Whatever woke it, what is due goes now, in one burst: a flood of inputs holds
+            // neither the reports nor the heartbeat back by more than one event.
+            let (report, beat) = schedule.due(Instant::now());
+            if report {
+                self.flush(&mut outbox);
+                self.publish(beat, &mut reports);
+            } else if beat {
+                self.states.publish(Some(&mut self.heartbeat), &[]);
+            }
         }
+        debug!("{} heartbeats sent", self.heartbeat.count());
         self.entities.abandon(&mut acks);
         if !acks.is_empty() {
             info!("shutting down: {} unfinished segments dropped", acks.len());
@@ -264,8 +334,14 @@ impl VehiclesLoop {
     /// Every entity sampled now and published (QoS 0; dropped if it cannot be sent, the
     /// next interval carries it).
     fn publish_states(&mut self, reports: &mut Vec<StateReport>) {
+        self.publish(false, reports);
+    }
+
+    /// The state of every entity, and the heartbeat first if `beat`: one burst.
+    fn publish(&mut self, beat: bool, reports: &mut Vec<StateReport>) {
         self.entities.reports(clock::now_ms(), reports);
-        self.states.publish(reports);
+        let heartbeat = beat.then_some(&mut self.heartbeat);
+        self.states.publish(heartbeat, reports);
     }
 
     fn queue(&self, outbox: &mut Acks, ack: Ack, overflow: &mut RateLimiter) {
@@ -301,5 +377,35 @@ impl VehiclesLoop {
                 )
                 .is_ok()
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_heartbeat_goes_with_every_fifth_round_of_reports() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, ms(100), ms(500));
+        let mut beats = Vec::new();
+        for k in 1..=10u64 {
+            // Woken a little late (timer slack), or a little early.
+            let now = t0 + ms(100 * k) + if k % 2 == 0 { ms(1) } else { Duration::ZERO };
+            assert_eq!(s.next(), t0 + ms(100 * k));
+            let (report, beat) = s.due(now);
+            assert!(report, "round {k}");
+            if beat {
+                beats.push(k);
+            }
+        }
+        assert_eq!(beats, [5, 10]);
+        // Nothing is due between rounds; a long stall skips the missed rounds.
+        assert_eq!(s.due(t0 + ms(1050)), (false, false));
+        assert_eq!(s.due(t0 + ms(2310)), (true, true));
+        assert_eq!(s.next(), t0 + ms(2400));
+        assert_eq!(s.due(t0 + ms(2399)), (true, false));
+        assert_eq!(s.due(t0 + ms(2499)), (true, true));
     }
 }

@@ -537,8 +537,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(20);
         let seen = loop {
             let reader = Probe::connect(c.mqtt_port(2), "tk-read", &["tk/#"]);
-            if let Some(s) = reader.wait_for(Duration::from_secs(2), |s| s.topic == "tk/retained")
-            {
+            if let Some(s) = reader.wait_for(Duration::from_secs(2), |s| s.topic == "tk/retained") {
                 break s;
             }
             assert!(

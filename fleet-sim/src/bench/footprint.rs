@@ -1,5 +1,7 @@
 //! The Pi's footprint: a real release `rpi-client` with 3 entities at 10 Hz against the local
-//! broker, with the server's demo planner sending it segments, measured over a window (RSS
+//! broker, in three modes ([`Mode`]): driving its simulator (the server's demo planner sends
+//! segments), driving through the vehicle bridge (the Python reference vehicle, not counted),
+//! and idle (no segments); each measured over a window (RSS
 //! sampled every second, peak from VmHWM, CPU from /proc/PID/stat, wake-ups as the voluntary
 //! context switches of all its threads); beside it in the same window, the baseline: a small
 //! C client on libmosquitto publishing the same heartbeats and state reports
@@ -15,8 +17,34 @@ use serde::{Deserialize, Serialize};
 use super::procs::CpuMark;
 use super::{Bench, stop_server};
 
+/// What the Pi does while it is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The built-in simulator, driving the segments of the demo planner (one per entity every
+    /// 3 s).
+    Driving,
+    /// `vehicle = bridge`, driven by `examples/python/vehicle.py` (its CPU not counted), the
+    /// same segments.
+    Bridge,
+    /// The simulator, no segments: heartbeats and state reports only.
+    Idle,
+}
+
+impl Mode {
+    pub fn label(self) -> &'static str {
+        match self {
+            Mode::Driving => "driving 3 entities (simulator)",
+            Mode::Bridge => "driving 3 entities (bridge, daemon only)",
+            Mode::Idle => "idle (3 entities, no segments)",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FootprintResult {
+    /// [`Mode::label`].
+    #[serde(default)]
+    pub mode: String,
     pub window_s: f64,
     pub entities: u32,
     pub cpu_share: f64,
@@ -78,11 +106,51 @@ fn threads(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-pub fn run(b: &Bench, window: Duration) -> FootprintResult {
-    eprintln!("== rpi-client footprint: 3 entities at 10 Hz for {window:?}");
+/// The reference vehicle (the checkout's, found from where fleet-sim was built, or where
+/// `FLEET_BENCH_VEHICLE_PY` says).
+fn vehicle_py() -> std::path::PathBuf {
+    std::env::var_os("FLEET_BENCH_VEHICLE_PY")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python/vehicle.py")
+        })
+}
+
+pub fn run(b: &Bench, window: Duration, mode: Mode) -> FootprintResult {
+    eprintln!(
+        "== rpi-client footprint, {}: 3 entities at 10 Hz for {window:?}",
+        mode.label()
+    );
     let broker = b.broker();
-    let mut server = b.server(&broker, "footprint-server", &["--segment-interval", "3s"]);
-    let mut pi = b.pi(&broker, "bench-foot");
+    let planner = if mode == Mode::Idle { "0s" } else { "3s" };
+    let mut server = b.server(
+        &broker,
+        "footprint-server",
+        &["--segment-interval", planner],
+    );
+    let dir = testkit::TempDir::new("footprint");
+    let socket = dir.path().join("vehicle.sock");
+    let socket_s = socket.display().to_string();
+    let bridge_args: &[&str] = if mode == Mode::Bridge {
+        &["--vehicle", "bridge", "--bridge-socket", &socket_s]
+    } else {
+        &[]
+    };
+    let mut pi = b.pi_with(&broker, "bench-foot", bridge_args);
+    let mut vehicle = (mode == Mode::Bridge).then(|| {
+        let py = vehicle_py();
+        b.run(
+            "footprint-vehicle",
+            Path::new("python3"),
+            &[
+                py.display().to_string().as_str(),
+                "--socket",
+                socket_s.as_str(),
+                "--entities",
+                "1,2,3",
+            ],
+        )
+    });
     let base_bin = baseline_bin(b);
     if base_bin.is_none() {
         eprintln!(
@@ -138,8 +206,12 @@ pub fn run(b: &Bench, window: Duration) -> FootprintResult {
     let hwm = pi.memory().map(|m| m.hwm_kib).unwrap_or(0);
     let threads = threads(pi.pid());
     pi.stop(Duration::from_secs(5));
+    if let Some(v) = vehicle.as_mut() {
+        v.stop(Duration::from_secs(2));
+    }
     let stats = stop_server(&mut server);
     let r = FootprintResult {
+        mode: mode.label().into(),
         window_s: window.as_secs_f64(),
         entities: 3,
         cpu_share: c0.share_to(&c1),

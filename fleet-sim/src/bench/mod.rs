@@ -233,8 +233,13 @@ impl Bench {
 
     /// A real `rpi-client` with entities 1,2,3 at 10 Hz; returns once it has subscribed.
     pub fn pi(&self, broker: &Broker, id: &str) -> Daemon {
+        self.pi_with(broker, id, &[])
+    }
+
+    /// [`Bench::pi`] with more arguments (a later flag wins).
+    pub fn pi_with(&self, broker: &Broker, id: &str, extra: &[&str]) -> Daemon {
         let addr = broker.addr();
-        let args = [
+        let mut args = vec![
             "--broker",
             &addr,
             "--client-id",
@@ -248,6 +253,7 @@ impl Bench {
             "--log-level",
             "info",
         ];
+        args.extend_from_slice(extra);
         let p = self.run(id, &self.bin("rpi-client"), &args);
         wait_subscribed(
             broker,

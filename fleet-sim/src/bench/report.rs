@@ -39,7 +39,14 @@ pub struct Results {
     /// A separate full-load run with a real rpi-client whose command latency is measured.
     pub load: Option<IngestResult>,
     pub failure: Option<FailureResult>,
+    /// Driving its simulator.
     pub footprint: Option<FootprintResult>,
+    /// Driving through the vehicle bridge (the daemon only).
+    #[serde(default)]
+    pub footprint_bridge: Option<FootprintResult>,
+    /// No segments.
+    #[serde(default)]
+    pub footprint_idle: Option<FootprintResult>,
     /// Release binary sizes in bytes, per target triple (absent: not built).
     pub sizes: BTreeMap<String, BTreeMap<String, u64>>,
     pub stripped: BTreeMap<String, bool>,
@@ -175,45 +182,62 @@ impl Results {
             }
             None => add("failure detection", "-", "not run".into(), None),
         }
+        let beside = |v: Option<String>| v.map_or(String::new(), |v| format!(" (C baseline {v})"));
+        let cpu = |f: &FootprintResult| {
+            format!(
+                "{:.3}%{}",
+                f.cpu_share * 100.0,
+                beside(
+                    f.baseline
+                        .as_ref()
+                        .map(|b| format!("{:.3}%", b.cpu_share * 100.0))
+                )
+            )
+        };
+        let wakeups = |f: &FootprintResult| {
+            format!(
+                "{:.1}/s{}",
+                f.wakeups_per_s,
+                beside(
+                    f.baseline
+                        .as_ref()
+                        .map(|b| format!("{:.1}/s", b.wakeups_per_s))
+                )
+            )
+        };
+        for f in [&self.footprint, &self.footprint_bridge]
+            .into_iter()
+            .flatten()
+        {
+            add(
+                &format!("rpi-client RSS (peak), {}", f.mode),
+                "<= 4 MB (4096 KiB)",
+                format!("{} KiB", f.hwm_kib),
+                Some(f.hwm_kib <= 4096),
+            );
+            add(
+                &format!("rpi-client CPU, {}", f.mode),
+                "<= 0.15% of a core",
+                cpu(f),
+                Some(f.cpu_share <= 0.0015),
+            );
+            add(
+                &format!("rpi-client wake-ups, {}", f.mode),
+                "<= 30 per second",
+                wakeups(f),
+                (!f.wakeups_per_s.is_nan()).then_some(f.wakeups_per_s <= 30.0),
+            );
+        }
+        if let Some(f) = &self.footprint_idle {
+            add(
+                &format!("rpi-client CPU, {}", f.mode),
+                "<= the C baseline's",
+                cpu(f),
+                f.baseline.as_ref().map(|b| f.cpu_share <= b.cpu_share),
+            );
+        }
         match &self.footprint {
-            Some(f) => {
-                add(
-                    "rpi-client RSS (peak)",
-                    "<= 4 MB (4096 KiB)",
-                    format!("{} KiB", f.hwm_kib),
-                    Some(f.hwm_kib <= 4096),
-                );
-                let beside =
-                    |v: Option<String>| v.map_or(String::new(), |v| format!(" (C baseline {v})"));
-                add(
-                    "rpi-client CPU, driving 3 entities",
-                    "<= 0.15% of a core",
-                    format!(
-                        "{:.3}%{}",
-                        f.cpu_share * 100.0,
-                        beside(
-                            f.baseline
-                                .as_ref()
-                                .map(|b| format!("{:.3}%", b.cpu_share * 100.0))
-                        )
-                    ),
-                    Some(f.cpu_share <= 0.0015),
-                );
-                add(
-                    "rpi-client wake-ups, driving 3 entities",
-                    "<= 30 per second",
-                    format!(
-                        "{:.1}/s{}",
-                        f.wakeups_per_s,
-                        beside(
-                            f.baseline
-                                .as_ref()
-                                .map(|b| format!("{:.1}/s", b.wakeups_per_s))
-                        )
-                    ),
-                    (!f.wakeups_per_s.is_nan()).then_some(f.wakeups_per_s <= 30.0),
-                );
-            }
+            Some(_) => {}
             None => add("rpi-client footprint", "-", "not run".into(), None),
         }
         self.targets = t;
@@ -357,35 +381,54 @@ impl Results {
             );
             s.push('\n');
         }
-        if let Some(f) = &self.footprint {
+        let modes: Vec<&FootprintResult> = [
+            &self.footprint,
+            &self.footprint_bridge,
+            &self.footprint_idle,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if let Some(first) = modes.first() {
             let _ = writeln!(
                 s,
-                "### rpi-client footprint ({} entities at 10 Hz, {:.0} s)\n\n| client | CPU (share of one core) | wake-ups/s | RSS avg | RSS max | peak (VmHWM) | threads | segments completed |\n|---|---:|---:|---:|---:|---:|---:|---:|\n| rpi-client | {:.3}% | {:.1} | {} KiB | {} KiB | {} KiB | {} | {} |",
-                f.entities,
-                f.window_s,
-                f.cpu_share * 100.0,
-                f.wakeups_per_s,
-                f.rss_avg_kib,
-                f.rss_max_kib,
-                f.hwm_kib,
-                f.threads,
-                f.segments_completed.map_or("-".into(), |n| n.to_string())
+                "### rpi-client footprint ({} entities at 10 Hz, {:.0} s per mode)\n\n\
+                 | mode | client | CPU (share of one core) | wake-ups/s | RSS avg | RSS max | peak (VmHWM) | threads | segments completed |\n\
+                 |---|---|---:|---:|---:|---:|---:|---:|---:|",
+                first.entities, first.window_s,
             );
-            match &f.baseline {
-                Some(b) => {
-                    let _ = writeln!(
-                        s,
-                        "| baseline: C, libmosquitto, same messages, no driving | {:.3}% | {:.1} | {} KiB | - | - | 1 | - |\n\n\
-                         rpi-client / baseline: CPU {:.1}x, wake-ups {:.1}x.\n",
-                        b.cpu_share * 100.0,
-                        b.wakeups_per_s,
-                        b.rss_kib,
-                        f.cpu_share / b.cpu_share.max(1e-9),
-                        f.wakeups_per_s / b.wakeups_per_s.max(1e-9)
-                    );
+            for f in &modes {
+                let _ = writeln!(
+                    s,
+                    "| {} | rpi-client | {:.3}% | {:.1} | {} KiB | {} KiB | {} KiB | {} | {} |",
+                    f.mode,
+                    f.cpu_share * 100.0,
+                    f.wakeups_per_s,
+                    f.rss_avg_kib,
+                    f.rss_max_kib,
+                    f.hwm_kib,
+                    f.threads,
+                    f.segments_completed.map_or("-".into(), |n| n.to_string())
+                );
+                match &f.baseline {
+                    Some(b) => {
+                        let _ = writeln!(
+                            s,
+                            "| | baseline: C, libmosquitto, same messages, no driving | {:.3}% | {:.1} | {} KiB | - | - | 1 | - |\n\
+                             | | rpi-client / baseline | {:.1}x | {:.1}x | | | | | |",
+                            b.cpu_share * 100.0,
+                            b.wakeups_per_s,
+                            b.rss_kib,
+                            f.cpu_share / b.cpu_share.max(1e-9),
+                            f.wakeups_per_s / b.wakeups_per_s.max(1e-9)
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(s, "| | baseline not built | | | | | | | |");
+                    }
                 }
-                None => s.push_str("\n(baseline not built)\n\n"),
             }
+            s.push('\n');
         }
         if !self.sizes.is_empty() {
             s.push_str("### Release binaries (stripped, bytes)\n\n| target | rpi-client | mqtt-server |\n|---|---:|---:|\n");

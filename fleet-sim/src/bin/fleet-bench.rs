@@ -166,10 +166,10 @@ fn main() -> ExitCode {
         }
     }
     if want("footprint") {
-        res.footprint = Some(footprint::run(
-            &b,
-            Duration::from_secs(if b.quick { 10 } else { 60 }),
-        ));
+        let window = Duration::from_secs(if b.quick { 10 } else { 60 });
+        res.footprint = Some(footprint::run(&b, window, footprint::Mode::Driving));
+        res.footprint_bridge = Some(footprint::run(&b, window, footprint::Mode::Bridge));
+        res.footprint_idle = Some(footprint::run(&b, window, footprint::Mode::Idle));
     }
     if want("latency") {
         res.idle_latency = Some(idle_latency(&b));

@@ -87,6 +87,7 @@ fn release(id: u64, shared: &Shared) {
             }
         }
     }
+    shared.wake();
 }
 
 fn refuse(stream: &UnixStream, shared: &Shared, result: HelloResult, entity_id: u32) {
@@ -329,6 +330,8 @@ fn read_loop(
                 ));
             }
             cell.answers.push_back(a);
+            drop(cells);
+            shared.wake();
         }
     }
 }

@@ -213,6 +213,21 @@ impl Vehicle for BridgeEntity {
         None
     }
 
+    /// Not polled: answers and a lost process wake the `vehicles` thread
+    /// ([`Shared::wake`]), states are sampled at report time. While the process holds
+    /// segments, the next event is when it would count as hung (no state, or a segment
+    /// unanswered, for the bridge timeout).
+    fn next_event(&self) -> Option<Duration> {
+        if self.held.is_empty() || self.attached.is_none() {
+            return None;
+        }
+        let last_state = self.shared.cells().get(self.index)?.last_state;
+        let unanswered = self.held.iter().filter_map(|h| h.unanswered_since).min();
+        let since = unanswered.map_or(last_state, |u| u.min(last_state));
+        let hung_at = since + self.shared.timeout + Duration::from_millis(1);
+        Some(hung_at.saturating_duration_since(Instant::now()))
+    }
+
     fn state(&self) -> VehicleState {
         self.motion
     }

@@ -103,6 +103,11 @@ impl Bridge {
         }
     }
 
+    /// Wakes the `vehicles` thread when a vehicle process answers or is lost.
+    pub fn wakes(&self) -> Receiver<()> {
+        self.shared.wakes()
+    }
+
     /// The `bridge` worker's body: accepts connections until `stop` disconnects (and
     /// [`Closer::close`] wakes it).
     pub fn run(self, stop: Receiver<()>) {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::ratelimit::RateLimiter;
 use common::{AckOutcome, Motion};
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use log::warn;
 use mqtt_link::Held;
 
@@ -95,6 +95,10 @@ pub struct Shared {
     log: Mutex<RateLimiter>,
     /// No state for this long, or no answer to a segment for this long: the process is hung.
     pub timeout: Duration,
+    /// Wakes the `vehicles` thread when there is something for it: answers, a lost process
+    /// (bounded to one: a wake-up pending is enough). States wake nobody: they are sampled
+    /// when a report is due.
+    wake: (Sender<()>, Receiver<()>),
 }
 
 impl Shared {
@@ -117,7 +121,18 @@ impl Shared {
             live: AtomicUsize::new(0),
             log: Mutex::new(RateLimiter::new(Duration::from_secs(5))),
             timeout,
+            wake: crossbeam_channel::bounded(1),
         })
+    }
+
+    /// Asks the `vehicles` thread to catch up with the cells now.
+    pub fn wake(&self) {
+        let _ = self.wake.0.try_send(());
+    }
+
+    /// What the `vehicles` thread waits on besides its own inputs.
+    pub fn wakes(&self) -> Receiver<()> {
+        self.wake.1.clone()
     }
 
     pub fn cells(&self) -> MutexGuard<'_, Vec<Cell>> {
