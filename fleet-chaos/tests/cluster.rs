@@ -9,9 +9,9 @@
 //!   so do wills (kill -9 of a Pi on node 1: both servers mark it offline by its will, and the
 //!   retained ConnectionLost is read on node 2);
 //! - kill -9 of node 2, where two Pis are: each reconnects to the next node of its list and is
-//!   tracked again by both servers within 3 s on mosquitto; on NATS the figure is reported
-//!   and held to 60 s (why: `Brokers::node_loss_limit`); the segment one of them had accepted (sent
-//!   through the leading server's API) completes; no segment runs twice (the state stream, watched on
+//!   tracked again by both servers within 3 s, on NATS as on mosquitto (0.6 s on NATS since
+//!   the daemons subscribe at QoS 0: `Brokers::node_loss_limit`); the segment one of them
+//!   had accepted (sent through the leading server's API) completes; no segment runs twice (the state stream, watched on
 //!   node 3). On NATS the JetStream leaders (Raft groups of the MQTT layer) are first moved to
 //!   node 3, so this measures the daemons' own recovery; `node_loss_with_leaders_nats`
 //!   measures the worst case, the loss of the node leading them all (NATS elects new leaders
@@ -98,22 +98,15 @@ impl Brokers {
         }
     }
 
-    /// How soon the Pis of a lost node must be tracked again. The target is 3 s, met
-    /// on mosquitto (restarted at once). Not on NATS 2.15: a Pi whose MQTT session was held
-    /// by the dead node reconnects to the next node within 0.2 s, but that node then deletes
-    /// the old session's JetStream consumers and creates new ones for the Pi's QoS 1
-    /// subscriptions, and a new consumer's Raft group still counts the dead node as a peer:
-    /// when it was meant to lead, the group waits for an election (about 5 s, up to the JS API
-    /// timeout of 5 s per request), and NATS reads nothing more from that client meanwhile,
-    /// its heartbeats included; a Pi whose keep-alive runs out meanwhile reconnects to the
-    /// next node and waits there again. Measured here: 0.4 s for one Pi, 4.6 to 10.1 s for
-    /// the other, once more than 20 s (a clean-clone CI run). So the NATS run only checks that
-    /// the Pis come back at all (60 s, as the worst case) and reports the figure; the 3 s
-    /// target is judged on mosquitto; see docs/scaling.md.
+    /// How soon the Pis of a lost node must be tracked again: the 3 s, on both. On
+    /// NATS this holds since the daemons subscribe at QoS 0 (`mqtt_link::SUBSCRIBE_QOS`):
+    /// with QoS 1 subscriptions the next node created a JetStream consumer per subscription
+    /// at the Pi's reconnect, whose Raft group still counted the dead node, and read nothing
+    /// from the Pi meanwhile (4.6 to 10.1 s, once more than 20 s); now 0.6 s. The loss of the
+    /// node leading every JetStream group is `node_loss_with_leaders_nats` (docs/scaling.md).
     fn node_loss_limit(&self) -> Duration {
         match self {
-            Brokers::Nats(_) => Duration::from_secs(60),
-            Brokers::Mosquitto(_) => Duration::from_secs(3),
+            Brokers::Nats(_) | Brokers::Mosquitto(_) => Duration::from_secs(3),
         }
     }
 

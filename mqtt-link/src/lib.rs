@@ -20,7 +20,7 @@ pub use broker::{
     BROKER_KEYS, BrokerAddr, BrokerAddrs, BrokerConfig, MAX_BROKERS, SetupError, TlsFiles,
 };
 pub use held::Held;
-pub use link::{BACKOFF_MAX, Link, LinkConfig, LinkEvent, WillFn};
+pub use link::{BACKOFF_MAX, Link, LinkConfig, LinkEvent, SUBSCRIBE_QOS, WillFn};
 pub use publisher::{NotSent, Outgoing, Publisher};
 pub use rumqttc::{Client, ClientError, LastWill, QoS};
 pub use worker::Worker;

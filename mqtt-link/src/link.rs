@@ -45,6 +45,18 @@ pub const MAX_INCOMING_PACKET: usize = 16 << 20;
 pub const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 /// How to run a link.
+/// The QoS both daemons subscribe with: 0. A message keeps the QoS it was published with on
+/// the hop to the broker (segments, actions, acks and statuses: 1, so the broker has it), and
+/// is delivered at QoS 0. QoS 1 on the broker-to-client hop would add nothing that survives a
+/// broken connection: the links use clean sessions, so the broker drops the session, and
+/// what was in flight with it, at every disconnect. What makes delivery sure is the
+/// application: segments and actions are answered (acks, ActionAcks) and re-sent until they
+/// are, and the Pi re-sends its recent acks after a reconnect. QoS 1 there did cost a PUBACK
+/// per message, and on a clustered broker (NATS) a JetStream consumer per subscription,
+/// created at every connect: a Pi moving to another node after a node loss waited 4.6-10 s
+/// for them, with its heartbeats unread (docs/scaling.md); at QoS 0 it is back in 0.6 s.
+pub const SUBSCRIBE_QOS: QoS = QoS::AtMostOnce;
+
 pub struct LinkConfig {
     pub client_id: String,
     pub broker: BrokerConfig,

@@ -25,11 +25,14 @@ pub struct Outgoing<'a> {
     pub payload: &'a [u8],
 }
 
+/// A queued message: topic, QoS, retain, payload.
+type Queued = (String, QoS, bool, Vec<u8>);
+
 /// The link's queue of burst messages waiting for the `mqtt-link` thread, bounded like
 /// rumqttc's own request queue.
 #[derive(Debug)]
 pub(crate) struct Burst {
-    queue: Mutex<VecDeque<(String, QoS, bool, Vec<u8>)>>,
+    queue: Mutex<VecDeque<Queued>>,
     capacity: usize,
 }
 
@@ -41,7 +44,7 @@ impl Burst {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<(String, QoS, bool, Vec<u8>)>> {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Queued>> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -304,7 +304,7 @@ impl Server {
         let mut lc = LinkConfig::new(cfg.client_id.clone(), cfg.broker.clone());
         lc.subscriptions = SERVER_SUBSCRIPTIONS
             .iter()
-            .map(|t| ((*t).to_owned(), QoS::AtLeastOnce))
+            .map(|t| ((*t).to_owned(), mqtt_link::SUBSCRIBE_QOS))
             .collect();
         lc.will = Some(server_will(status_topic.clone()));
         lc.first_session = sessions.first;

@@ -36,7 +36,7 @@ use std::time::Duration;
 use common::Presence;
 use crossbeam_channel::Receiver;
 use log::{info, warn};
-use mqtt_link::{Link, LinkConfig, QoS, SetupError, Worker};
+use mqtt_link::{Link, LinkConfig, SetupError, Worker};
 
 pub use config::Config;
 pub use vehicle::{Vehicle, VehicleState};
@@ -142,14 +142,13 @@ fn run_inner(
     );
 
     let mut link_cfg = LinkConfig::new(config.client_id.as_str(), config.broker.clone());
-    link_cfg.subscriptions = vec![
-        (topics.segment.clone(), QoS::AtLeastOnce),
-        (topics.action.clone(), QoS::AtLeastOnce),
-        (
-            common::topic::SERVER_STATUS_SUBSCRIPTION.to_owned(),
-            QoS::AtLeastOnce,
-        ),
-    ];
+    link_cfg.subscriptions = [
+        topics.segment.as_str(),
+        topics.action.as_str(),
+        common::topic::SERVER_STATUS_SUBSCRIPTION,
+    ]
+    .map(|t| (t.to_owned(), mqtt_link::SUBSCRIBE_QOS))
+    .to_vec();
     link_cfg.will = Some(presence::will(topics.status.clone()));
     link_cfg.first_session = first_session;
     link_cfg.request_capacity = 16 + 4 * ids.len();
