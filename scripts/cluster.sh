@@ -18,6 +18,8 @@
 #   DEMO_PROFILE=release (or dev: the debug build in target/debug)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 DEMO=0
 case "${1:-}" in
@@ -46,20 +48,6 @@ fi
 [ -n "$NATS" ] || { echo "cluster: nats-server not found after scripts/install-deps.sh" >&2; exit 1; }
 command -v mosquitto_pub >/dev/null 2>&1 ||
   { echo "cluster: mosquitto_pub (readiness check) not found; run scripts/install-deps.sh" >&2; exit 1; }
-
-# free_port PREFERRED: PREFERRED if nothing listens there on loopback, else one the kernel picks.
-free_port() {
-  python3 - "$1" <<'PY' 2>/dev/null || echo "$1"
-import socket, sys
-s = socket.socket()
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()
-PY
-}
 
 # ports VAR DEFAULT_BASE: the list in $VAR as given, else three free ports from DEFAULT_BASE.
 ports() {
@@ -110,24 +98,7 @@ mqtt {
 CONF
 done
 
-pids=()
-cleanup() {
-  trap - INT TERM EXIT
-  echo >&2
-  echo "cluster: stopping..." >&2
-  # Ctrl-C already reached every process of the terminal's group; give them a moment to
-  # finish cleanly, then TERM the rest, the daemons before the nodes (started first).
-  for _ in $(seq 20); do
-    alive=0
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for ((i=${#pids[@]}-1; i>=0; i--)); do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  echo "cluster: logs kept in $RUN_DIR" >&2
-}
-trap cleanup INT TERM EXIT
+trap 'stop_all cluster' INT TERM EXIT
 
 for n in $(seq 1 $NODES); do
   "$NATS" -c "$RUN_DIR/n$n.conf" 2>"$RUN_DIR/n$n.log" &

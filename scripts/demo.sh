@@ -8,6 +8,8 @@
 #   (docs/vehicle-bridge.md) with the Python reference vehicle, examples/python/vehicle.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 PIS=${DEMO_PIS:-2}
 ENTITIES=${DEMO_ENTITIES:-1,2,3}
@@ -17,20 +19,6 @@ RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/fleet-demo.XXXXXX")
 
 MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 [ -x "$MOSQUITTO" ] || { echo "demo: mosquitto not found; run scripts/install-deps.sh" >&2; exit 1; }
-
-# free_port PREFERRED: PREFERRED if nothing listens there on loopback, else one the kernel picks.
-free_port() {
-  python3 - "$1" <<'PY' 2>/dev/null || echo "$1"
-import socket, sys
-s = socket.socket()
-try:
-    s.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError:
-    s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()
-PY
-}
 
 PORT=$(free_port 1883)
 HTTP=${DEMO_HTTP:-127.0.0.1:$(free_port 8080)}
@@ -52,25 +40,7 @@ log_dest stderr
 log_timestamp true
 CONF
 
-pids=()
-cleanup() {
-  trap - INT TERM EXIT
-  echo >&2
-  echo "demo: stopping..." >&2
-  # Ctrl-C already reached every process of the terminal's group; give them a moment to
-  # finish cleanly (a second signal would make a daemon exit at once), then TERM the rest,
-  # the daemons before the broker.
-  for _ in $(seq 20); do
-    alive=0
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for ((i=${#pids[@]}-1; i>=0; i--)); do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  echo "demo: logs kept in $RUN_DIR" >&2
-}
-trap cleanup INT TERM EXIT
+trap 'stop_all demo' INT TERM EXIT
 
 "$MOSQUITTO" -c "$RUN_DIR/mosquitto.conf" 2>"$RUN_DIR/mosquitto.log" &
 pids+=($!)

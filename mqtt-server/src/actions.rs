@@ -39,7 +39,7 @@ use mqtt_link::Held;
 use serde::Serialize;
 
 use crate::counters::Counters;
-use crate::dispatch::Publisher;
+use crate::dispatch::{Publisher, send_order};
 use crate::fleet::Fleet;
 
 /// Actions waiting for their ack at most.
@@ -488,21 +488,16 @@ impl ActionTracker {
         counters: &mut Counters,
         out: &mut dyn Publisher,
     ) {
-        let topic = client.topic(TopicKind::Action);
-        let sent = Message::Action(*action)
-            .encode_as(version)
-            .map_err(|e| e.to_string())
-            .and_then(|payload| out.publish(&topic, payload.as_slice()));
-        if let Err(e) = sent {
-            counters.publish_failures += 1;
-            if let Some(held) = self.publish_limit.check(now) {
-                warn!(
-                    "could not queue action {} for {client}: {e}; will retry{}",
-                    action.action_id,
-                    Held(held).note("similar")
-                );
-            }
-        }
+        send_order(
+            out,
+            &client.topic(TopicKind::Action),
+            Message::Action(*action),
+            version,
+            now,
+            &mut self.publish_limit,
+            counters,
+            format_args!("action {} for {client}", action.action_id),
+        );
     }
 
     /// Finishes action `id`: journal, feed, counters, report.

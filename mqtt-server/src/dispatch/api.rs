@@ -5,8 +5,13 @@
 
 use std::time::{Duration, Instant};
 
+use common::ratelimit::RateLimiter;
 use common::wire::NO_DEADLINE;
-use common::{Point, RejectReason};
+use common::{Message, Point, RejectReason};
+use log::warn;
+use mqtt_link::Held;
+
+use crate::counters::Counters;
 use crossbeam_channel::{Receiver, Sender};
 
 /// After a segment's deadline, how long the server still waits for an `Accepted` the Pi may
@@ -148,6 +153,36 @@ pub trait Publisher {
     fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<(), String>;
     /// Queues a QoS 1, retained publish without blocking (the server's status and lease).
     fn publish_retained(&mut self, topic: &str, payload: &[u8]) -> Result<(), String>;
+}
+
+/// Sends an order (a segment or an action) to a Pi: `msg` encoded in the Pi's protocol
+/// `version`, published on `topic`. A failure (an encoding the version cannot carry, a full
+/// request queue, no connection) is counted in `publish_failures` and logged at most once
+/// per `limit`'s period, naming `what`; the caller's retries send it again.
+#[allow(clippy::too_many_arguments)]
+pub fn send_order(
+    out: &mut dyn Publisher,
+    topic: &str,
+    msg: Message,
+    version: u8,
+    now: Instant,
+    limit: &mut RateLimiter,
+    counters: &mut Counters,
+    what: std::fmt::Arguments<'_>,
+) {
+    let sent = msg
+        .encode_as(version)
+        .map_err(|e| e.to_string())
+        .and_then(|payload| out.publish(topic, payload.as_slice()));
+    if let Err(e) = sent {
+        counters.publish_failures += 1;
+        if let Some(held) = limit.check(now) {
+            warn!(
+                "could not queue {what}: {e}; will retry{}",
+                Held(held).note("similar")
+            );
+        }
+    }
 }
 
 /// The dispatcher's settings.

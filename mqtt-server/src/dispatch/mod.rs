@@ -59,15 +59,10 @@ mod tests;
 
 pub use api::{
     ACK_GRACE, DispatchConfig, DispatchError, FailReason, Order, Publisher, SegmentOutcome,
-    SegmentSpec, SegmentTicket, pi_deadline_ms,
+    SegmentSpec, SegmentTicket, pi_deadline_ms, send_order,
 };
 use journal::{Journal, SegmentState, fail_label, reject_label};
 use segment::{Ending, Phase, Tracked};
-
-/// ` (N similar not logged)` after a rate-limited line, or nothing.
-fn held_note(held: u64) -> String {
-    Held(held).note("similar")
-}
 
 /// The first segment id: the server's clock in ms (mod 2^32), odd, so never 0.
 pub fn seed_segment_id() -> u32 {
@@ -316,27 +311,21 @@ impl Dispatcher {
         counters: &mut Counters,
         out: &mut dyn Publisher,
     ) {
-        let topic = client.topic(TopicKind::Segment);
         let mut segment = *segment;
         if version < 3 {
             // Versions 1 and 2 carry no epoch (their encoder refuses one): not fenced.
             segment.epoch = 0;
         }
-        let segment = &segment;
-        let sent = Message::Segment(*segment)
-            .encode_as(version)
-            .map_err(|e| e.to_string())
-            .and_then(|payload| out.publish(&topic, payload.as_slice()));
-        if let Err(e) = sent {
-            counters.publish_failures += 1;
-            if let Some(held) = self.publish_limit.check(now) {
-                warn!(
-                    "could not queue segment {} for {client}: {e}; will retry{}",
-                    segment.segment_id,
-                    held_note(held)
-                );
-            }
-        }
+        send_order(
+            out,
+            &client.topic(TopicKind::Segment),
+            Message::Segment(segment),
+            version,
+            now,
+            &mut self.publish_limit,
+            counters,
+            format_args!("segment {} for {client}", segment.segment_id),
+        );
     }
 
     /// An ack from `client`.
@@ -360,7 +349,7 @@ impl Dispatcher {
                     ack.entity_id,
                     t.client,
                     t.segment.entity_id,
-                    held_note(held)
+                    Held(held).note("similar")
                 );
             }
             return;
@@ -386,7 +375,7 @@ impl Dispatcher {
                              later than the deadline's grace){}",
                             ack.segment_id,
                             ack.outcome,
-                            held_note(held)
+                            Held(held).note("similar")
                         );
                     }
                 }
@@ -425,7 +414,7 @@ impl Dispatcher {
                             "segment {id} rejected by {}/{}: {reason:?}{}",
                             t.client,
                             t.segment.entity_id,
-                            held_note(held)
+                            Held(held).note("similar")
                         );
                     }
                 }
@@ -571,7 +560,7 @@ impl Dispatcher {
                             "segment {id} to {}/{}: no ack after {attempts} attempt(s); giving up{}",
                             t.client,
                             t.segment.entity_id,
-                            held_note(held)
+                            Held(held).note("similar")
                         );
                     }
                     FailReason::NoAck { attempts }
