@@ -185,6 +185,17 @@ impl VehiclesLoop {
         let max_dt = MAX_DT.max(self.state_interval * 2);
         let mut last = Instant::now();
         loop {
+            // Whatever woke it last, what is due goes now, in one burst; here, at the top, so
+            // that no branch below can skip it: a flood of inputs holds neither the reports
+            // nor the heartbeat back by more than one event (every input brought the
+            // entities up to its time).
+            let (report, beat) = schedule.due(Instant::now());
+            if report {
+                self.flush(&mut outbox);
+                self.publish(beat, &mut reports);
+            } else if beat {
+                self.states.publish(Some(&mut self.heartbeat), &[]);
+            }
             // Woken for a handler's next event; every STEP while acks wait to be published.
             let next = match (self.entities.next_event(), outbox.is_empty()) {
                 (next, true) => next,
@@ -303,15 +314,6 @@ impl VehiclesLoop {
                     }
                 }
                 Event::Wake => self.flush(&mut outbox),
-            }
-            // Whatever woke it, what is due goes now, in one burst: a flood of inputs holds
-            // neither the reports nor the heartbeat back by more than one event.
-            let (report, beat) = schedule.due(Instant::now());
-            if report {
-                self.flush(&mut outbox);
-                self.publish(beat, &mut reports);
-            } else if beat {
-                self.states.publish(Some(&mut self.heartbeat), &[]);
             }
         }
         debug!("{} heartbeats sent", self.heartbeat.count());
