@@ -44,7 +44,6 @@ pub const MAX_INCOMING_PACKET: usize = 16 << 20;
 /// brokers each one is tried about this often. A refused attempt costs one SYN on loopback.
 pub const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
-/// How to run a link.
 /// The QoS both daemons subscribe with: 0. A message keeps the QoS it was published with on
 /// the hop to the broker (segments, actions, acks and statuses: 1, so the broker has it), and
 /// is delivered at QoS 0. QoS 1 on the broker-to-client hop would add nothing that survives a
@@ -57,6 +56,7 @@ pub const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// for them, with its heartbeats unread (docs/scaling.md); at QoS 0 it is back in 0.6 s.
 pub const SUBSCRIBE_QOS: QoS = QoS::AtMostOnce;
 
+/// How to run a link.
 pub struct LinkConfig {
     pub client_id: String,
     pub broker: BrokerConfig,
@@ -424,6 +424,20 @@ impl Runner {
         }
     }
 
+    /// Queues one SUBSCRIBE for `filters` (none when empty); returns what it asked for, which
+    /// the next SubAck answers position by position.
+    fn subscribe(&self, filters: &[(String, QoS)]) -> Vec<(String, QoS)> {
+        if !filters.is_empty() {
+            let subs = filters
+                .iter()
+                .map(|(t, q)| rumqttc::SubscribeFilter::new(t.clone(), *q));
+            if let Err(e) = self.client.try_subscribe_many(subs) {
+                error!("could not queue the subscription: {e}");
+            }
+        }
+        filters.to_vec()
+    }
+
     fn run(mut self, conn: &mut Connection) {
         let mut limiter = RateLimiter::new(Duration::from_secs(30));
         let mut failures: u64 = 0;
@@ -456,14 +470,7 @@ impl Runner {
                             // Until it comes, nothing else is re-sent.
                             r.at = Instant::now() + RESUBSCRIBE_MAX;
                             if self.connected.load(Ordering::Acquire) {
-                                asked = r.filters.clone();
-                                let subs = r
-                                    .filters
-                                    .iter()
-                                    .map(|(t, q)| rumqttc::SubscribeFilter::new(t.clone(), *q));
-                                if let Err(e) = self.client.try_subscribe_many(subs) {
-                                    error!("could not queue the subscription: {e}");
-                                }
+                                asked = self.subscribe(&r.filters);
                             }
                         }
                         continue;
@@ -517,16 +524,7 @@ impl Runner {
                     failures = 0;
                     // Every subscription is asked for anew on each connection.
                     resubscribe = None;
-                    asked = self.subscriptions.clone();
-                    if !self.subscriptions.is_empty() {
-                        let subs = self
-                            .subscriptions
-                            .iter()
-                            .map(|(t, q)| rumqttc::SubscribeFilter::new(t.clone(), *q));
-                        if let Err(e) = self.client.try_subscribe_many(subs) {
-                            error!("could not queue the subscription: {e}");
-                        }
-                    }
+                    asked = self.subscribe(&self.subscriptions);
                     if !self.emit(LinkEvent::Connected { session }) {
                         break;
                     }

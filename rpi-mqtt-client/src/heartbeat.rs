@@ -1,7 +1,7 @@
 //! The Pi's heartbeat on `rpi/{id}/heartbeat`: every interval while the link is connected, and
 //! one at once after every (re)connect. The `vehicles` thread sends it in the same burst as the
 //! state reports due at that moment (one wake-up of the `mqtt-link` thread for both); it is
-//! due on its own tick, checked after every event that thread handles, so a flood of inputs
+//! due on its own schedule, checked before every wait of that thread, so a flood of inputs
 //! does not hold it back. `seq` grows by one per heartbeat handed to the client; heartbeats
 //! not sent (disconnected, queue full) are not counted (the server reads gaps in `seq` as
 //! lost heartbeats).
@@ -9,14 +9,13 @@
 use std::time::{Duration, Instant};
 
 use common::ratelimit::RateLimiter;
+use common::wire::Encoded;
 use common::{Heartbeat, Message};
 use log::warn;
+use mqtt_link::Held;
 
 use crate::clock;
-use common::wire::Encoded;
-
 use crate::publisher::encode;
-use mqtt_link::Held;
 
 pub struct Heartbeats {
     pub interval: Duration,
