@@ -35,6 +35,20 @@ pub fn first_session(stored: Option<u32>, wall_secs: u32) -> u32 {
     }
 }
 
+/// The most of the session file read: a u32 in decimal and a newline need 11 bytes; a
+/// larger file (a device node or a big file put there by mistake) is read only this far and
+/// then fails to parse, so it costs no memory.
+const MAX_READ: u64 = 64;
+
+/// The session file's text, at most [`MAX_READ`] bytes of it (lossy UTF-8: a binary file is
+/// simply not a number).
+fn read_capped(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    fs::File::open(path)?.take(MAX_READ).read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
 impl SessionStore {
     /// Opens the store in `dir` (None: disabled); the first session follows from the last
     /// stored one and the wall clock (`wall_secs`).
@@ -52,7 +66,7 @@ impl SessionStore {
             return (None, None);
         };
         let path = PathBuf::from(dir).join(FILE);
-        match fs::read_to_string(&path) {
+        match read_capped(&path) {
             Ok(text) => match text.trim().parse::<u32>() {
                 Ok(last) => (Some(path), Some(last)),
                 Err(_) => {
@@ -128,5 +142,22 @@ mod tests {
         assert_eq!(gone.first, 40);
         gone.save(44);
         assert!(!dir.exists(), "the directory is not created");
+    }
+
+    #[test]
+    fn a_large_or_binary_file_is_read_only_in_part_and_then_replaced() {
+        let dir = std::env::temp_dir().join(format!("link-session-big-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let d = dir.to_str().unwrap();
+        // 8 MiB of digits: a full read would parse it (and hold it); the capped one does not.
+        fs::write(dir.join(FILE), "7".repeat(8 << 20)).unwrap();
+        assert_eq!(read_capped(&dir.join(FILE)).unwrap().len() as u64, MAX_READ);
+        let mut s = SessionStore::open(Some(d), 40);
+        assert_eq!(s.first, 40, "not a counter: the wall clock");
+        s.save(41);
+        assert_eq!(SessionStore::open(Some(d), 40).first, 42, "replaced by a good one");
+        fs::write(dir.join(FILE), [0xff, 0xfe, 0x00, b'9']).unwrap();
+        assert_eq!(SessionStore::open(Some(d), 40).first, 40);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
