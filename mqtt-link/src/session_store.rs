@@ -155,7 +155,11 @@ mod tests {
         let mut s = SessionStore::open(Some(d), 40);
         assert_eq!(s.first, 40, "not a counter: the wall clock");
         s.save(41);
-        assert_eq!(SessionStore::open(Some(d), 40).first, 42, "replaced by a good one");
+        assert_eq!(
+            SessionStore::open(Some(d), 40).first,
+            42,
+            "replaced by a good one"
+        );
         fs::write(dir.join(FILE), [0xff, 0xfe, 0x00, b'9']).unwrap();
         assert_eq!(SessionStore::open(Some(d), 40).first, 40);
         fs::remove_dir_all(&dir).unwrap();

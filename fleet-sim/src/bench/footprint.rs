@@ -1,12 +1,13 @@
 //! The Pi's footprint: a real release `rpi-client` with 3 entities at 10 Hz against the local
 //! broker, in three modes ([`Mode`]): driving its simulator (the server's demo planner sends
 //! segments), driving through the vehicle bridge (the Python reference vehicle, not counted),
-//! and idle (no segments); each measured over a window (RSS
-//! sampled every second, peak from VmHWM, CPU from /proc/PID/stat, wake-ups as the voluntary
-//! context switches of all its threads); beside it in the same window, the baseline: a small
-//! C client on libmosquitto publishing the same heartbeats and state reports
-//! (`bench/baseline/pi_baseline.c`, built by scripts/bench.sh); and the sizes of the stripped
-//! release binaries.
+//! and idle (no segments); each measured over a window (RSS sampled every second, peak from
+//! VmHWM, CPU from the threads' schedstat in ns, wake-ups as the voluntary context switches
+//! of all its threads); beside it in the same window, the baseline: a small C client on
+//! libmosquitto publishing the same heartbeats and state reports
+//! (`bench/baseline/pi_baseline.c`, built by scripts/bench.sh), and the floor of a client on
+//! rumqttc: `pi-floor` (fleet-sim/src/bin/pi-floor.rs), the same messages from one thread
+//! woken once per round, nothing else; and the sizes of the stripped release binaries.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -60,6 +61,9 @@ pub struct FootprintResult {
     /// The C client on libmosquitto in the same window (None: not built).
     #[serde(default)]
     pub baseline: Option<BaselineFootprint>,
+    /// `pi-floor` in the same window: what any client on rumqttc pays (None: not built).
+    #[serde(default)]
+    pub floor: Option<BaselineFootprint>,
 }
 
 /// The baseline client's figures over the same window.
@@ -104,6 +108,11 @@ fn threads(pid: u32) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// `pi-floor`, next to the benchmark's binaries (built with fleet-sim).
+fn floor_bin(b: &Bench) -> Option<std::path::PathBuf> {
+    Some(b.bins.join("pi-floor")).filter(|p| p.is_file())
 }
 
 /// The reference vehicle (the checkout's, found from where fleet-sim was built, or where
@@ -173,12 +182,29 @@ pub fn run(b: &Bench, window: Duration, mode: Mode) -> FootprintResult {
             ],
         )
     });
+    let floor_bin = floor_bin(b);
+    if floor_bin.is_none() {
+        eprintln!("   pi-floor not built: cargo build --release -p fleet-sim builds it");
+    }
+    let mut floor = floor_bin.map(|bin| {
+        b.run(
+            "footprint-floor",
+            &bin,
+            &[
+                "127.0.0.1",
+                port.as_str(),
+                "bench-foot-floor",
+                "3",
+                secs.as_str(),
+            ],
+        )
+    });
     std::thread::sleep(Duration::from_secs(2));
-    let c0 = CpuMark::take(&pi).expect("read rpi-client cpu");
+    let c0 = CpuMark::take_precise(pi.pid()).expect("read rpi-client cpu");
     let w0 = wakeups(pi.pid());
-    let base0 = base
-        .as_ref()
-        .and_then(|d| Some((CpuMark::take(d)?, wakeups(d.pid())?)));
+    let mark = |d: &testkit::Daemon| Some((CpuMark::take_precise(d.pid())?, wakeups(d.pid())?));
+    let base0 = base.as_ref().and_then(mark);
+    let floor0 = floor.as_ref().and_then(mark);
     let start = Instant::now();
     let mut rss = Vec::new();
     while start.elapsed() < window {
@@ -187,22 +213,24 @@ pub fn run(b: &Bench, window: Duration, mode: Mode) -> FootprintResult {
             rss.push(m.rss_kib);
         }
     }
-    let c1 = CpuMark::take(&pi).expect("read rpi-client cpu");
+    let c1 = CpuMark::take_precise(pi.pid()).expect("read rpi-client cpu");
     let w1 = wakeups(pi.pid());
     let per_s = |a: Option<u64>, b: Option<u64>| match (a, b) {
         (Some(a), Some(b)) => b.saturating_sub(a) as f64 / window.as_secs_f64(),
         _ => f64::NAN,
     };
-    let baseline = base.as_mut().and_then(|d| {
-        let (bc0, bw0) = base0?;
+    let figures = |d: &mut testkit::Daemon, at0: Option<(CpuMark, u64)>| {
+        let (c0, w0) = at0?;
         let r = BaselineFootprint {
-            cpu_share: bc0.share_to(&CpuMark::take(d)?),
-            wakeups_per_s: per_s(Some(bw0), wakeups(d.pid())),
+            cpu_share: c0.share_to(&CpuMark::take_precise(d.pid())?),
+            wakeups_per_s: per_s(Some(w0), wakeups(d.pid())),
             rss_kib: d.memory().map_or(0, |m| m.rss_kib),
         };
         d.stop(Duration::from_secs(2));
         Some(r)
-    });
+    };
+    let baseline = base.as_mut().and_then(|d| figures(d, base0));
+    let floor = floor.as_mut().and_then(|d| figures(d, floor0));
     let hwm = pi.memory().map(|m| m.hwm_kib).unwrap_or(0);
     let threads = threads(pi.pid());
     pi.stop(Duration::from_secs(5));
@@ -226,6 +254,7 @@ pub fn run(b: &Bench, window: Duration, mode: Mode) -> FootprintResult {
         segments_completed: stats.and_then(|s| s.segments.get("completed").copied()),
         wakeups_per_s: per_s(w0, w1),
         baseline,
+        floor,
     };
     eprintln!(
         "   cpu {:.3}% of a core, {:.1} wake-ups/s, rss avg {} KiB max {} KiB, peak {} KiB, {} threads",

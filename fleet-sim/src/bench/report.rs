@@ -185,13 +185,17 @@ impl Results {
         let beside = |v: Option<String>| v.map_or(String::new(), |v| format!(" (C baseline {v})"));
         let cpu = |f: &FootprintResult| {
             format!(
-                "{:.3}%{}",
+                "{:.3}%{}{}",
                 f.cpu_share * 100.0,
                 beside(
                     f.baseline
                         .as_ref()
                         .map(|b| format!("{:.3}%", b.cpu_share * 100.0))
-                )
+                ),
+                f.floor.as_ref().map_or(String::new(), |b| format!(
+                    " (rumqttc floor {:.3}%)",
+                    b.cpu_share * 100.0
+                ))
             )
         };
         let wakeups = |f: &FootprintResult| {
@@ -426,6 +430,18 @@ impl Results {
                     None => {
                         let _ = writeln!(s, "| | baseline not built | | | | | | | |");
                     }
+                }
+                if let Some(b) = &f.floor {
+                    let _ = writeln!(
+                        s,
+                        "| | floor: pi-floor, rumqttc, one thread woken once per round, same messages | {:.3}% | {:.1} | {} KiB | - | - | 1 | - |\n\
+                         | | rpi-client / floor | {:.1}x | {:.1}x | | | | | |",
+                        b.cpu_share * 100.0,
+                        b.wakeups_per_s,
+                        b.rss_kib,
+                        f.cpu_share / b.cpu_share.max(1e-9),
+                        f.wakeups_per_s / b.wakeups_per_s.max(1e-9)
+                    );
                 }
             }
             s.push('\n');
