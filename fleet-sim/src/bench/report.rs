@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::Machine;
 use super::codec::CodecResult;
 use super::failure::FailureResult;
-use super::footprint::FootprintResult;
+use super::footprint::{BaselineFootprint, FootprintResult};
 use super::ingest::IngestResult;
 use super::latency::LatencyResult;
 use super::svg::{BarGroup, Series, bar_plot_log_ms, line_plot};
@@ -414,33 +414,36 @@ impl Results {
                     f.threads,
                     f.segments_completed.map_or("-".into(), |n| n.to_string())
                 );
-                match &f.baseline {
-                    Some(b) => {
-                        let _ = writeln!(
-                            s,
-                            "| | baseline: C, libmosquitto, same messages, no driving | {:.3}% | {:.1} | {} KiB | - | - | 1 | - |\n\
-                             | | rpi-client / baseline | {:.1}x | {:.1}x | | | | | |",
-                            b.cpu_share * 100.0,
-                            b.wakeups_per_s,
-                            b.rss_kib,
-                            f.cpu_share / b.cpu_share.max(1e-9),
-                            f.wakeups_per_s / b.wakeups_per_s.max(1e-9)
-                        );
-                    }
-                    None => {
-                        let _ = writeln!(s, "| | baseline not built | | | | | | | |");
-                    }
-                }
-                if let Some(b) = &f.floor {
+                // A reference client's row and rpi-client's ratio to it.
+                let reference = |s: &mut String, what: &str, short: &str, b: &BaselineFootprint| {
                     let _ = writeln!(
                         s,
-                        "| | floor: pi-floor, rumqttc, one thread woken once per round, same messages | {:.3}% | {:.1} | {} KiB | - | - | 1 | - |\n\
-                         | | rpi-client / floor | {:.1}x | {:.1}x | | | | | |",
+                        "| | {what} | {:.3}% | {:.1} | {} KiB | - | - | 1 | - |\n\
+                         | | rpi-client / {short} | {:.1}x | {:.1}x | | | | | |",
                         b.cpu_share * 100.0,
                         b.wakeups_per_s,
                         b.rss_kib,
                         f.cpu_share / b.cpu_share.max(1e-9),
                         f.wakeups_per_s / b.wakeups_per_s.max(1e-9)
+                    );
+                };
+                match &f.baseline {
+                    Some(b) => reference(
+                        &mut s,
+                        "baseline: C, libmosquitto, same messages, no driving",
+                        "baseline",
+                        b,
+                    ),
+                    None => {
+                        let _ = writeln!(s, "| | baseline not built | | | | | | | |");
+                    }
+                }
+                if let Some(b) = &f.floor {
+                    reference(
+                        &mut s,
+                        "floor: pi-floor, rumqttc, one thread woken once per round, same messages",
+                        "floor",
+                        b,
                     );
                 }
             }
