@@ -1,6 +1,7 @@
 //! The fleet's MQTT transport and the daemon plumbing both daemons share: connection
 //! settings and TLS ([`broker`]), the event-loop thread that keeps a connection alive
-//! ([`link`]), the connection-gated publisher ([`publisher`]), named worker threads that
+//! ([`link`]) and what it does on a schedule ([`periodic`]), the connection-gated publisher
+//! ([`publisher`]), named worker threads that
 //! announce their exit ([`worker`]), the session counter kept across restarts
 //! ([`session_store`]), the "(N not logged)" of rate-limited logs ([`held`]), and
 //! what every daemon's `main` needs: logging, signals, config loading ([`daemon`]).
@@ -12,6 +13,7 @@ pub mod broker;
 pub mod daemon;
 pub mod held;
 pub mod link;
+pub mod periodic;
 pub mod publisher;
 pub mod session_store;
 pub mod worker;
@@ -21,6 +23,7 @@ pub use broker::{
 };
 pub use held::Held;
 pub use link::{BACKOFF_MAX, Link, LinkConfig, LinkEvent, SUBSCRIBE_QOS, WillFn};
+pub use periodic::Periodic;
 pub use publisher::{NotSent, Outgoing, Publisher};
 pub use rumqttc::{Client, ClientError, LastWill, QoS};
 pub use worker::Worker;

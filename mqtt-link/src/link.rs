@@ -27,6 +27,7 @@ use rumqttc::{
 
 use crate::Held;
 use crate::broker::{BrokerConfig, SetupError};
+use crate::periodic::{Periodic, Waiter, Woke};
 use crate::publisher::Burst;
 
 /// Builds the Last Will for the connection with the given session number.
@@ -84,6 +85,9 @@ pub struct LinkConfig {
     /// for that thread's slice (a few ms) instead of running at once; on an idle core, as on
     /// a Pi, it runs at once. Set by the rpi-client (its wake-ups are a target), not the server.
     pub batch_scheduling: bool,
+    /// Work the link thread does itself on a schedule (the Pi's heartbeat and state reports):
+    /// one wake-up of one thread per round ([`crate::periodic`]).
+    pub periodic: Option<Box<dyn Periodic>>,
 }
 
 impl LinkConfig {
@@ -99,6 +103,7 @@ impl LinkConfig {
             backoff_min: Duration::from_millis(50),
             backoff_max: BACKOFF_MAX,
             batch_scheduling: false,
+            periodic: None,
         }
     }
 }
@@ -180,6 +185,8 @@ impl Link {
             next_session: cfg.first_session,
             subscriptions: cfg.subscriptions,
             will: cfg.will,
+            waiter: None,
+            periodic: cfg.periodic,
         };
         let batch = cfg.batch_scheduling;
         let handle = thread::Builder::new()
@@ -306,6 +313,9 @@ struct Runner {
     /// Burst messages dropped (link down, or rumqttc's queue full), and their log.
     burst_dropped: u64,
     burst_log: RateLimiter,
+    /// How this thread waits (made on the thread: it owns a runtime).
+    waiter: Option<Waiter>,
+    periodic: Option<Box<dyn Periodic>>,
 }
 
 /// Makes the calling thread `SCHED_BATCH` ([`LinkConfig::batch_scheduling`]); a failure is
@@ -325,6 +335,9 @@ fn sched_batch() {
         }
     }
 }
+
+/// A periodic job due this soon counts as due (timer slack).
+const PERIODIC_SLACK: Duration = Duration::from_millis(1);
 
 /// A connection that breaks sooner than this after its ConnAck is short-lived: the backoff
 /// is not reset. From the second short-lived connection in a row the link is flapping (e.g.
@@ -438,6 +451,39 @@ impl Runner {
         filters.to_vec()
     }
 
+    /// Runs the periodic job (if any) when it is due: what it publishes goes to rumqttc from
+    /// this thread, so nobody is woken; the next poll writes it.
+    fn run_periodic(&mut self) {
+        // Shutting down: the final status is the last word.
+        if self.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(p) = self.periodic.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        if now + PERIODIC_SLACK < p.next() {
+            return;
+        }
+        let connected = self.connected.load(Ordering::Acquire);
+        let client = &self.client;
+        p.run(now, connected, &mut |m| {
+            connected
+                && client
+                    .try_publish(m.topic, m.qos, m.retain, m.payload.to_vec())
+                    .is_ok()
+        });
+    }
+
+    /// Waits for rumqttc's next event, `until`, or the periodic job.
+    fn wait(&mut self, conn: &mut Connection, until: Option<Instant>) -> Woke {
+        let due = self.periodic.as_ref().map(|p| p.next());
+        let waiter = self
+            .waiter
+            .get_or_insert_with(|| Waiter::new(due.is_some()));
+        waiter.wait(conn, until, due)
+    }
+
     fn run(mut self, conn: &mut Connection) {
         let mut limiter = RateLimiter::new(Duration::from_secs(30));
         let mut failures: u64 = 0;
@@ -457,26 +503,25 @@ impl Runner {
                 break;
             }
             self.take_burst();
-            let event = match resubscribe.as_ref().map(|r| r.at) {
-                None => match conn.recv() {
-                    Ok(e) => e,
-                    Err(_) => break, // every Client handle is gone
-                },
-                Some(at) => match conn.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                    Ok(e) => e,
-                    Err(rumqttc::RecvTimeoutError::Timeout) => {
-                        if let Some(r) = resubscribe.as_mut() {
-                            // Asked again; the SubAck decides (a failure doubles the wait).
-                            // Until it comes, nothing else is re-sent.
-                            r.at = Instant::now() + RESUBSCRIBE_MAX;
-                            if self.connected.load(Ordering::Acquire) {
-                                asked = self.subscribe(&r.filters);
-                            }
+            self.run_periodic();
+            let event = match self.wait(conn, resubscribe.as_ref().map(|r| r.at)) {
+                Woke::Event(e) => e,
+                Woke::Done => break, // every Client handle is gone
+                Woke::Due => continue,
+                Woke::Timeout => {
+                    if let Some(r) = resubscribe
+                        .as_mut()
+                        .filter(|r| r.at <= Instant::now() + PERIODIC_SLACK)
+                    {
+                        // Asked again; the SubAck decides (a failure doubles the wait).
+                        // Until it comes, nothing else is re-sent.
+                        r.at = Instant::now() + RESUBSCRIBE_MAX;
+                        if self.connected.load(Ordering::Acquire) {
+                            asked = self.subscribe(&r.filters);
                         }
-                        continue;
                     }
-                    Err(rumqttc::RecvTimeoutError::Disconnected) => break,
-                },
+                    continue;
+                }
             };
             // Keep-alive pings give an event at least every keep-alive, so a connection that
             // outlives the short-lived ones is noticed (and reported, after flapping).
@@ -569,7 +614,7 @@ impl Runner {
                     resubscribe = next;
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                    drain_until_closed(conn);
+                    self.drain_until_closed(conn);
                     info!("disconnected from {}", self.addr());
                     break;
                 }
@@ -697,26 +742,26 @@ impl Runner {
     }
 }
 
-/// After our DISCONNECT, waits (briefly) for the broker to close the connection, reading
-/// whatever still arrives. Closing a socket with unread data in it (e.g. the PUBACK of a final
-/// QoS 1 publish) makes the kernel send a TCP RST, and a broker hit by an RST loses what it had
-/// not read yet: the final status and the DISCONNECT itself, so it would publish the will.
-fn drain_until_closed(conn: &mut Connection) {
-    let deadline = Instant::now() + DRAIN_AFTER_DISCONNECT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        match conn.recv_timeout(left) {
-            Ok(Ok(_)) => {}
-            // Closed by the broker (the normal end), timed out, or every client handle gone.
-            _ => return,
+impl Runner {
+    /// After our DISCONNECT, waits (briefly) for the broker to close the connection, reading
+    /// whatever still arrives. Closing a socket with unread data in it (e.g. the PUBACK of a
+    /// final QoS 1 publish) makes the kernel send a TCP RST, and a broker hit by an RST loses
+    /// what it had not read yet: the final status and the DISCONNECT itself, so it would
+    /// publish the will.
+    fn drain_until_closed(&mut self, conn: &mut Connection) {
+        let deadline = Instant::now() + DRAIN_AFTER_DISCONNECT;
+        self.periodic = None;
+        while Instant::now() < deadline {
+            match self.wait(conn, Some(deadline)) {
+                Woke::Event(Ok(_)) | Woke::Due => {}
+                // Closed by the broker (the normal end), timed out, or every client handle gone.
+                _ => return,
+            }
         }
     }
 }
 
-/// How long [`drain_until_closed`] waits for the broker to close the connection.
+/// How long [`Runner::drain_until_closed`] waits for the broker to close the connection.
 const DRAIN_AFTER_DISCONNECT: Duration = Duration::from_millis(500);
 
 /// ` (N connection lines not logged)` when the flap limiter held some back.

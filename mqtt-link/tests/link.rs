@@ -223,3 +223,101 @@ fn a_burst_arrives_whole_and_in_order_and_is_refused_while_down() {
     assert_eq!(publisher.try_send_many(&msgs), Err(NotSent::Disconnected));
     assert!(link.shutdown(None, Duration::from_secs(5)));
 }
+
+/// A periodic job that publishes its run count on `tick/n` every `every`, and records on
+/// which thread and whether connected each run was.
+struct Ticker {
+    next: Instant,
+    every: Duration,
+    n: u32,
+    runs: std::sync::Arc<std::sync::Mutex<Vec<(String, bool)>>>,
+}
+
+impl mqtt_link::Periodic for Ticker {
+    fn next(&self) -> Instant {
+        self.next
+    }
+    fn run(
+        &mut self,
+        now: Instant,
+        connected: bool,
+        publish: &mut dyn FnMut(mqtt_link::Outgoing<'_>) -> bool,
+    ) {
+        while self.next <= now + Duration::from_millis(1) {
+            self.next += self.every;
+        }
+        let thread = std::thread::current().name().unwrap_or("?").to_owned();
+        self.runs.lock().unwrap().push((thread, connected));
+        let payload = self.n.to_le_bytes();
+        let sent = publish(mqtt_link::Outgoing {
+            topic: "tick/n",
+            qos: QoS::AtMostOnce,
+            retain: false,
+            payload: &payload,
+        });
+        assert_eq!(sent, connected, "handed over exactly while connected");
+        self.n += u32::from(sent);
+    }
+}
+
+#[test]
+fn a_periodic_job_runs_on_the_link_thread_at_its_times_and_knows_when_the_link_is_down() {
+    let mut broker = Broker::start();
+    let probe = Probe::connect(broker.port(), "probe-tick", &["tick/#"]);
+    let (tx, rx) = crossbeam_channel::bounded(100);
+    let runs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let every = Duration::from_millis(50);
+    let mut cfg = config(&broker, "pi-tick");
+    cfg.periodic = Some(Box::new(Ticker {
+        next: Instant::now() + every,
+        every,
+        n: 0,
+        runs: runs.clone(),
+    }));
+    let link = Link::start(cfg, tx).unwrap();
+    assert!(next_connected(&rx, Duration::from_secs(5)).is_some());
+    let seen = probe.collect_for(Duration::from_millis(1000));
+    // 20 runs in a second at 50 ms; the window and the connect make it 17-21.
+    assert!(
+        (17..=21).contains(&seen.len()),
+        "{} ticks: {seen:?}",
+        seen.len()
+    );
+    let counts: Vec<u32> = seen
+        .iter()
+        .map(|s| u32::from_le_bytes(s.payload[..4].try_into().unwrap()))
+        .collect();
+    assert!(
+        counts.windows(2).all(|w| w[1] == w[0] + 1),
+        "one per run, in order: {counts:?}"
+    );
+    assert!(
+        runs.lock()
+            .unwrap()
+            .iter()
+            .all(|(thread, _)| thread == "mqtt-link"),
+        "run by the link thread itself"
+    );
+
+    // Down: a run (between connection attempts; none while the thread sleeps between them)
+    // is told so, and nothing it makes comes out later.
+    broker.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while link.is_connected() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    runs.lock().unwrap().clear();
+    std::thread::sleep(Duration::from_millis(500));
+    let down = runs.lock().unwrap().clone();
+    assert!(down.iter().all(|(_, connected)| !connected), "{down:?}");
+
+    // Back: it publishes again, counting on from where it was.
+    broker.restart();
+    assert!(next_connected(&rx, Duration::from_secs(10)).is_some());
+    let probe = Probe::connect(broker.port(), "probe-tick-2", &["tick/#"]);
+    let again = probe.collect_for(Duration::from_millis(500));
+    assert!(again.len() >= 5, "{} ticks after the restart", again.len());
+    let first = u32::from_le_bytes(again[0].payload[..4].try_into().unwrap());
+    assert!(first >= *counts.last().unwrap(), "{first} after {counts:?}");
+    assert!(link.shutdown(None, Duration::from_secs(5)));
+}

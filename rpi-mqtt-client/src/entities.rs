@@ -13,7 +13,7 @@ use common::{
 use crate::fence::SharedFence;
 use crate::seen::{HISTORY, SeenSegments};
 use crate::seen_actions::{ACTION_HISTORY, SeenActions};
-use crate::vehicle::Vehicle;
+use crate::vehicle::{Sampler, Vehicle, VehicleState};
 
 /// The `action_id` of the pause the Pi's server-lost rule hands to its vehicles (bridge
 /// processes see it; docs/vehicle-bridge.md): no server sends it (ids are the leader's own).
@@ -291,14 +291,56 @@ impl Entities {
     pub fn reports(&self, timestamp_ms: u64, out: &mut Vec<StateReport>) {
         out.clear();
         out.extend(self.slots.iter().map(|slot| {
-            let mut r = StateReport::new(slot.id, timestamp_ms, slot.vehicle.state());
-            r.flags = slot.flags.with(slot.vehicle.flags());
-            if slot.paused() || r.flags.contains(EntityFlags::NO_DRIVER) {
-                (r.vx, r.vy) = (0, 0);
-            }
-            r
+            report(
+                slot.id,
+                slot.flags.with(slot.vehicle.flags()),
+                slot.vehicle.state(),
+                timestamp_ms,
+            )
         }));
     }
+
+    /// What the reports show until the next call ([`crate::rounds::Board`]): every entity's
+    /// flags and [`Sampler`], taken now (when the entities were last stepped).
+    pub fn board(&self) -> Vec<Sampled> {
+        self.slots
+            .iter()
+            .map(|slot| Sampled {
+                id: slot.id,
+                flags: slot.flags,
+                sampler: slot.vehicle.sampler(),
+            })
+            .collect()
+    }
+}
+
+/// One entity on the [`crate::rounds::Board`].
+pub struct Sampled {
+    pub id: u32,
+    /// The entity's own flags (PAUSED, STOPPED); the handler's come from the sampler.
+    pub flags: EntityFlags,
+    pub sampler: Box<dyn Sampler>,
+}
+
+impl Sampled {
+    /// Its report `elapsed` after the board was taken (a paused entity does not move).
+    pub fn report(&self, elapsed: Duration, timestamp_ms: u64) -> StateReport {
+        let paused = self.flags.contains(EntityFlags::PAUSED);
+        let (state, flags) = self
+            .sampler
+            .sample(if paused { Duration::ZERO } else { elapsed });
+        report(self.id, self.flags.with(flags), state, timestamp_ms)
+    }
+}
+
+/// An entity's state report: a paused entity, or one with no driver, reports no velocity.
+fn report(id: u32, flags: EntityFlags, state: VehicleState, timestamp_ms: u64) -> StateReport {
+    let mut r = StateReport::new(id, timestamp_ms, state);
+    r.flags = flags;
+    if flags.contains(EntityFlags::PAUSED) || flags.contains(EntityFlags::NO_DRIVER) {
+        (r.vx, r.vy) = (0, 0);
+    }
+    r
 }
 
 /// Applies `action` to one entity (past the repeat and fence checks); pushes the acks of the

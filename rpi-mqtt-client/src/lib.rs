@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod presence;
 pub mod publisher;
 pub mod reject_budget;
+pub mod rounds;
 pub mod router;
 pub mod seen;
 pub mod seen_actions;
@@ -156,6 +157,14 @@ fn run_inner(
     link_cfg.backoff_max = BACKOFF_MAX;
     // One wake-up of the link thread per burst of reports (LinkConfig::batch_scheduling).
     link_cfg.batch_scheduling = true;
+    // The rounds of reports and heartbeats: run by the link thread (rounds.rs).
+    let rounds = rounds::SharedRounds::new(
+        Heartbeats::new(config.heartbeat_interval, topics.heartbeat.clone()),
+        config.state_interval,
+        topics.state.clone(),
+        vehicles::max_dt(config.state_interval),
+    );
+    link_cfg.periodic = Some(rounds.job());
     let (event_tx, event_rx) = crossbeam_channel::bounded(64);
     let link = Link::start(link_cfg, event_tx).map_err(RunError::Link)?;
     let publisher = link.publisher();
@@ -174,7 +183,7 @@ fn run_inner(
             ack_topic: topics.ack.clone(),
             states: StatePublisher::new(publisher.clone(), topics.state.clone()),
             state_interval: config.state_interval,
-            heartbeat: Heartbeats::new(config.heartbeat_interval, topics.heartbeat.clone()),
+            rounds,
             wakes: bridge
                 .as_ref()
                 .map_or_else(crossbeam_channel::never, bridge::Bridge::wakes),

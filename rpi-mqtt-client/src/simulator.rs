@@ -21,9 +21,9 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use common::{ActionOutcome, RejectReason, Segment};
+use common::{ActionOutcome, EntityFlags, RejectReason, Segment};
 
-use crate::vehicle::{Vehicle, VehicleState};
+use crate::vehicle::{Sampler, Vehicle, VehicleState};
 
 /// The slowest the simulated vehicle moves while executing a segment, mm/s.
 pub const MIN_SPEED: f64 = 10.0;
@@ -209,6 +209,16 @@ impl Simulator {
     }
 }
 
+/// A copy of the simulator, stepped on when sampled: the motion is exact in closed form, so
+/// sampling `elapsed` later is what the `vehicles` thread would see by stepping.
+impl Sampler for Simulator {
+    fn sample(&self, elapsed: Duration) -> (VehicleState, EntityFlags) {
+        let mut ahead = self.clone();
+        ahead.step(elapsed);
+        (ahead.state(), EntityFlags::NONE)
+    }
+}
+
 impl Vehicle for Simulator {
     fn is_idle(&self) -> bool {
         self.run.is_none() && self.queue.is_empty()
@@ -273,6 +283,10 @@ impl Vehicle for Simulator {
             None if !self.queue.is_empty() => Some(Duration::ZERO),
             None => None,
         }
+    }
+
+    fn sampler(&self) -> Box<dyn Sampler> {
+        Box::new(self.clone())
     }
 
     fn state(&self) -> VehicleState {

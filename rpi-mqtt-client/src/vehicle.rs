@@ -9,6 +9,24 @@ use common::{AckOutcome, Action, ActionOutcome, EntityFlags, RejectReason, Segme
 /// carries.
 pub type VehicleState = common::Motion;
 
+/// An entity's state at a later time, without its handler: the `mqtt-link` thread samples it
+/// when a round of reports is due ([`crate::rounds`]), while the handler stays with the
+/// `vehicles` thread.
+pub trait Sampler: Send {
+    /// The state and the handler's flags `elapsed` after [`Vehicle::sampler`] was called,
+    /// had nothing happened meanwhile.
+    fn sample(&self, elapsed: Duration) -> (VehicleState, EntityFlags);
+}
+
+/// A state that does not move: the default [`Vehicle::sampler`].
+struct Fixed(VehicleState, EntityFlags);
+
+impl Sampler for Fixed {
+    fn sample(&self, _: Duration) -> (VehicleState, EntityFlags) {
+        (self.0, self.1)
+    }
+}
+
 /// One entity's handler. Called from the single `vehicles` thread, so no locking is needed
 /// inside; `Send` because it is moved there.
 ///
@@ -69,6 +87,13 @@ pub trait Vehicle: Send {
     /// Flags the handler adds to the entity's reports (NO_DRIVER).
     fn flags(&self) -> EntityFlags {
         EntityFlags::NONE
+    }
+    /// What the reports between two of the `vehicles` thread's wake-ups show ([`Sampler`]).
+    /// The default is the state of now, unchanged until the next call: right for a handler
+    /// whose state changes only when it is called. The simulator's motion is known in closed
+    /// form; a bridge vehicle's latest state is read from its connection.
+    fn sampler(&self) -> Box<dyn Sampler> {
+        Box::new(Fixed(self.state(), self.flags()))
     }
     /// Every instant action for this entity, before the daemon executes it (past the repeat,
     /// fence, entity and availability checks): a handler that cannot perform it says

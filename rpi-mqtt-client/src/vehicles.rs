@@ -1,19 +1,19 @@
 //! The `vehicles` thread: owns the entity handlers. It takes the segments and instant actions
 //! the main loop routes to it (an action's effect is published at once: the segment acks it
-//! caused, its ActionAck, then the state of every entity), publishes the acks (QoS 1, through
-//! a bounded outbox that survives a full queue and outages) and the state reports, every
-//! state interval, each entity sampled right then. On stop, unfinished segments are acked
-//! `Rejected(ShuttingDown)`.
+//! caused, its ActionAck, then the state of every entity) and publishes the acks (QoS 1,
+//! through a bounded outbox that survives a full queue and outages). On stop, unfinished
+//! segments are acked `Rejected(ShuttingDown)`.
 //!
-//! It also sends the Pi's heartbeat ([`crate::heartbeat`]), in the same burst as the state
-//! reports when both are due (their ticks start together, and the heartbeat interval is a
-//! multiple of the state interval by default): one wake-up of the `mqtt-link` thread for both.
+//! The rounds of state reports and heartbeats are not sent from here: the `mqtt-link` thread
+//! publishes them itself ([`crate::rounds`]), sampling the board this thread leaves at each
+//! of its wake-ups; after a (re)connect this thread sends a heartbeat and the states at once.
 //!
-//! It sleeps unless there is work: it wakes for an input, a state report or heartbeat that is due, the
-//! soonest [`crate::vehicle::Vehicle::next_event`] (a simulated segment's end, computed exactly, not found by
-//! stepping on a fine tick), and every [`STEP`] only while acks wait to be published or a
-//! handler asks to be polled. Before any input it brings every entity up to now, so an
-//! action acts on the pose of the moment.
+//! It sleeps unless there is work: it wakes for an input, the soonest
+//! [`crate::vehicle::Vehicle::next_event`] (a simulated segment's end, computed exactly, not
+//! found by stepping on a fine tick; while something drives, at least every half
+//! [`max_dt`]), and every [`STEP`] only while acks wait to be published or a handler asks to
+//! be polled. Before any input it brings every entity up to now, so an action acts on the
+//! pose of the moment.
 
 use std::time::{Duration, Instant};
 
@@ -25,11 +25,11 @@ use mqtt_link::QoS;
 
 use crate::clock;
 use crate::entities::Entities;
-use crate::heartbeat::Heartbeats;
 use crate::link_change::LinkChange;
 use crate::outbox::{Ack, Acks};
 use crate::publisher::encode;
 use crate::reject_budget::{REJECTS_PER_SECOND, RejectBudget};
+use crate::rounds::SharedRounds;
 use crate::state::StatePublisher;
 use mqtt_link::{Held, Publisher};
 
@@ -37,8 +37,12 @@ use mqtt_link::{Held, Publisher};
 /// waiting in the outbox).
 pub const STEP: Duration = Duration::from_millis(20);
 /// A longer pause (machine suspended, process stopped) is not simulated as driving (at least
-/// two state intervals are: the thread wakes at least that often).
+/// two state intervals are; the thread wakes at least every half of it while one drives).
 const MAX_DT: Duration = Duration::from_secs(1);
+/// The longest step simulated as driving: [`MAX_DT`], or two state intervals if longer.
+pub fn max_dt(state_interval: Duration) -> Duration {
+    MAX_DT.max(state_interval * 2)
+}
 /// Acks waiting to be published.
 pub const OUTBOX_CAPACITY: usize = 256;
 /// Acks remembered after publishing, to resend after a disconnect.
@@ -68,66 +72,15 @@ pub struct VehiclesLoop {
     /// The state reports, every `state_interval` and at once after an action or a reconnect.
     pub states: StatePublisher,
     pub state_interval: Duration,
-    pub heartbeat: Heartbeats,
+    /// The rounds of reports and heartbeats the `mqtt-link` thread publishes: this thread
+    /// keeps their board and restarts them after a connect.
+    pub rounds: SharedRounds,
     /// Handlers that answer later (the vehicle bridge) ask for a step through this; never
     /// fires for the simulator.
     pub wakes: Receiver<()>,
     /// How far back acks are resent after a disconnect: about how long a dead connection
     /// can go unnoticed (1.5-2x the MQTT keep-alive).
     pub resend_window: Duration,
-}
-
-/// When the next state reports and heartbeat are due: fixed schedules from one origin (a
-/// start or a reconnect), so with the heartbeat interval a multiple of the state interval
-/// (500 ms and 100 ms by default) every heartbeat goes out with a round of reports, in one
-/// burst. Missed times are skipped, never caught up. (`crossbeam_channel::tick` schedules
-/// each tick from the previous delivery: two tickers drift apart by the wake-up latency.)
-#[derive(Debug, Clone, Copy)]
-struct Schedule {
-    report: Instant,
-    beat: Instant,
-    report_every: Duration,
-    beat_every: Duration,
-}
-
-/// A time this close ahead counts as due (timer slack), so two schedules that meet are
-/// served by one wake-up.
-const SLACK: Duration = Duration::from_millis(2);
-
-impl Schedule {
-    fn new(now: Instant, report_every: Duration, beat_every: Duration) -> Schedule {
-        let report_every = report_every.max(Duration::from_millis(1));
-        let beat_every = beat_every.max(Duration::from_millis(1));
-        Schedule {
-            report: now + report_every,
-            beat: now + beat_every,
-            report_every,
-            beat_every,
-        }
-    }
-
-    /// The sooner of the two.
-    fn next(&self) -> Instant {
-        self.report.min(self.beat)
-    }
-
-    /// Whether the reports and the heartbeat are due at `now`; those due move on to their
-    /// next time after `now`.
-    fn due(&mut self, now: Instant) -> (bool, bool) {
-        fn take(at: &mut Instant, every: Duration, now: Instant) -> bool {
-            if now + SLACK < *at {
-                return false;
-            }
-            while *at <= now + SLACK {
-                *at += every;
-            }
-            true
-        }
-        (
-            take(&mut self.report, self.report_every, now),
-            take(&mut self.beat, self.beat_every, now),
-        )
-    }
 }
 
 /// Rate-limited logging of rejected segments, one limiter per reason.
@@ -180,30 +133,21 @@ impl VehiclesLoop {
         let mut overflow = RateLimiter::new(Duration::from_secs(30));
         let mut acks: Vec<SegmentAck> = Vec::new();
         let mut reports = Vec::new();
-        let mut schedule =
-            Schedule::new(Instant::now(), self.state_interval, self.heartbeat.interval);
-        let max_dt = MAX_DT.max(self.state_interval * 2);
+        let max_dt = max_dt(self.state_interval);
         let mut last = Instant::now();
         loop {
-            // Whatever woke it last, what is due goes now, in one burst; here, at the top, so
-            // that no branch below can skip it: a flood of inputs holds neither the reports
-            // nor the heartbeat back by more than one event (every input brought the
-            // entities up to its time).
-            let (report, beat) = schedule.due(Instant::now());
-            if report {
-                self.flush(&mut outbox);
-                self.publish(beat, &mut reports);
-            } else if beat {
-                self.states.publish(Some(&mut self.heartbeat), &[]);
-            }
-            // Woken for a handler's next event; every STEP while acks wait to be published.
+            // The reports between now and the next wake-up sample this; here, at the top, so
+            // that no branch below can skip it.
+            self.rounds.lock().set_board(last, self.entities.board());
+            // Woken for a handler's next event (while one drives, at least every half
+            // `max_dt`: a longer gap is not simulated as driving); every STEP while acks wait
+            // to be published.
             let next = match (self.entities.next_event(), outbox.is_empty()) {
-                (next, true) => next,
+                (next, true) => next.map(|d| d.min(max_dt / 2)),
                 (Some(t), false) => Some(t.min(STEP)),
                 (None, false) => Some(STEP),
             };
-            let wake =
-                at(next.map_or(schedule.next(), |d| schedule.next().min(Instant::now() + d)));
+            let wake = next.map_or_else(crossbeam_channel::never, |d| at(Instant::now() + d));
             let event = select! {
                 recv(stop) -> _ => Event::Stop,
                 recv(inputs) -> s => s.map(Event::Input).unwrap_or(Event::Stop),
@@ -300,14 +244,16 @@ impl VehiclesLoop {
                     self.flush(&mut outbox);
                 }
                 Event::Link(LinkChange::Up) => {
-                    // The heartbeat and the state at once, and both schedules restarted from
-                    // there, together.
+                    // The heartbeat and the state at once, and the rounds restarted from
+                    // there.
                     self.flush(&mut outbox);
-                    self.publish(true, &mut reports);
-                    schedule =
-                        Schedule::new(Instant::now(), self.state_interval, self.heartbeat.interval);
+                    self.entities.reports(clock::now_ms(), &mut reports);
+                    let mut rounds = self.rounds.lock();
+                    self.states.publish(Some(&mut rounds.heartbeat), &reports);
+                    rounds.restart(Instant::now());
                 }
                 Event::Link(LinkChange::Down) => {
+                    self.rounds.lock().pause();
                     let n = outbox.on_disconnect(Instant::now());
                     if n > 0 {
                         debug!("{n} recent acks queued again after the disconnect");
@@ -316,7 +262,7 @@ impl VehiclesLoop {
                 Event::Wake => self.flush(&mut outbox),
             }
         }
-        debug!("{} heartbeats sent", self.heartbeat.count());
+        debug!("{} heartbeats sent", self.rounds.lock().heartbeat.count());
         self.entities.abandon(&mut acks);
         if !acks.is_empty() {
             info!("shutting down: {} unfinished segments dropped", acks.len());
@@ -333,17 +279,11 @@ impl VehiclesLoop {
         }
     }
 
-    /// Every entity sampled now and published (QoS 0; dropped if it cannot be sent, the
-    /// next interval carries it).
+    /// Every entity sampled now and published at once (after an action; QoS 0, dropped if
+    /// it cannot be sent: the next round carries it).
     fn publish_states(&mut self, reports: &mut Vec<StateReport>) {
-        self.publish(false, reports);
-    }
-
-    /// The state of every entity, and the heartbeat first if `beat`: one burst.
-    fn publish(&mut self, beat: bool, reports: &mut Vec<StateReport>) {
         self.entities.reports(clock::now_ms(), reports);
-        let heartbeat = beat.then_some(&mut self.heartbeat);
-        self.states.publish(heartbeat, reports);
+        self.states.publish(None, reports);
     }
 
     fn queue(&self, outbox: &mut Acks, ack: Ack, overflow: &mut RateLimiter) {
@@ -379,35 +319,5 @@ impl VehiclesLoop {
                 )
                 .is_ok()
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_heartbeat_goes_with_every_fifth_round_of_reports() {
-        let ms = Duration::from_millis;
-        let t0 = Instant::now();
-        let mut s = Schedule::new(t0, ms(100), ms(500));
-        let mut beats = Vec::new();
-        for k in 1..=10u64 {
-            // Woken a little late (timer slack), or a little early.
-            let now = t0 + ms(100 * k) + if k % 2 == 0 { ms(1) } else { Duration::ZERO };
-            assert_eq!(s.next(), t0 + ms(100 * k));
-            let (report, beat) = s.due(now);
-            assert!(report, "round {k}");
-            if beat {
-                beats.push(k);
-            }
-        }
-        assert_eq!(beats, [5, 10]);
-        // Nothing is due between rounds; a long stall skips the missed rounds.
-        assert_eq!(s.due(t0 + ms(1050)), (false, false));
-        assert_eq!(s.due(t0 + ms(2310)), (true, true));
-        assert_eq!(s.next(), t0 + ms(2400));
-        assert_eq!(s.due(t0 + ms(2399)), (true, false));
-        assert_eq!(s.due(t0 + ms(2499)), (true, true));
     }
 }

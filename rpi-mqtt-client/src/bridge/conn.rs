@@ -184,6 +184,8 @@ fn handshake(
             }
         }
     }
+    // The `vehicles` thread takes the entities over at once (it is not woken by reports).
+    shared.wake();
     stream
         .set_read_timeout(None)
         .map_err(|e| format!("cannot clear its read timeout: {e}"))?;

@@ -12,7 +12,7 @@ use log::{debug, info};
 
 use super::frame::{Caps, Frame};
 use super::shared::{ConnRef, Counters, Shared};
-use crate::vehicle::{Vehicle, VehicleState};
+use crate::vehicle::{Sampler, Vehicle, VehicleState};
 
 /// A segment handed to the process.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +20,42 @@ struct Held {
     id: u32,
     /// When it was sent, while its answer (accepted or rejected) is awaited.
     unanswered_since: Option<Instant>,
+}
+
+/// A bridge entity's reports between two wake-ups of the `vehicles` thread: the latest
+/// state its process sent (not yet taken by that thread), else the one it took last; no
+/// driver when the process it drives by is gone.
+struct BridgeSampler {
+    shared: Arc<Shared>,
+    index: usize,
+    motion: Motion,
+    /// The connection the entity was driven by when the sampler was taken.
+    attached: Option<u64>,
+}
+
+impl Sampler for BridgeSampler {
+    fn sample(&self, _: Duration) -> (VehicleState, EntityFlags) {
+        let cells = self.shared.cells();
+        let cell = cells.get(self.index);
+        let conn = cell.and_then(|c| c.conn.as_ref().map(|c| c.id));
+        let latest = cell.and_then(|c| c.state).unwrap_or(self.motion);
+        match (self.attached, conn) {
+            (Some(a), Some(c)) if a == c => (latest, EntityFlags::NONE),
+            // What `BridgeEntity::lost` will make of it: the last pose kept, nothing driving.
+            _ => (stopped(latest), EntityFlags::NO_DRIVER),
+        }
+    }
+}
+
+/// `m` with no driver: the pose kept, no velocity, no segment.
+fn stopped(m: Motion) -> Motion {
+    Motion {
+        vx: 0,
+        vy: 0,
+        segment_id: 0,
+        progress: 0,
+        ..m
+    }
 }
 
 pub struct BridgeEntity {
@@ -64,6 +100,10 @@ impl BridgeEntity {
             let Some(cell) = cells.get_mut(self.index) else {
                 return;
             };
+            // The latest state first, also from a process just lost: its last pose is kept.
+            if let Some(m) = cell.state.take() {
+                self.motion = m;
+            }
             let current = cell.conn.as_ref().map(|c| c.id);
             if self.attached.as_ref().map(|c| c.id) != current {
                 if let Some(old) = self.attached.take() {
@@ -79,9 +119,6 @@ impl BridgeEntity {
             }
             if self.attached.is_none() {
                 return;
-            }
-            if let Some(m) = cell.state.take() {
-                self.motion = m;
             }
             answers.extend(cell.answers.drain(..));
             let silent = now.saturating_duration_since(cell.last_state);
@@ -138,10 +175,7 @@ impl BridgeEntity {
             self.out
                 .push((h.id, AckOutcome::Rejected(RejectReason::VehicleUnavailable)));
         }
-        self.motion.vx = 0;
-        self.motion.vy = 0;
-        self.motion.segment_id = 0;
-        self.motion.progress = 0;
+        self.motion = stopped(self.motion);
         info!(
             "entity {} has no driver: connection {} {why}; {n} segments failed \
              (VehicleUnavailable)",
@@ -276,6 +310,15 @@ impl Vehicle for BridgeEntity {
         } else {
             EntityFlags::NO_DRIVER
         }
+    }
+
+    fn sampler(&self) -> Box<dyn Sampler> {
+        Box::new(BridgeSampler {
+            shared: self.shared.clone(),
+            index: self.index,
+            motion: self.motion,
+            attached: self.attached.as_ref().map(|c| c.id),
+        })
     }
 
     fn act(&mut self, action: &Action) -> Result<(), ActionOutcome> {
