@@ -475,12 +475,18 @@ impl Runner {
         });
     }
 
-    /// Waits for rumqttc's next event, `until`, or the periodic job.
+    /// Waits for rumqttc's next event, `until`, or the periodic job (only while connected: a
+    /// wait that ends drops rumqttc's poll, and a connection attempt (TCP, TLS, CONNECT) cut
+    /// off every round would never finish on a slow link).
     fn wait(&mut self, conn: &mut Connection, until: Option<Instant>) -> Woke {
-        let due = self.periodic.as_ref().map(|p| p.next());
-        let waiter = self
-            .waiter
-            .get_or_insert_with(|| Waiter::new(due.is_some()));
+        let connected = self.connected.load(Ordering::Acquire);
+        let due = self
+            .periodic
+            .as_ref()
+            .filter(|_| connected)
+            .map(|p| p.next());
+        let periodic = self.periodic.is_some();
+        let waiter = self.waiter.get_or_insert_with(|| Waiter::new(periodic));
         waiter.wait(conn, until, due)
     }
 

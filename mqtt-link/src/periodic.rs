@@ -23,10 +23,11 @@ use crate::publisher::Outgoing;
 pub trait Periodic: Send {
     /// When [`Periodic::run`] is due next.
     fn next(&self) -> Instant;
-    /// Does what is due at `now` (called at or a little after [`Periodic::next`]; while the
-    /// link is down, `connected` is false, and between connection attempts it is not called at
-    /// all: a job skips the times it missed): publishes through `publish`, which says whether
-    /// the message was handed to rumqttc (false: the link is down or rumqttc's queue is full).
+    /// Does what is due at `now` (called at or a little after [`Periodic::next`] while the
+    /// link is connected; while it is down, only now and then, with `connected` false, or not
+    /// at all: a job skips the times it missed): publishes through `publish`, which says
+    /// whether the message was handed to rumqttc (false: the link is down or rumqttc's queue
+    /// is full).
     fn run(&mut self, now: Instant, connected: bool, publish: &mut dyn FnMut(Outgoing<'_>) -> bool);
 }
 

@@ -321,3 +321,72 @@ fn a_periodic_job_runs_on_the_link_thread_at_its_times_and_knows_when_the_link_i
     assert!(first >= *counts.last().unwrap(), "{first} after {counts:?}");
     assert!(link.shutdown(None, Duration::from_secs(5)));
 }
+
+/// A TCP proxy on loopback that holds everything the broker sends for `delay` before passing
+/// it on (the client's bytes go straight through): a slow link's CONNACK.
+fn slow_proxy(broker_port: u16, delay: Duration) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().take(8).flatten() {
+            let Ok(upstream) = TcpStream::connect(("127.0.0.1", broker_port)) else {
+                continue;
+            };
+            let pipe = |mut from: TcpStream, mut to: TcpStream, wait: Duration| {
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        std::thread::sleep(wait);
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            };
+            pipe(
+                client.try_clone().unwrap(),
+                upstream.try_clone().unwrap(),
+                Duration::ZERO,
+            );
+            pipe(upstream, client, delay);
+        }
+    });
+    port
+}
+
+#[test]
+fn a_connect_slower_than_a_round_is_not_cut_off_by_the_periodic_job() {
+    let broker = Broker::start();
+    let port = slow_proxy(broker.port(), Duration::from_millis(300));
+    let mut b = BrokerConfig::default();
+    b.apply("broker", &format!("127.0.0.1:{port}"))
+        .unwrap()
+        .unwrap();
+    let mut cfg = LinkConfig::new("pi-slow", b);
+    let every = Duration::from_millis(50);
+    let runs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    cfg.periodic = Some(Box::new(Ticker {
+        next: Instant::now() + every,
+        every,
+        n: 0,
+        runs: runs.clone(),
+    }));
+    let (tx, rx) = crossbeam_channel::bounded(100);
+    let link = Link::start(cfg, tx).unwrap();
+    assert!(
+        next_connected(&rx, Duration::from_secs(5)).is_some(),
+        "connected through a link whose CONNACK takes 300 ms, with a job every 50 ms"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        runs.lock().unwrap().iter().any(|(_, connected)| *connected),
+        "and the job runs once connected"
+    );
+    assert!(link.shutdown(None, Duration::from_secs(5)));
+}

@@ -1,10 +1,10 @@
 //! The Pi's heartbeat on `rpi/{id}/heartbeat`: every interval while the link is connected, and
-//! one at once after every (re)connect. The `vehicles` thread sends it in the same burst as the
-//! state reports due at that moment (one wake-up of the `mqtt-link` thread for both); it is
-//! due on its own schedule, checked before every wait of that thread, so a flood of inputs
-//! does not hold it back. `seq` grows by one per heartbeat handed to the client; heartbeats
-//! not sent (disconnected, queue full) are not counted (the server reads gaps in `seq` as
-//! lost heartbeats).
+//! one at once after every (re)connect. The `mqtt-link` thread sends it with the round of state
+//! reports due at that moment ([`crate::rounds`]), so a flood of inputs that keeps the
+//! `vehicles` thread busy does not hold it back; after a (re)connect the `vehicles` thread
+//! sends one at once with the states. `seq` grows by one per heartbeat handed to the client;
+//! heartbeats not sent (disconnected, queue full) are not counted (the server reads gaps in
+//! `seq` as lost heartbeats).
 
 use std::time::{Duration, Instant};
 

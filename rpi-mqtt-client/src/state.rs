@@ -1,8 +1,9 @@
-//! State reports: one StateReport per entity on `rpi/{id}/state` (QoS 0), published by the
-//! `vehicles` thread every state interval while connected (and at once after a reconnect or
-//! an action), each entity sampled right then, in one burst with the heartbeat when that is
-//! due too. Reports that cannot be sent are dropped, never queued: after an outage the server
-//! gets the current state, not a backlog.
+//! State reports published by the `vehicles` thread: one StateReport per entity on
+//! `rpi/{id}/state` (QoS 0), at once after an action or the server-lost pause, and with a
+//! heartbeat after a reconnect, each entity sampled right then, as one burst. (The reports of
+//! every state interval are the `mqtt-link` thread's: [`crate::rounds`].) Reports that cannot
+//! be sent are dropped, never queued: after an outage the server gets the current state, not
+//! a backlog.
 
 use std::time::{Duration, Instant};
 
