@@ -69,7 +69,8 @@ pub struct VehiclesLoop {
     pub entities: Entities,
     pub publisher: Publisher,
     pub ack_topic: String,
-    /// The state reports, every `state_interval` and at once after an action or a reconnect.
+    /// The state reports sent from here: at once after an action or a reconnect (those of
+    /// every `state_interval` are the `mqtt-link` thread's, [`crate::rounds`]).
     pub states: StatePublisher,
     pub state_interval: Duration,
     /// The rounds of reports and heartbeats the `mqtt-link` thread publishes: this thread
