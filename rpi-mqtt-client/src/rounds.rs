@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use common::Message;
 use common::ratelimit::RateLimiter;
-use log::warn;
-use mqtt_link::{Held, Outgoing, Periodic, QoS};
+use mqtt_link::{Outgoing, Periodic};
 
 use crate::clock;
 use crate::entities::Sampled;
 use crate::heartbeat::Heartbeats;
 use crate::publisher::encode;
+use crate::state::{log_dropped, qos0};
 
 /// When the next state reports and heartbeat are due: fixed schedules from one origin (a
 /// start or a reconnect), so with the heartbeat interval a multiple of the state interval
@@ -129,13 +129,7 @@ impl Rounds {
         }
         if beat {
             let hb = self.heartbeat.next();
-            let sent = publish(Outgoing {
-                topic: &self.heartbeat.topic,
-                qos: QoS::AtMostOnce,
-                retain: false,
-                payload: hb.as_slice(),
-            });
-            if sent {
+            if publish(qos0(&self.heartbeat.topic, hb.as_slice())) {
                 self.heartbeat.sent();
             } else {
                 self.heartbeat.skipped();
@@ -149,21 +143,10 @@ impl Rounds {
             let mut dropped = 0;
             for e in &self.board.entries {
                 let payload = encode(Message::State(e.report(elapsed, stamp)));
-                let sent = publish(Outgoing {
-                    topic: &self.state_topic,
-                    qos: QoS::AtMostOnce,
-                    retain: false,
-                    payload: payload.as_slice(),
-                });
-                dropped += usize::from(!sent);
+                dropped += usize::from(!publish(qos0(&self.state_topic, payload.as_slice())));
             }
             if dropped > 0 {
-                if let Some(held) = self.dropped.check(now) {
-                    warn!(
-                        "state reports dropped: MQTT request queue full ({dropped} now, {})",
-                        Held(held).count("earlier drops")
-                    );
-                }
+                log_dropped(&mut self.dropped, dropped);
             }
         }
     }

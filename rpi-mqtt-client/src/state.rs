@@ -16,6 +16,26 @@ use crate::heartbeat::Heartbeats;
 use crate::publisher::encode;
 use mqtt_link::{Held, NotSent, Outgoing, Publisher};
 
+/// A heartbeat or a state report as handed to the link: QoS 0, not retained.
+pub fn qos0<'a>(topic: &'a str, payload: &'a [u8]) -> Outgoing<'a> {
+    Outgoing {
+        topic,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        payload,
+    }
+}
+
+/// The rate-limited line for `dropped` state reports that rumqttc's full queue refused.
+pub fn log_dropped(limiter: &mut RateLimiter, dropped: usize) {
+    if let Some(held) = limiter.check(Instant::now()) {
+        warn!(
+            "state reports dropped: MQTT request queue full ({dropped} now, {})",
+            Held(held).count("earlier drops")
+        );
+    }
+}
+
 /// Publishes a set of state reports; remembers its rate-limited drop log.
 pub struct StatePublisher {
     publisher: Publisher,
@@ -43,19 +63,9 @@ impl StatePublisher {
         let payloads: Vec<_> = reports.iter().map(|r| encode(Message::State(*r))).collect();
         let mut msgs: Vec<Outgoing<'_>> = Vec::with_capacity(reports.len() + 1);
         if let (Some(h), Some(b)) = (heartbeat.as_ref(), beat.as_ref()) {
-            msgs.push(Outgoing {
-                topic: &h.topic,
-                qos: QoS::AtMostOnce,
-                retain: false,
-                payload: b.as_slice(),
-            });
+            msgs.push(qos0(&h.topic, b.as_slice()));
         }
-        msgs.extend(payloads.iter().map(|p| Outgoing {
-            topic: &self.topic,
-            qos: QoS::AtMostOnce,
-            retain: false,
-            payload: p.as_slice(),
-        }));
+        msgs.extend(payloads.iter().map(|p| qos0(&self.topic, p.as_slice())));
         let result = self.publisher.try_send_many(&msgs);
         if let Some(h) = heartbeat {
             match &result {
@@ -66,13 +76,7 @@ impl StatePublisher {
         }
         if let Err(NotSent::QueueFull(_)) = result {
             if !reports.is_empty() {
-                if let Some(held) = self.dropped.check(Instant::now()) {
-                    warn!(
-                        "state reports dropped: MQTT request queue full ({} now, {})",
-                        reports.len(),
-                        Held(held).count("earlier drops")
-                    );
-                }
+                log_dropped(&mut self.dropped, reports.len());
             }
         }
     }
