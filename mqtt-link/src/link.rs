@@ -336,8 +336,9 @@ fn sched_batch() {
     }
 }
 
-/// A periodic job due this soon counts as due (timer slack).
-const PERIODIC_SLACK: Duration = Duration::from_millis(1);
+/// A deadline this close counts as reached (timer slack): the periodic job and the
+/// re-subscription, whose timers may fire a little early.
+const TIMER_SLACK: Duration = Duration::from_millis(1);
 
 /// A connection that breaks sooner than this after its ConnAck is short-lived: the backoff
 /// is not reset. From the second short-lived connection in a row the link is flapping (e.g.
@@ -462,7 +463,7 @@ impl Runner {
             return;
         };
         let now = Instant::now();
-        if now + PERIODIC_SLACK < p.next() {
+        if now + TIMER_SLACK < p.next() {
             return;
         }
         let connected = self.connected.load(Ordering::Acquire);
@@ -517,7 +518,7 @@ impl Runner {
                 Woke::Timeout => {
                     if let Some(r) = resubscribe
                         .as_mut()
-                        .filter(|r| r.at <= Instant::now() + PERIODIC_SLACK)
+                        .filter(|r| r.at <= Instant::now() + TIMER_SLACK)
                     {
                         // Asked again; the SubAck decides (a failure doubles the wait).
                         // Until it comes, nothing else is re-sent.
